@@ -1,0 +1,3 @@
+"""API routes owned by this module (filled in by its issue)."""
+
+urlpatterns: list = []

@@ -1,0 +1,161 @@
+"""The demo world's conversation: recipients across time zones with a few days of history."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+from tqdm import tqdm
+
+from .models import (
+    Channel,
+    ContactPoint,
+    Event,
+    Message,
+    MessageStatus,
+    Preference,
+    Purpose,
+    Recipient,
+    Source,
+)
+
+DEMO_TIMEZONES = [
+    "Europe/Paris",
+    "America/New_York",
+    "America/Los_Angeles",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+    "Europe/London",
+    "America/Sao_Paulo",
+    "Asia/Kolkata",
+    "Africa/Lagos",
+    "UTC",
+]
+FIRST_NAMES = ["ada", "grace", "alan", "linus", "margaret", "ken", "barbara", "dennis", "radia", "edsger"]
+CONTENT = {
+    Channel.PUSH: [
+        {"title": "Your order shipped", "body": "Track it in the app.", "action_url": "app://orders"},
+        {"title": "Still thinking it over?", "body": "Your cart is saved.", "action_url": "app://cart"},
+    ],
+    Channel.EMAIL: [
+        {"subject": "Your receipt", "body": "Thanks for your purchase. Here are the details of your order."},
+        {"subject": "Your cart, with details", "body": "The items you left behind, with sizes and reviews."},
+        {"subject": "New this week", "body": "A few things we think you will like."},
+    ],
+    Channel.IN_APP: [
+        {"title": "Pick up where you left off", "body": "Your cart is waiting.", "action_url": "app://cart"},
+    ],
+    Channel.SMS: [{"body": "Your verification code is 428193."}],
+}
+PURPOSE_BY_CHANNEL = {
+    Channel.PUSH: [Purpose.TRANSACTIONAL, Purpose.ENGAGEMENT],
+    Channel.EMAIL: [Purpose.TRANSACTIONAL, Purpose.ENGAGEMENT, Purpose.PROMOTIONAL],
+    Channel.IN_APP: [Purpose.ENGAGEMENT],
+    Channel.SMS: [Purpose.TRANSACTIONAL],
+}
+EVENTS = ["app_open", "product_viewed", "cart_abandoned", "purchase"]
+
+
+def demo_recipients_seed(*, count: int = 40, days: int = 4, seed: int = 7, progress: bool = True) -> int:
+    """Create the demo recipients (once; existing ones are left as they are). Returns how many were new."""
+    rng = random.Random(seed)
+    now = timezone.now()
+    created = 0
+    for i in tqdm(range(count), desc="demo recipients", disable=not progress, unit="recipient"):
+        name = FIRST_NAMES[i % len(FIRST_NAMES)]
+        external_id = f"demo-{name}-{i:03d}"
+        if Recipient.objects.filter(external_id=external_id).exists():
+            continue
+        with transaction.atomic():
+            recipient = Recipient.objects.create(
+                external_id=external_id,
+                timezone=DEMO_TIMEZONES[i % len(DEMO_TIMEZONES)],
+                locale=rng.choice(["en-US", "en-GB", "fr-FR", "ja-JP", "pt-BR"]),
+                attributes={"plan": rng.choice(["free", "pro", "team"]), "name": name.title()},
+                created_at=now - timedelta(days=days + 3),
+                last_seen_at=now - timedelta(hours=rng.randint(1, 48)),
+            )
+            points = [
+                ContactPoint(
+                    recipient=recipient, channel=Channel.EMAIL, address=f"{external_id}@example.com"
+                ),
+                ContactPoint(recipient=recipient, channel=Channel.IN_APP, address=""),
+            ]
+            if i % 3 != 2:
+                points.append(
+                    ContactPoint(recipient=recipient, channel=Channel.PUSH, address=f"push-token-{i:03d}")
+                )
+            if i % 4 == 0:
+                points.append(
+                    ContactPoint(recipient=recipient, channel=Channel.SMS, address=f"+1415555{i:04d}")
+                )
+            ContactPoint.objects.bulk_create(points)
+            if i % 5 == 0:
+                Preference.objects.create(
+                    recipient=recipient, channel=Channel.EMAIL, purpose=Purpose.PROMOTIONAL, opted_in=False
+                )
+            channels = [cp.channel for cp in points]
+            messages, events = [], []
+            for _ in range(rng.randint(4, 12)):
+                at = now - timedelta(minutes=rng.randint(5, days * 24 * 60))
+                channel = rng.choice(channels)
+                status = rng.choices(
+                    [
+                        MessageStatus.DELIVERED,
+                        MessageStatus.OPENED,
+                        MessageStatus.CLICKED,
+                        MessageStatus.SUPPRESSED,
+                        MessageStatus.FAILED,
+                    ],
+                    weights=[50, 25, 10, 10, 5],
+                )[0]
+                fields = {
+                    "recipient": recipient,
+                    "channel": channel,
+                    "requested_channel": channel,
+                    "purpose": rng.choice(PURPOSE_BY_CHANNEL[channel]),
+                    "content": rng.choice(CONTENT[channel]),
+                    "status": status,
+                    "source": rng.choice([Source.API, Source.API, Source.CAMPAIGN]),
+                    "created_at": at,
+                    "decided_at": at,
+                }
+                if status == MessageStatus.SUPPRESSED:
+                    fields.update(
+                        suppressed_at=at,
+                        rule="Engagement + promotional, 24 h",
+                        reason="3 of 3 engagement+promotional messages in the last 24 h across all channels.",
+                    )
+                else:
+                    fields.update(
+                        accepted_at=at,
+                        sent_at=at + timedelta(seconds=2),
+                        provider="demo",
+                        reason="Within every cap.",
+                    )
+                    if status == MessageStatus.FAILED:
+                        fields.update(failed_at=at + timedelta(minutes=30), last_error="mailbox unavailable")
+                    else:
+                        fields["delivered_at"] = at + timedelta(seconds=5)
+                    if status in (MessageStatus.OPENED, MessageStatus.CLICKED):
+                        fields["opened_at"] = at + timedelta(minutes=rng.randint(1, 90))
+                    if status == MessageStatus.CLICKED:
+                        fields["clicked_at"] = fields["opened_at"] + timedelta(seconds=30)
+                messages.append(Message(**fields))
+            for _ in range(rng.randint(2, 8)):
+                at = now - timedelta(minutes=rng.randint(5, days * 24 * 60))
+                events.append(
+                    Event(
+                        recipient=recipient,
+                        name=rng.choice(EVENTS),
+                        occurred_at=at,
+                        received_at=at,
+                        properties={"source": "demo"},
+                    )
+                )
+            Message.objects.bulk_create(messages)
+            Event.objects.bulk_create(events)
+            created += 1
+    return created

@@ -1,0 +1,279 @@
+"""The conversation: recipients, how to reach them, what they want, what they did and what they got.
+
+`Message` is the one history table for every channel and every source; the governor counts it, the
+channels deliver it, journeys point at it, and the admin timeline reads it.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone as dj_timezone
+
+
+class Channel(models.TextChoices):
+    EMAIL = "email", "Email"
+    PUSH = "push", "Push"
+    SMS = "sms", "SMS"
+    IN_APP = "in_app", "In-app"
+
+
+AUTO_CHANNEL = "auto"
+
+
+class Purpose(models.TextChoices):
+    TRANSACTIONAL = "transactional", "Transactional"
+    ALERT = "alert", "Alert"
+    ENGAGEMENT = "engagement", "Engagement"
+    PROMOTIONAL = "promotional", "Promotional"
+
+
+class MessageStatus(models.TextChoices):
+    ACCEPTED = "accepted", "Accepted"
+    DEFERRED = "deferred", "Deferred"
+    SUPPRESSED = "suppressed", "Suppressed"
+    SENT = "sent", "Sent"
+    DELIVERED = "delivered", "Delivered"
+    OPENED = "opened", "Opened"
+    CLICKED = "clicked", "Clicked"
+    FAILED = "failed", "Failed"
+    EXPIRED = "expired", "Expired"
+
+
+# Statuses a message can never leave: nothing is sent, retried or re-decided from them.
+FINAL_STATUSES = frozenset({MessageStatus.SUPPRESSED, MessageStatus.FAILED, MessageStatus.EXPIRED})
+# Statuses that mean the governor let the message through (it spends the recipient's cap).
+CLEARED_STATUSES = frozenset(
+    {
+        MessageStatus.ACCEPTED,
+        MessageStatus.SENT,
+        MessageStatus.DELIVERED,
+        MessageStatus.OPENED,
+        MessageStatus.CLICKED,
+        MessageStatus.FAILED,
+    }
+)
+
+
+class Source(models.TextChoices):
+    API = "api", "API"
+    JOURNEY = "journey", "Journey step"
+    CAMPAIGN = "campaign", "Campaign"
+    ADMIN = "admin", "Admin"
+
+
+def validate_timezone(value: str) -> None:
+    """Reject anything that is not an IANA time zone name known to zoneinfo."""
+    if not value or value not in zoneinfo.available_timezones():
+        raise ValidationError(
+            "%(value)s is not an IANA time zone name (e.g. Europe/Paris, America/New_York).",
+            code="invalid_timezone",
+            params={"value": value},
+        )
+
+
+class Recipient(models.Model):
+    external_id = models.CharField(max_length=200, unique=True, help_text="The id your services use.")
+    timezone = models.CharField(max_length=64, default="UTC", validators=[validate_timezone])
+    locale = models.CharField(max_length=35, blank=True, default="")
+    attributes = models.JSONField(default=dict, blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True, help_text="Last product visit (in-app).")
+    created_at = models.DateTimeField(default=dj_timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["external_id"]
+
+    def __str__(self) -> str:
+        return self.external_id
+
+    @property
+    def tzinfo(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+
+class ContactPoint(models.Model):
+    """One way to reach a recipient on one channel: an email address, an E.164 phone, a push token,
+    or (in-app) the single row that says the recipient uses the product."""
+
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="contact_points")
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    address = models.CharField(max_length=512, blank=True, default="")
+    opted_in = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=dj_timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["channel", "address"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["recipient", "channel", "address"], name="contactpoint_unique_address"
+            ),
+            models.CheckConstraint(
+                condition=Q(channel__in=Channel.values), name="contactpoint_channel_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(channel="in_app") | ~Q(address=""), name="contactpoint_address_required"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_channel_display()}: {self.address or 'enabled'}"
+
+
+class Preference(models.Model):
+    """The recipient's word on one channel × purpose. `opted_in=False` is an opt-out the governor obeys."""
+
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="preferences")
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    purpose = models.CharField(max_length=20, choices=Purpose.choices)
+    opted_in = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["channel", "purpose"]
+        constraints = [
+            models.UniqueConstraint(fields=["recipient", "channel", "purpose"], name="preference_unique"),
+            models.CheckConstraint(condition=Q(channel__in=Channel.values), name="preference_channel_valid"),
+            models.CheckConstraint(condition=Q(purpose__in=Purpose.values), name="preference_purpose_valid"),
+        ]
+
+    def __str__(self) -> str:
+        state = "opted in" if self.opted_in else "opted out"
+        return f"{self.channel}/{self.purpose}: {state}"
+
+
+class Event(models.Model):
+    """Something the recipient did in the product: triggers journeys, counts as conversions."""
+
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="events")
+    name = models.CharField(max_length=200)
+    properties = models.JSONField(default=dict, blank=True)
+    occurred_at = models.DateTimeField(default=dj_timezone.now)
+    received_at = models.DateTimeField(default=dj_timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        indexes = [
+            models.Index(fields=["recipient", "-occurred_at"], name="event_recipient_time"),
+            models.Index(fields=["name", "-occurred_at"], name="event_name_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} by {self.recipient_id} at {self.occurred_at:%Y-%m-%d %H:%M}"
+
+
+class Message(models.Model):
+    """Every message to every recipient on every channel, with the governor's decision and its delivery."""
+
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="messages")
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    requested_channel = models.CharField(
+        max_length=10, blank=True, default="", help_text="What the caller asked for ('auto' or a channel)."
+    )
+    channel_reason = models.TextField(blank=True, default="", help_text="Why this channel was chosen.")
+    purpose = models.CharField(max_length=20, choices=Purpose.choices)
+    priority = models.PositiveSmallIntegerField(default=50)
+    content = models.JSONField(default=dict)
+    status = models.CharField(max_length=12, choices=MessageStatus.choices)
+
+    # The governor's decision.
+    rule = models.CharField(max_length=200, blank=True, default="", help_text="The rule that decided.")
+    reason = models.TextField(blank=True, default="")
+    deliver_after = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    warnings = models.JSONField(default=list, blank=True, help_text="Channel-policy warnings.")
+
+    # Where it came from.
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.API)
+    source_ref = models.CharField(
+        max_length=200, blank=True, default="", help_text="Journey/step, campaign or caller reference."
+    )
+
+    # Delivery.
+    provider = models.CharField(max_length=100, blank=True, default="")
+    provider_message_id = models.CharField(max_length=255, blank=True, default="")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+
+    # A timestamp per transition.
+    created_at = models.DateTimeField(default=dj_timezone.now, editable=False)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    deferred_at = models.DateTimeField(null=True, blank=True)
+    suppressed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    clicked_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    expired_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # "Everything this recipient got in the last N hours": an index range scan.
+            models.Index(fields=["recipient", "-created_at"], name="message_recipient_time"),
+            # The governor's window count: cleared messages by recipient and time they cleared.
+            models.Index(
+                fields=["recipient", "accepted_at"],
+                name="message_recipient_cleared",
+                condition=Q(accepted_at__isnull=False),
+            ),
+            # The re-drive of deferred messages whose time came.
+            models.Index(
+                fields=["deliver_after", "priority"],
+                name="message_deferred_due",
+                condition=Q(status="deferred"),
+            ),
+            # The delivery sweeper: accepted messages whose (re)try is due.
+            models.Index(
+                fields=["next_attempt_at"], name="message_delivery_due", condition=Q(status="accepted")
+            ),
+            models.Index(fields=["status", "-created_at"], name="message_status_time"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(channel__in=Channel.values), name="message_channel_valid"),
+            models.CheckConstraint(condition=Q(purpose__in=Purpose.values), name="message_purpose_valid"),
+            models.CheckConstraint(condition=Q(status__in=MessageStatus.values), name="message_status_valid"),
+            models.CheckConstraint(condition=Q(priority__lte=100), name="message_priority_range"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.channel}/{self.purpose} to {self.recipient_id}: {self.status}"
+
+    @property
+    def summary(self) -> str:
+        """A one-line view of the content for lists and the timeline."""
+        c = self.content or {}
+        head = c.get("subject") or c.get("title") or ""
+        body = c.get("body") or ""
+        text = f"{head} — {body}" if head and body else head or body
+        return text if len(text) <= 120 else text[:119] + "…"
+
+
+class IdempotencyKey(models.Model):
+    """A stored first response for an `Idempotency-Key`, honoured for 24 h (Stripe semantics).
+
+    The unique (scope, key) row is inserted first inside the request's transaction, so a concurrent
+    repeat blocks on it and then reads the stored response instead of acting twice.
+    """
+
+    scope = models.CharField(max_length=100)
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    response_status = models.PositiveSmallIntegerField(null=True)
+    response_body = models.JSONField(null=True)
+    created_at = models.DateTimeField(default=dj_timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["scope", "key"], name="idempotency_unique_key")]
+        indexes = [models.Index(fields=["created_at"], name="idempotency_created")]
+
+    def __str__(self) -> str:
+        return f"{self.scope}:{self.key}"

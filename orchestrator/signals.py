@@ -1,0 +1,13 @@
+"""Signals the conversation layer sends so higher layers (journeys, channels) can react without the
+lower layer importing them.
+
+Both are sent inside the action's transaction: receivers may write in it and must put side effects
+(enqueueing tasks) in `transaction.on_commit`.
+"""
+
+from django.dispatch import Signal
+
+# Sent with sender=Event, event=<Event>, after a product event is recorded.
+event_ingested = Signal()
+# Sent with sender=Recipient, recipient=<Recipient>, created=<bool>, after an upsert or update.
+recipient_changed = Signal()

@@ -1,0 +1,83 @@
+import factory
+from django.utils import timezone
+
+from orchestrator.models import (
+    Channel,
+    ContactPoint,
+    Event,
+    Message,
+    MessageStatus,
+    Preference,
+    Purpose,
+    Recipient,
+)
+
+
+class RecipientFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Recipient
+
+    external_id = factory.Sequence(lambda n: f"user-{n:05d}")
+    timezone = "UTC"
+    locale = "en-US"
+
+
+class ContactPointFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ContactPoint
+
+    recipient = factory.SubFactory(RecipientFactory)
+    channel = Channel.EMAIL
+    address = factory.LazyAttribute(lambda o: f"{o.recipient.external_id}@example.com")
+
+
+class ReachableRecipientFactory(RecipientFactory):
+    """A recipient reachable on every channel."""
+
+    email = factory.RelatedFactory(ContactPointFactory, "recipient", channel=Channel.EMAIL)
+    push = factory.RelatedFactory(
+        ContactPointFactory,
+        "recipient",
+        channel=Channel.PUSH,
+        address=factory.LazyAttribute(lambda o: f"token-{o.factory_parent.external_id}"),
+    )
+    sms = factory.RelatedFactory(
+        ContactPointFactory, "recipient", channel=Channel.SMS, address="+14155550123"
+    )
+    in_app = factory.RelatedFactory(ContactPointFactory, "recipient", channel=Channel.IN_APP, address="")
+
+
+class PreferenceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Preference
+
+    recipient = factory.SubFactory(RecipientFactory)
+    channel = Channel.EMAIL
+    purpose = Purpose.PROMOTIONAL
+    opted_in = False
+
+
+class EventFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Event
+
+    recipient = factory.SubFactory(RecipientFactory)
+    name = "app_open"
+    occurred_at = factory.LazyFunction(timezone.now)
+
+
+class MessageFactory(factory.django.DjangoModelFactory):
+    """A message already decided and accepted (history for the governor to count)."""
+
+    class Meta:
+        model = Message
+
+    recipient = factory.SubFactory(RecipientFactory)
+    channel = Channel.EMAIL
+    requested_channel = factory.SelfAttribute("channel")
+    purpose = Purpose.ENGAGEMENT
+    content = factory.LazyFunction(lambda: {"subject": "Hello", "body": "A message."})
+    status = MessageStatus.ACCEPTED
+    created_at = factory.LazyFunction(timezone.now)
+    decided_at = factory.SelfAttribute("created_at")
+    accepted_at = factory.SelfAttribute("created_at")

@@ -1,0 +1,55 @@
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from .factories import EventFactory, MessageFactory, RecipientFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_recipient_page_shows_the_cross_channel_timeline(admin_client):
+    recipient = RecipientFactory(external_id="adm1", timezone="Asia/Tokyo")
+    now = timezone.now()
+    MessageFactory(
+        recipient=recipient,
+        channel="push",
+        content={"title": "Cart saved", "body": "b"},
+        created_at=now - timedelta(hours=2),
+    )
+    MessageFactory(
+        recipient=recipient,
+        status="suppressed",
+        accepted_at=None,
+        rule="Daily cap",
+        reason="3 of 3 in the last 24 h",
+        created_at=now - timedelta(hours=1),
+    )
+    EventFactory(recipient=recipient, name="purchase", occurred_at=now - timedelta(minutes=90))
+    resp = admin_client.get(f"/admin/orchestrator/recipient/{recipient.pk}/change/")
+    assert resp.status_code == 200
+    html = resp.content.decode()
+    assert "Timeline" in html and "Cart saved" in html and "purchase" in html
+    assert "3 of 3 in the last 24 h" in html
+    assert "Last 24 h: 2 messages" in html
+    assert html.index("3 of 3") < html.index("purchase") < html.index("Cart saved")
+
+
+def test_message_admin_is_read_only_and_filterable(admin_client):
+    message = MessageFactory()
+    listing = admin_client.get(
+        "/admin/orchestrator/message/", {"channel__exact": "email", "status__exact": "accepted"}
+    )
+    assert listing.status_code == 200
+    assert str(message.pk) in listing.content.decode()
+    assert admin_client.get("/admin/orchestrator/message/add/").status_code == 403
+    detail = admin_client.get(f"/admin/orchestrator/message/{message.pk}/change/")
+    assert detail.status_code == 200 and b'name="_save"' not in detail.content
+
+
+def test_recipient_search_by_email(admin_client):
+    from .factories import ContactPointFactory
+
+    cp = ContactPointFactory(address="findme@example.com")
+    resp = admin_client.get("/admin/orchestrator/recipient/", {"q": "findme@"})
+    assert cp.recipient.external_id in resp.content.decode()
