@@ -160,6 +160,10 @@ DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "orchestrator@localhos
 ORCHESTRATOR = {
     # How long a stored Idempotency-Key response is honoured.
     "IDEMPOTENCY_TTL": timedelta(hours=24),
+    # Due-work functions run by `orchestrate --once` and the django-q2 schedule (orchestrator.work).
+    "DUE_WORK": [],
+    # How often the django-q2 schedule runs the due-work pass.
+    "DUE_WORK_EVERY_MINUTES": 1,
 }
 
 LOGGING = {

@@ -11,3 +11,6 @@ from django.dispatch import Signal
 event_ingested = Signal()
 # Sent with sender=Recipient, recipient=<Recipient>, created=<bool>, after an upsert or update.
 recipient_changed = Signal()
+# Sent with sender=Message, message=<Message>, previous=<str status>, whenever a service moves a
+# message to another status (re-decided, sent, delivered, opened, failed, expired...).
+message_status_changed = Signal()
