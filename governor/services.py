@@ -24,6 +24,7 @@ def message_decide(
     requested_channel: str,
     channel_reason: str,
     warnings: list[dict[str, str]],
+    to_address: str = "",
     at: datetime,
 ) -> Message:
     """Decide and record one message in one transaction holding the recipient's row lock."""
@@ -42,6 +43,7 @@ def message_decide(
             requested_channel=requested_channel,
             channel_reason=channel_reason,
             warnings=warnings,
+            to_address=to_address,
             status=MessageStatus.ACCEPTED,
             created_at=at,
             decided_at=at,

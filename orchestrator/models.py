@@ -194,6 +194,12 @@ class Message(models.Model):
     )
 
     # Delivery.
+    to_address = models.CharField(
+        max_length=512,
+        blank=True,
+        default="",
+        help_text="A specific contact point; blank: the channel's own.",
+    )
     provider = models.CharField(max_length=100, blank=True, default="")
     provider_message_id = models.CharField(max_length=255, blank=True, default="")
     attempts = models.PositiveSmallIntegerField(default=0)

@@ -56,6 +56,7 @@ def message_send(
     deliver_after: datetime | None = None,
     source: str = Source.API,
     source_ref: str = "",
+    to: str | None = None,
     avoid_channels: frozenset[str] = frozenset(),
     at: datetime | None = None,
 ) -> Message:
@@ -99,6 +100,18 @@ def message_send(
             f"{recipient.external_id} has no opted-in {Channel(channel).label} contact point.",
         )
 
+    if to is not None:
+        if requested == AUTO_CHANNEL:
+            raise _refuse("to", "to_needs_channel", "`to` names a contact point, so name its channel too.")
+        if not ContactPoint.objects.filter(
+            recipient=recipient, channel=channel, address=to, opted_in=True
+        ).exists():
+            raise _refuse(
+                "to",
+                "unknown_contact_point",
+                f"{recipient.external_id} has no opted-in {Channel(channel).label} contact point {to!r}.",
+            )
+
     violations = message_lint(channel=channel, purpose=purpose, content=content)
     blocking = [v for v in violations if v.severity == Severity.BLOCK]
     if blocking:
@@ -118,6 +131,7 @@ def message_send(
         requested_channel=requested,
         channel_reason=channel_reason,
         warnings=warnings,
+        to_address=to or "",
         at=at,
     )
     if message.status == MessageStatus.ACCEPTED:

@@ -1,3 +1,143 @@
-"""API routes owned by this module (filled in by its issue)."""
+"""POST messages/ (the send pipeline, Idempotency-Key honoured) and GET messages/{id}/."""
 
-urlpatterns: list = []
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from channels_app.models import DeliveryAttempt
+
+from ..models import AUTO_CHANNEL, Channel, Message, Purpose, Recipient
+from ..pipeline import SendRefused, message_send
+from .serializers import MessageSerializer
+from .views import idempotent_response
+
+
+class ContentSerializer(serializers.Serializer):
+    subject = serializers.CharField(required=False, allow_blank=True)
+    title = serializers.CharField(required=False, allow_blank=True)
+    body = serializers.CharField(required=False, allow_blank=True)
+    action_url = serializers.CharField(required=False, allow_blank=True)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        # Extra keys (e.g. a second action) are kept so the channel lint can judge them.
+        if isinstance(data, dict):
+            value.update({k: v for k, v in data.items() if k not in value})
+        return value
+
+
+class MessageCreateSerializer(serializers.Serializer):
+    recipient = serializers.CharField(max_length=200)
+    channel = serializers.ChoiceField(choices=[*Channel.values, AUTO_CHANNEL])
+    purpose = serializers.ChoiceField(choices=Purpose.values)
+    content = ContentSerializer()
+    priority = serializers.IntegerField(min_value=0, max_value=100, default=50)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    deliver_after = serializers.DateTimeField(required=False, allow_null=True)
+    to = serializers.CharField(
+        required=False,
+        allow_blank=False,
+        help_text="A specific contact point of the recipient (push token, phone, email); default: all/first.",
+    )
+    source_ref = serializers.CharField(required=False, allow_blank=True, max_length=200)
+
+
+class MessageDecisionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Message
+        fields = [
+            "id",
+            "status",
+            "channel",
+            "reason",
+            "rule",
+            "deliver_after",
+            "expires_at",
+            "warnings",
+            "channel_reason",
+        ]
+
+
+class DeliveryAttemptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = DeliveryAttempt
+        fields = [
+            "number",
+            "provider",
+            "started_at",
+            "finished_at",
+            "outcome",
+            "provider_message_id",
+            "response",
+        ]
+
+
+class MessageDetailSerializer(MessageSerializer):
+    attempts_detail = DeliveryAttemptSerializer(source="delivery_attempts", many=True, read_only=True)
+
+    class Meta(MessageSerializer.Meta):
+        fields = [*MessageSerializer.Meta.fields, "attempts_detail"]
+
+
+def refusal_body(exc: SendRefused) -> dict:
+    """400 body: {field: [reason, ...]} plus the stable codes under `codes`."""
+    body: dict = {field: [e["detail"] for e in errs] for field, errs in exc.errors.items()}
+    body["codes"] = sorted({e["code"] for errs in exc.errors.values() for e in errs})
+    return body
+
+
+class MessageCreateView(APIView):
+    """Send one message through the pipeline; the response carries the governor's decision."""
+
+    @extend_schema(
+        request=MessageCreateSerializer,
+        responses={201: MessageDecisionSerializer},
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
+    )
+    def post(self, request):
+        def act():
+            incoming = MessageCreateSerializer(data=request.data)
+            incoming.is_valid(raise_exception=True)
+            data = incoming.validated_data
+            recipient = Recipient.objects.filter(external_id=data["recipient"]).first()
+            if recipient is None:
+                raise NotFound(f"No recipient with external_id {data['recipient']!r}.")
+            try:
+                message = message_send(
+                    recipient=recipient,
+                    channel=data["channel"],
+                    purpose=data["purpose"],
+                    content=data["content"],
+                    priority=data["priority"],
+                    expires_at=data.get("expires_at"),
+                    deliver_after=data.get("deliver_after"),
+                    to=data.get("to"),
+                    source_ref=data.get("source_ref", ""),
+                )
+            except SendRefused as exc:
+                raise ValidationError(refusal_body(exc)) from exc
+            return status.HTTP_201_CREATED, MessageDecisionSerializer(message).data
+
+        return idempotent_response(request, "messages", act)
+
+
+class MessageDetailView(APIView):
+    @extend_schema(responses=MessageDetailSerializer)
+    def get(self, request, pk: int):
+        message = get_object_or_404(
+            Message.objects.select_related("recipient").prefetch_related("delivery_attempts"), pk=pk
+        )
+        return Response(MessageDetailSerializer(message).data)
+
+
+from django.urls import path  # noqa: E402
+
+urlpatterns = [
+    path("messages/", MessageCreateView.as_view(), name="message-create"),
+    path("messages/<int:pk>/", MessageDetailView.as_view(), name="message-detail"),
+]

@@ -97,6 +97,7 @@ class MessageSerializer(serializers.ModelSerializer):
             "warnings",
             "source",
             "source_ref",
+            "to_address",
             "provider",
             "provider_message_id",
             "attempts",
