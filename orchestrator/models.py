@@ -224,7 +224,7 @@ class Message(models.Model):
         ordering = ["-created_at", "-id"]
         indexes = [
             # "Everything this recipient got in the last N hours": an index range scan.
-            models.Index(fields=["recipient", "-created_at"], name="message_recipient_time"),
+            models.Index(fields=["recipient", "-created_at", "-id"], name="message_recipient_time"),
             # The governor's window count: cleared messages by recipient and time they cleared.
             models.Index(
                 fields=["recipient", "accepted_at"],
