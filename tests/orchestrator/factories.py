@@ -34,6 +34,9 @@ class ContactPointFactory(factory.django.DjangoModelFactory):
 class ReachableRecipientFactory(RecipientFactory):
     """A recipient reachable on every channel."""
 
+    class Meta:
+        skip_postgeneration_save = True
+
     email = factory.RelatedFactory(ContactPointFactory, "recipient", channel=Channel.EMAIL)
     push = factory.RelatedFactory(
         ContactPointFactory,
