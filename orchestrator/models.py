@@ -242,6 +242,12 @@ class Message(models.Model):
                 fields=["next_attempt_at"], name="message_delivery_due", condition=Q(status="accepted")
             ),
             models.Index(fields=["status", "-created_at"], name="message_status_time"),
+            # Provider receipts (webhooks) find their message by the provider's id.
+            models.Index(
+                fields=["provider_message_id"],
+                name="message_provider_id",
+                condition=~Q(provider_message_id=""),
+            ),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(channel__in=Channel.values), name="message_channel_valid"),

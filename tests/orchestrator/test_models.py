@@ -77,7 +77,9 @@ def test_recent_history_query_uses_the_recipient_time_index():
 
     recipient = RecipientFactory()
     MessageFactory.create_batch(3, recipient=recipient)
-    qs = Message.objects.filter(recipient=recipient, created_at__gte="2000-01-01T00:00:00Z").order_by("-created_at")
+    qs = Message.objects.filter(recipient=recipient, created_at__gte="2000-01-01T00:00:00Z").order_by(
+        "-created_at"
+    )
     with connection.cursor() as cursor:
         cursor.execute("SET enable_seqscan = off")
         plan = qs.explain()
