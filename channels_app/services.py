@@ -141,3 +141,24 @@ def inbox_messages_deliver(*, recipient: Recipient, now: datetime | None = None)
                 shown.append(message_status_move(message=message, status=MessageStatus.DELIVERED, at=now))
         Recipient.objects.filter(pk=recipient.pk).update(last_seen_at=now)
     return shown
+
+
+def channel_policies_restore(*, channels: Iterable[str]) -> int:
+    """Put the shipped defaults back on these channels' policies (creating missing rows)."""
+    from .defaults import DEFAULT_POLICIES
+    from .models import ChannelPolicy
+
+    restored = 0
+    with transaction.atomic():
+        for channel in channels:
+            fields = DEFAULT_POLICIES.get(channel)
+            if fields is None:
+                continue
+            blank = {
+                f.name: f.get_default()
+                for f in ChannelPolicy._meta.concrete_fields
+                if f.name not in {"id", "channel", "updated_at"}
+            }
+            ChannelPolicy.objects.update_or_create(channel=channel, defaults={**blank, **fields})
+            restored += 1
+    return restored
