@@ -72,7 +72,7 @@ def test_a_second_run_of_the_task_is_a_no_op():
     m = sms_message()
     message_deliver(message_id=m.pk)
     assert message_deliver(message_id=m.pk) is None
-    assert CALLS == [m.pk] and m.delivery_attempts.count() == 1
+    assert [m.pk] == CALLS and m.delivery_attempts.count() == 1
 
 
 def test_a_duplicate_task_during_the_call_finds_the_claim_and_does_nothing():
@@ -251,7 +251,7 @@ def test_a_message_accepted_later_is_delivered_on_commit(django_capture_on_commi
         m.status = MessageStatus.ACCEPTED
         m.save()
         message_status_changed.send(sender=Message, message=m, previous=MessageStatus.DEFERRED)
-    assert CALLS == [m.pk] and Message.objects.get(pk=m.pk).status == "sent"
+    assert [m.pk] == CALLS and Message.objects.get(pk=m.pk).status == "sent"
 
 
 def test_retry_now_requeues_a_dead_letter_with_a_fresh_budget(django_capture_on_commit_callbacks):
