@@ -75,7 +75,7 @@ class _Handler(BaseHTTPRequestHandler):
 @contextmanager
 def http_server():
     server = ScriptedHTTPServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield server
