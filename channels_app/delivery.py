@@ -15,20 +15,21 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
 from orchestrator.models import ContactPoint, Message, MessageStatus
 from orchestrator.signals import message_status_changed
 
-from .backends import Outgoing, SendResult, backend_for_channel
+from .backends import BaseBackend, Outgoing, SendResult, backend_for_channel
 from .models import AttemptOutcome, DeliveryAttempt
 from .services import message_status_move
 
@@ -37,8 +38,16 @@ logger = logging.getLogger(__name__)
 TASK = "channels_app.tasks.messages_deliver_task"
 
 
+# Fallbacks for knobs a deployment's CHANNELS setting may not name.
+DEFAULTS = {
+    "CLAIM_CHUNK": 10,
+    "TASK_TIME_BUDGET": timedelta(seconds=30),
+    "TASK_BATCH_SIZE": 50,
+}
+
+
 def conf(name: str):
-    return settings.CHANNELS[name]
+    return settings.CHANNELS[name] if name in settings.CHANNELS else DEFAULTS[name]
 
 
 # --- enqueueing ---------------------------------------------------------------------------------------
@@ -66,6 +75,8 @@ class Claim:
     attempt_id: int
     number: int
     backend_path: str
+    provider: str
+    started_at: datetime
     outgoing: Outgoing
 
 
@@ -76,15 +87,26 @@ def retry_delay(*, attempts: int, rng: random.Random | None = None) -> timedelta
     return delay * (rng or random).uniform(1 - jitter, 1 + jitter)
 
 
-def _contact_address(message: Message) -> str | None:
-    """Where this message goes: its named contact point, else the channel's newest; None if gone."""
-    points = ContactPoint.objects.filter(
-        recipient_id=message.recipient_id, channel=message.channel, opted_in=True
-    )
-    if message.to_address:
-        points = points.filter(address=message.to_address)
-    point = points.order_by("-created_at", "-id").first()
-    return None if point is None else point.address
+def _contact_addresses(messages: list[Message]) -> dict[int, str]:
+    """Where each message goes: its named contact point, else its channel's newest opted-in one.
+    Messages whose contact point is gone are missing from the result. One query for the batch."""
+    recipients = {m.recipient_id for m in messages}
+    channels = {m.channel for m in messages}
+    points: dict[tuple[int, str], list[str]] = {}
+    for recipient_id, channel, address in (
+        ContactPoint.objects.filter(recipient_id__in=recipients, channel__in=channels, opted_in=True)
+        .order_by("-created_at", "-id")
+        .values_list("recipient_id", "channel", "address")
+    ):
+        points.setdefault((recipient_id, channel), []).append(address)
+    found = {}
+    for m in messages:
+        candidates = points.get((m.recipient_id, m.channel), [])
+        if m.to_address:
+            candidates = [a for a in candidates if a == m.to_address]
+        if candidates:
+            found[m.pk] = candidates[0]
+    return found
 
 
 def _fail(message: Message, *, error: str, at: datetime) -> None:
@@ -95,92 +117,121 @@ def _fail(message: Message, *, error: str, at: datetime) -> None:
     )
 
 
-def delivery_claim(*, message_id: int, now: datetime) -> Claim | None:
-    """Claim the message for one provider call, or None if there is nothing (more) to do now."""
+def deliveries_claim(*, message_ids: Iterable[int], now: datetime) -> list[Claim]:
+    """Claim each message that is accepted and due for one provider call, in one short transaction.
+
+    Rows another worker holds are skipped (SKIP LOCKED); a message with a live claim or a retry not yet
+    due is left alone (a duplicate task); a claim older than the lease is closed as lost and replaced.
+    Expired messages become expired and unreachable ones failed here, without a provider call.
+    """
+    lease = conf("DELIVERY_LEASE")
     with transaction.atomic():
-        message = (
-            Message.objects.select_for_update(skip_locked=True)
-            .filter(pk=message_id, status=MessageStatus.ACCEPTED)
+        messages = list(
+            Message.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(pk__in=list(message_ids), status=MessageStatus.ACCEPTED)
             .select_related("recipient")
-            .first()
+            .order_by("pk")
         )
-        if message is None:  # gone, not accepted any more, or another worker holds it right now
-            return None
-        last = message.delivery_attempts.order_by("-number").first()
-        if last is not None and last.outcome == AttemptOutcome.IN_PROGRESS:
-            if last.started_at > now - conf("DELIVERY_LEASE"):
-                return None  # a live claim: this is a duplicate task
-            last.outcome = AttemptOutcome.TRANSIENT
-            last.finished_at = now
-            last.response = "No result within the lease (worker lost?); outcome unknown, trying again."
-            last.save(update_fields=["outcome", "finished_at", "response"])
-        elif (
-            last is not None
-            and last.outcome == AttemptOutcome.TRANSIENT
-            and last.retry_at
-            and last.retry_at > now
-        ):
-            return None  # an early duplicate: the retry is not due yet
-        if message.expires_at is not None and message.expires_at <= now:
-            message.next_attempt_at = None
-            message.last_error = message.last_error or "Expired before it could be delivered."
-            message_status_move(
-                message=message,
-                status=MessageStatus.EXPIRED,
-                at=now,
-                update_fields=["next_attempt_at", "last_error"],
+        if not messages:
+            return []
+        last_attempts = {
+            a.message_id: a
+            for a in DeliveryAttempt.objects.filter(message__in=messages)
+            .order_by("message_id", "-number")
+            .distinct("message_id")
+        }
+        addresses = _contact_addresses(messages)
+        claimable: list[tuple[Message, int]] = []
+        for message in messages:
+            last = last_attempts.get(message.pk)
+            if last is not None and last.outcome == AttemptOutcome.IN_PROGRESS:
+                if last.started_at > now - lease:
+                    continue  # a live claim: this is a duplicate task
+                last.outcome = AttemptOutcome.TRANSIENT
+                last.finished_at = now
+                last.response = "No result within the lease (worker lost?); outcome unknown, trying again."
+                last.save(update_fields=["outcome", "finished_at", "response"])
+            elif (
+                last is not None
+                and last.outcome == AttemptOutcome.TRANSIENT
+                and last.retry_at
+                and last.retry_at > now
+            ):
+                continue  # an early duplicate: the retry is not due yet
+            if message.expires_at is not None and message.expires_at <= now:
+                message.next_attempt_at = None
+                message.last_error = message.last_error or "Expired before it could be delivered."
+                message_status_move(
+                    message=message,
+                    status=MessageStatus.EXPIRED,
+                    at=now,
+                    update_fields=["next_attempt_at", "last_error"],
+                )
+                continue
+            if message.pk not in addresses:
+                wanted = f" {message.to_address!r}" if message.to_address else ""
+                who = message.recipient.external_id
+                _fail(
+                    message, error=f"{who} has no opted-in {message.channel} contact point{wanted}.", at=now
+                )
+                continue
+            claimable.append((message, (last.number if last else 0) + 1))
+        if not claimable:
+            return []
+        names = {ch: backend_for_channel(channel=ch).name for ch in {m.channel for m, _ in claimable}}
+        attempts = DeliveryAttempt.objects.bulk_create(
+            [
+                DeliveryAttempt(
+                    message=m,
+                    number=n,
+                    provider=names[m.channel],
+                    started_at=now,
+                    outcome=AttemptOutcome.IN_PROGRESS,
+                )
+                for m, n in claimable
+            ]
+        )
+        Message.objects.filter(pk__in=[m.pk for m, _ in claimable]).update(
+            attempts=F("attempts") + 1, next_attempt_at=now + lease, updated_at=now
+        )
+        return [
+            Claim(
+                attempt_id=attempt.pk,
+                number=n,
+                backend_path=conf("BACKENDS")[m.channel],
+                provider=names[m.channel],
+                started_at=now,
+                outgoing=Outgoing(
+                    message_id=m.pk,
+                    channel=m.channel,
+                    purpose=m.purpose,
+                    recipient=m.recipient.external_id,
+                    to=addresses[m.pk],
+                    content=dict(m.content or {}),
+                    expires_at=m.expires_at,
+                ),
             )
-            return None
-        address = _contact_address(message)
-        if address is None:
-            wanted = f" {message.to_address!r}" if message.to_address else ""
-            who = message.recipient.external_id
-            _fail(message, error=f"{who} has no opted-in {message.channel} contact point{wanted}.", at=now)
-            return None
-        backend = backend_for_channel(channel=message.channel)
-        number = (last.number if last else 0) + 1
-        attempt = DeliveryAttempt.objects.create(
-            message=message,
-            number=number,
-            provider=backend.name,
-            started_at=now,
-            outcome=AttemptOutcome.IN_PROGRESS,
-        )
-        message.attempts += 1
-        message.next_attempt_at = now + conf("DELIVERY_LEASE")
-        message.save(update_fields=["attempts", "next_attempt_at", "updated_at"])
-        return Claim(
-            attempt_id=attempt.pk,
-            number=number,
-            backend_path=conf("BACKENDS")[message.channel],
-            outgoing=Outgoing(
-                message_id=message.pk,
-                channel=message.channel,
-                purpose=message.purpose,
-                recipient=message.recipient.external_id,
-                to=address,
-                content=dict(message.content or {}),
-                expires_at=message.expires_at,
-            ),
-        )
+            for (m, n), attempt in zip(claimable, attempts, strict=True)
+        ]
+
+
+def delivery_claim(*, message_id: int, now: datetime) -> Claim | None:
+    """Claim one message for one provider call, or None if there is nothing (more) to do now."""
+    claims = deliveries_claim(message_ids=[message_id], now=now)
+    return claims[0] if claims else None
 
 
 def delivery_record(*, claim: Claim, result: SendResult, now: datetime) -> Message:
     """Record the provider's answer on the attempt and move the message on (second short transaction)."""
+    retry_at = None
     with transaction.atomic():
         message = Message.objects.select_for_update().get(pk=claim.outgoing.message_id)
-        attempt = DeliveryAttempt.objects.select_for_update().get(pk=claim.attempt_id)
-        attempt.outcome = result.outcome
-        attempt.finished_at = now
-        attempt.provider_message_id = result.provider_message_id[:255]
-        attempt.response = result.summary[:2000]
+        message.provider = claim.provider
         if message.status != MessageStatus.ACCEPTED:
             # A receipt got here first (delivered before we heard back) or an operator acted: record the
-            # attempt, fill what the provider told us, and leave the status where it is.
-            attempt.save()
+            # attempt, fill in what the provider told us, and leave the status where it is.
             if result.outcome == AttemptOutcome.SUCCESS:
-                message.provider = attempt.provider
-                message.provider_message_id = attempt.provider_message_id
+                message.provider_message_id = result.provider_message_id[:255]
                 message.sent_at = message.sent_at or now
                 message.next_attempt_at = None
                 message.save(
@@ -192,34 +243,47 @@ def delivery_record(*, claim: Claim, result: SendResult, now: datetime) -> Messa
                         "updated_at",
                     ]
                 )
-            return message
-        message.provider = attempt.provider
-        if result.outcome == AttemptOutcome.SUCCESS:
-            attempt.save()
-            message.provider_message_id = attempt.provider_message_id
+        elif result.outcome == AttemptOutcome.SUCCESS:
+            message.provider_message_id = result.provider_message_id[:255]
             message.next_attempt_at = None
             message.last_error = ""
-            return message_status_move(
+            message_status_move(
                 message=message,
                 status=MessageStatus.SENT,
                 at=now,
                 update_fields=["provider", "provider_message_id", "next_attempt_at", "last_error"],
             )
-        if result.outcome == AttemptOutcome.TRANSIENT and message.attempts < conf("RETRY_MAX_ATTEMPTS"):
-            attempt.retry_at = now + retry_delay(attempts=message.attempts)
-            attempt.save()
-            message.next_attempt_at = attempt.retry_at
+        elif result.outcome == AttemptOutcome.TRANSIENT and message.attempts < conf("RETRY_MAX_ATTEMPTS"):
+            retry_at = now + retry_delay(attempts=message.attempts)
+            message.next_attempt_at = retry_at
             message.last_error = result.summary
             message.save(update_fields=["provider", "next_attempt_at", "last_error", "updated_at"])
-            return message
-        attempt.save()
-        if result.outcome == AttemptOutcome.TRANSIENT:
-            error = f"Gave up after {message.attempts} attempts; last error: {result.summary}"
         else:
-            error = result.summary
-        message.save(update_fields=["provider"])
-        _fail(message, error=error, at=now)
+            if result.outcome == AttemptOutcome.TRANSIENT:
+                error = f"Gave up after {message.attempts} attempts; last error: {result.summary}"
+            else:
+                error = result.summary
+            message.save(update_fields=["provider"])
+            _fail(message, error=error, at=now)
+        DeliveryAttempt.objects.filter(pk=claim.attempt_id).update(
+            outcome=result.outcome,
+            finished_at=now,
+            provider_message_id=result.provider_message_id[:255],
+            response=result.summary[:2000],
+            retry_at=retry_at,
+        )
         return message
+
+
+def _send(claim: Claim, backends: dict[str, BaseBackend]) -> SendResult:
+    """The provider call (outside any transaction); a backend that raises counts as transient."""
+    channel = claim.outgoing.channel
+    try:
+        backend = backends.get(channel) or backends.setdefault(channel, backend_for_channel(channel=channel))
+        return backend.send(claim.outgoing)
+    except Exception as exc:  # noqa: BLE001 - send() maps errors; this guards a broken backend
+        logger.exception("backend %s raised for message %s", claim.backend_path, claim.outgoing.message_id)
+        return SendResult.transient(f"{type(exc).__name__}: {exc}")
 
 
 def message_deliver(*, message_id: int, now: datetime | None = None) -> Message | None:
@@ -227,20 +291,27 @@ def message_deliver(*, message_id: int, now: datetime | None = None) -> Message 
     claim = delivery_claim(message_id=message_id, now=now or timezone.now())
     if claim is None:
         return None
-    backend = backend_for_channel(channel=claim.outgoing.channel)
-    try:
-        result = backend.send(claim.outgoing)
-    except Exception as exc:  # noqa: BLE001 - send() maps errors; this guards a broken backend
-        logger.exception("backend %s raised for message %s", claim.backend_path, claim.outgoing.message_id)
-        result = SendResult.transient(f"{type(exc).__name__}: {exc}")
-    return delivery_record(claim=claim, result=result, now=now or timezone.now())
+    return delivery_record(claim=claim, result=_send(claim, {}), now=now or timezone.now())
 
 
 def messages_deliver(*, message_ids: Iterable[int]) -> int:
-    """Deliver each message in turn (one claim per message); returns how many were handed over."""
+    """Deliver a batch: claim a few at a time (one transaction per chunk), send and record each.
+
+    Small chunks keep every claim well inside its lease even with a slow provider; past the task's time
+    budget the rest goes back to the queue as a new task instead of running into the worker's timeout.
+    """
+    ids = list(message_ids)
+    chunk = max(1, conf("CLAIM_CHUNK"))
+    budget = conf("TASK_TIME_BUDGET").total_seconds()
+    started = time.monotonic()
+    backends: dict[str, BaseBackend] = {}
     done = 0
-    for message_id in message_ids:
-        if message_deliver(message_id=message_id) is not None:
+    for i in range(0, len(ids), chunk):
+        if time.monotonic() - started > budget:
+            messages_deliver_enqueue(message_ids=ids[i:])
+            break
+        for claim in deliveries_claim(message_ids=ids[i : i + chunk], now=timezone.now()):
+            delivery_record(claim=claim, result=_send(claim, backends), now=timezone.now())
             done += 1
     return done
 

@@ -193,8 +193,11 @@ CHANNELS = {
     "DELIVERY_LEASE": timedelta(seconds=float(os.environ.get("CHANNEL_DELIVERY_LEASE_SECONDS", "300"))),
     # The sweeper re-drives an accepted message whose first task has not run after this long.
     "REDRIVE_AFTER": timedelta(seconds=float(os.environ.get("CHANNEL_REDRIVE_AFTER_SECONDS", "120"))),
-    # Message ids per delivery task.
+    # Message ids per delivery task; a task claims CLAIM_CHUNK of them per transaction and hands the
+    # rest to a new task once it has run TASK_TIME_BUDGET (keep it below Q_CLUSTER["timeout"]).
     "TASK_BATCH_SIZE": int(os.environ.get("CHANNEL_TASK_BATCH_SIZE", "50")),
+    "CLAIM_CHUNK": int(os.environ.get("CHANNEL_CLAIM_CHUNK", "10")),
+    "TASK_TIME_BUDGET": timedelta(seconds=float(os.environ.get("CHANNEL_TASK_TIME_BUDGET_SECONDS", "30"))),
     # Twilio-style SMS REST API (channels_app.backends.sms.TwilioSmsBackend).
     "SMS_HTTP": {
         "BASE_URL": os.environ.get("SMS_HTTP_BASE_URL", "https://api.twilio.com"),
