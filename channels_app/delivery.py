@@ -117,6 +117,16 @@ def _fail(message: Message, *, error: str, at: datetime) -> None:
     )
 
 
+def _backend_name(channel: str) -> str:
+    """The backend's name for the record; a backend that cannot even be loaded is named by its path
+    (its send then fails as transient and, retries exhausted, the message ends in the dead letter)."""
+    try:
+        return backend_for_channel(channel=channel).name
+    except Exception:  # noqa: BLE001 - a misconfigured backend must not lose the message
+        logger.exception("cannot load the %s backend", channel)
+        return f"unloadable:{settings.CHANNELS['BACKENDS'].get(channel, '?')}"[:100]
+
+
 def deliveries_claim(*, message_ids: Iterable[int], now: datetime) -> list[Claim]:
     """Claim each message that is accepted and due for one provider call, in one short transaction.
 
@@ -178,7 +188,7 @@ def deliveries_claim(*, message_ids: Iterable[int], now: datetime) -> list[Claim
             claimable.append((message, (last.number if last else 0) + 1))
         if not claimable:
             return []
-        names = {ch: backend_for_channel(channel=ch).name for ch in {m.channel for m, _ in claimable}}
+        names = {ch: _backend_name(ch) for ch in {m.channel for m, _ in claimable}}
         attempts = DeliveryAttempt.objects.bulk_create(
             [
                 DeliveryAttempt(

@@ -158,6 +158,8 @@ def test_a_claim_older_than_the_lease_is_taken_over():
     assert delivery_claim(message_id=m.pk, now=t0) is not None  # the worker then dies
     lease = delivery.conf("DELIVERY_LEASE")
     assert message_deliver(message_id=m.pk, now=t0 + lease - timedelta(seconds=1)) is None
+    assert deliveries_sweep(now=t0 + lease - timedelta(seconds=1), limit=10) == 0
+    assert deliveries_sweep(now=t0 + lease + timedelta(seconds=1), limit=10) == 1  # the sweeper finds it
     message_deliver(message_id=m.pk, now=t0 + lease + timedelta(seconds=1))
     m.refresh_from_db()
     assert m.status == "sent"
@@ -279,3 +281,24 @@ def test_a_receipt_that_beats_the_record_keeps_its_status():
     m.refresh_from_db()
     assert m.status == "delivered" and m.sent_at == now and m.provider_message_id == "SM1"
     assert DeliveryAttempt.objects.get().outcome == AttemptOutcome.SUCCESS
+
+
+def test_a_backend_that_cannot_be_loaded_ends_in_the_dead_letter_not_lost(settings):
+    settings.CHANNELS = {
+        **settings.CHANNELS,
+        "BACKENDS": {**settings.CHANNELS["BACKENDS"], "sms": "no.such.Backend"},
+        "RETRY_MAX_ATTEMPTS": 1,
+    }
+    m = sms_message()
+    message_deliver(message_id=m.pk)
+    m.refresh_from_db()
+    assert m.status == "failed" and "no.such" in m.provider and "ModuleNotFoundError" in m.last_error
+
+
+def test_orchestrate_once_runs_the_sweeper(django_capture_on_commit_callbacks):
+    from django.core.management import call_command
+
+    m = sms_message(accepted_at=timezone.now() - timedelta(hours=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("orchestrate", "--once")
+    assert Message.objects.get(pk=m.pk).status == "sent"
