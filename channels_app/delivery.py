@@ -1,10 +1,11 @@
 """Delivery: every accepted message reaches its provider once, transient errors retry, failures stay.
 
-The flow per message (`message_deliver`, run by a thin django-q2 task):
-1. claim — a short transaction: lock the message (SKIP LOCKED), check it is still accepted and due,
-   write an `in_progress` DeliveryAttempt. A duplicate task finds the lock or the claim and does nothing.
-2. send — the backend call, outside any transaction.
-3. record — a second short transaction: the attempt's outcome and the message's new status
+The flow (`messages_deliver`, run by a thin django-q2 task with a batch of ids):
+1. claim — a short transaction per chunk of ids: lock the messages (SKIP LOCKED), keep those still
+   accepted and due, write an `in_progress` DeliveryAttempt for each. A duplicate task finds the lock
+   or the claim and does nothing.
+2. send — the backend call for one message, outside any transaction.
+3. record — a second short transaction for that message: the attempt's outcome and the message's new status
    (sent; a retry time with backoff and jitter; or failed, the dead letter).
 
 PostgreSQL is the record and django-q2 only the transport: `deliveries_sweep` (due work) re-drives
@@ -346,7 +347,7 @@ def deliveries_sweep(*, now: datetime, limit: int) -> int:
         )
         if ids:
             Message.objects.filter(pk__in=ids).update(next_attempt_at=now + grace)
-            transaction.on_commit(lambda: messages_deliver_enqueue(message_ids=ids))
+            transaction.on_commit(lambda: messages_deliver_enqueue(message_ids=ids), robust=True)
     return len(ids)
 
 

@@ -20,7 +20,7 @@ def deliver_newly_accepted(sender, message: Message, previous: str, **kwargs) ->
     """A message became accepted later (the governor's re-drive, a dead-letter retry): deliver it."""
     if message.status == MessageStatus.ACCEPTED and previous != MessageStatus.ACCEPTED:
         message_id = message.pk
-        transaction.on_commit(lambda: message_deliver_enqueue(message_id=message_id))
+        transaction.on_commit(lambda: message_deliver_enqueue(message_id=message_id), robust=True)
 
 
 @receiver(event_ingested, sender=Event, dispatch_uid="channels_inbox_on_visit")

@@ -144,5 +144,6 @@ def message_send(
         at=at,
     )
     if message.status == MessageStatus.ACCEPTED:
-        transaction.on_commit(lambda: message_deliver_enqueue(message_id=message.pk))
+        # robust: if the broker is down the message is still recorded; the sweeper delivers it later.
+        transaction.on_commit(lambda: message_deliver_enqueue(message_id=message.pk), robust=True)
     return message

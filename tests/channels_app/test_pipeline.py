@@ -131,3 +131,25 @@ def test_nothing_is_enqueued_when_the_transaction_rolls_back(django_capture_on_c
         message_send(recipient=recipient, channel="sms", purpose="transactional", content={"body": "Code 1"})
     assert len(callbacks) == 1  # enqueue waits for the commit; a rollback drops it
     assert sms.outbox == []
+
+
+def test_a_broken_broker_never_loses_an_accepted_message(
+    api, monkeypatch, django_capture_on_commit_callbacks
+):
+    from channels_app import delivery
+
+    ReachableRecipientFactory(external_id="p1")
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(delivery, "async_task", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        resp = send(api, channel="sms", content={"body": "Your code is 428193."})
+    assert resp.status_code == 201
+    message = Message.objects.get()
+    assert message.status == MessageStatus.ACCEPTED  # recorded, waiting for the sweeper
+    monkeypatch.undo()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert delivery.deliveries_sweep(now=timezone.now() + timedelta(minutes=5), limit=10) == 1
+    assert Message.objects.get().status == MessageStatus.SENT
