@@ -3,11 +3,14 @@ the dead-letter list with a "retry now" action."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from orchestrator.admin import ReadOnlyAdminMixin, status_badge
@@ -156,6 +159,34 @@ class ChannelPolicyAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/channels_app/channelpolicy/lint.html", context)
 
 
+def delivery_health(*, now, hours: int = 24) -> list[dict]:
+    """Attempts per provider over the last `hours`, by outcome, with bar widths for the admin chart."""
+    since = now - timedelta(hours=hours)
+    rows = (
+        DeliveryAttempt.objects.filter(started_at__gte=since)
+        .values("provider")
+        .annotate(
+            total=Count("id"),
+            success=Count("id", filter=Q(outcome=AttemptOutcome.SUCCESS)),
+            transient=Count("id", filter=Q(outcome=AttemptOutcome.TRANSIENT)),
+            permanent=Count("id", filter=Q(outcome=AttemptOutcome.PERMANENT)),
+            in_progress=Count("id", filter=Q(outcome=AttemptOutcome.IN_PROGRESS)),
+        )
+        .order_by("-total")
+    )
+    peak = max((r["total"] for r in rows), default=0) or 1
+    health = []
+    for r in rows:
+        bars = [
+            (outcome.label, r[outcome.value], OUTCOME_COLOURS[outcome], round(300 * r[outcome.value] / peak))
+            for outcome in AttemptOutcome
+            if r[outcome.value]
+        ]
+        rate = 100 * r["success"] / r["total"] if r["total"] else 0
+        health.append({"provider": r["provider"], "total": r["total"], "success_rate": rate, "bars": bars})
+    return health
+
+
 @admin.register(DeliveryAttempt)
 class DeliveryAttemptAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
@@ -172,6 +203,12 @@ class DeliveryAttemptAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ["message"]
     date_hierarchy = "started_at"
     show_full_result_count = False
+
+    change_list_template = "admin/channels_app/deliveryattempt/change_list.html"
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "health": delivery_health(now=timezone.now())}
+        return super().changelist_view(request, extra_context=extra_context)
 
     @admin.display(description="Message", ordering="message")
     def message_link(self, obj: DeliveryAttempt) -> str:

@@ -222,4 +222,13 @@ def message_lint(*, channel: str, purpose: str, content: Mapping[str, Any]) -> l
     """Return the channel-policy violations of one message (or journey send step)."""
     if not isinstance(content, Mapping):
         return [Violation("content_invalid", Severity.BLOCK, "content must be an object with a body.")]
+    if channel not in DEFAULT_POLICIES:
+        if channel == "auto":
+            # The channel is chosen later (and linted then); all that can be said now is the body.
+            if _text(content, "body"):
+                return []
+            return [
+                Violation("content_no_body", Severity.BLOCK, "Every channel needs a body; this has none.")
+            ]
+        return [Violation("unknown_channel", Severity.BLOCK, f"There is no channel {channel!r}.")]
     return policy_lint(policy=channel_policy_view(channel=channel), purpose=purpose, content=content)

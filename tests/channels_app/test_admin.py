@@ -83,8 +83,12 @@ def test_restore_defaults_action(admin_client):
 
 def test_delivery_attempts_are_read_only_with_filters(admin_client):
     attempt = DeliveryAttemptFactory(response="HTTP 503: busy", outcome="transient")
+    DeliveryAttemptFactory(message=attempt.message, number=99, outcome="success")
     resp = admin_client.get("/admin/channels_app/deliveryattempt/?outcome=transient")
     assert resp.status_code == 200 and b"HTTP 503: busy" in resp.content
+    [row] = resp.context["health"]
+    assert (row["provider"], row["total"], row["success_rate"]) == ("sms:locmem", 2, 50.0)
+    assert b"Delivery health" in resp.content
     assert admin_client.get(f"/admin/channels_app/deliveryattempt/{attempt.pk}/change/").status_code == 200
     assert admin_client.get("/admin/channels_app/deliveryattempt/add/").status_code == 403
 

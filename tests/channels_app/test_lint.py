@@ -122,3 +122,12 @@ def test_default_policies_are_installed_with_a_short_push_ttl():
     assert policies["push"].default_ttl <= timedelta(hours=4)
     assert policies["email"].default_ttl is None
     assert policies["sms"].allowed_purposes == ["transactional", "alert"]
+
+
+def test_auto_and_unknown_channels():
+    assert lint("auto", {"body": "Hello"}) == []
+    assert codes(lint("auto", {"title": "no body"})) == {"content_no_body"}
+    assert codes(lint("fax", {"body": "Hello"})) == {"unknown_channel"}
+    assert codes(message_lint(channel="email", purpose="transactional", content="hello")) == {
+        "content_invalid"
+    }
