@@ -87,6 +87,13 @@ class ChannelPolicyAdmin(admin.ModelAdmin):
         ("Try it", {"fields": ["try_it", "updated_at"]}),
     ]
 
+    def has_add_permission(self, request):
+        # One policy per channel: nothing to add once every channel has its own.
+        return super().has_add_permission(request) and ChannelPolicy.objects.count() < len(Channel.values)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # every channel keeps a job; "Restore the shipped defaults" undoes edits
+
     def get_readonly_fields(self, request, obj=None):
         # The channel is the row's identity: fixed once created.
         return [*self.readonly_fields, "channel"] if obj else self.readonly_fields
@@ -217,7 +224,7 @@ class DeliveryAttemptAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="Outcome", ordering="outcome")
     def outcome_tag(self, obj: DeliveryAttempt) -> str:
-        return _badge(obj.get_outcome_display(), OUTCOME_COLOURS.get(obj.outcome, "#374151"))
+        return _badge(obj.outcome.replace("_", " "), OUTCOME_COLOURS.get(obj.outcome, "#374151"))
 
     @admin.display(description="Took")
     def took(self, obj: DeliveryAttempt) -> str:
@@ -227,7 +234,7 @@ class DeliveryAttemptAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="Provider said")
     def response_short(self, obj: DeliveryAttempt) -> str:
-        return _short(obj.response)
+        return _short(obj.response, 60)
 
 
 class DeliveryAttemptInline(admin.TabularInline):
@@ -279,7 +286,7 @@ class FailureKindFilter(admin.SimpleListFilter):
 class DeadLetterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Failed messages: what, to whom, after how many tries and why; "retry now" re-queues them."""
 
-    list_display = ["id", "failed_at", "recipient", "channel", "purpose", "attempts", "provider", "error"]
+    list_display = ["id", "failed_at", "channel", "recipient", "error", "attempts"]
     list_filter = [
         FailureKindFilter,
         "channel",
@@ -314,7 +321,7 @@ class DeadLetterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="Last error")
     def error(self, obj: DeadLetter) -> str:
-        return _short(obj.last_error, 120)
+        return _short(obj.last_error, 60)
 
     @admin.display(description="Status")
     def status_tag(self, obj: DeadLetter) -> str:
