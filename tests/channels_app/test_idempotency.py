@@ -94,3 +94,22 @@ def test_sixteen_concurrent_repeats_of_one_key_create_exactly_one_message(django
     assert len({body["id"] for _, body in results}) == 1
     assert Message.objects.count() == 1
     assert len(sms.outbox) == 1  # delivered once (tests run tasks inline on commit)
+
+
+@pytest.mark.django_db
+def test_a_key_is_honoured_for_24_hours_then_forgotten(api, django_capture_on_commit_callbacks):
+    from datetime import timedelta
+
+    ReachableRecipientFactory(external_id="i1")
+    with django_capture_on_commit_callbacks(execute=True):
+        first = api.post("/api/v1/messages/", BODY, format="json", HTTP_IDEMPOTENCY_KEY="k-ttl")
+    IdempotencyKey.objects.update(created_at=IdempotencyKey.objects.get().created_at - timedelta(hours=23))
+    assert (
+        api.post("/api/v1/messages/", BODY, format="json", HTTP_IDEMPOTENCY_KEY="k-ttl").json()
+        == first.json()
+    )
+    IdempotencyKey.objects.update(created_at=IdempotencyKey.objects.get().created_at - timedelta(hours=2))
+    with django_capture_on_commit_callbacks(execute=True):
+        later = api.post("/api/v1/messages/", BODY, format="json", HTTP_IDEMPOTENCY_KEY="k-ttl")
+    assert later.status_code == 201 and later.json()["id"] != first.json()["id"]
+    assert Message.objects.count() == 2 and len(sms.outbox) == 2
