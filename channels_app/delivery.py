@@ -160,8 +160,13 @@ def deliveries_claim(*, message_ids: Iterable[int], now: datetime) -> list[Claim
                     continue  # a live claim: this is a duplicate task
                 last.outcome = AttemptOutcome.TRANSIENT
                 last.finished_at = now
-                last.response = "No result within the lease (worker lost?); outcome unknown, trying again."
+                last.response = "No result within the lease (worker lost?); outcome unknown."
                 last.save(update_fields=["outcome", "finished_at", "response"])
+                if message.attempts >= conf("RETRY_MAX_ATTEMPTS"):
+                    _fail(
+                        message, error=f"Gave up after {message.attempts} attempts; {last.response}", at=now
+                    )
+                    continue
             elif (
                 last is not None
                 and last.outcome == AttemptOutcome.TRANSIENT

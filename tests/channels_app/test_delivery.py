@@ -302,3 +302,14 @@ def test_orchestrate_once_runs_the_sweeper(django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         call_command("orchestrate", "--once")
     assert Message.objects.get(pk=m.pk).status == "sent"
+
+
+def test_a_lost_last_attempt_is_not_followed_by_one_more_than_configured():
+    m = sms_message()
+    Message.objects.filter(pk=m.pk).update(attempts=2)
+    t0 = timezone.now()
+    assert delivery_claim(message_id=m.pk, now=t0) is not None  # attempt 3 of 3; the worker dies
+    later = t0 + delivery.conf("DELIVERY_LEASE") + timedelta(seconds=1)
+    assert message_deliver(message_id=m.pk, now=later) is None
+    m.refresh_from_db()
+    assert m.status == "failed" and m.last_error.startswith("Gave up after 3 attempts") and CALLS == []
