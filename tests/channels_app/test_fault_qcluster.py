@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import collections
 import os
+import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from django.db.models import Count, Q
 from django_q.tasks import async_task
 
 from channels_app.delivery import TASK
+from channels_app.models import DeliveryAttempt
 from orchestrator.models import Channel, Message, MessageStatus
 
 from .factories import AcceptedMessageFactory
@@ -40,7 +42,9 @@ test_database_url.__test__ = False  # a helper, not a test
 
 @contextmanager
 def cluster(tmp_path: Path, **env_overrides: str):
-    """qcluster + `orchestrate` loop subprocesses on the test database; always stopped."""
+    """qcluster + `orchestrate` loop subprocesses on the test database; always stopped.
+
+    Each runs in its own session, so `crash()` can SIGKILL a whole cluster (workers included)."""
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "orchestrator.settings",
@@ -62,7 +66,7 @@ def cluster(tmp_path: Path, **env_overrides: str):
             (["qcluster"], "qcluster"),
             (["orchestrate", "--interval", "0.3"], "orchestrate"),
         ):
-            out = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+            out = open(tmp_path / f"{name}.log", "a")  # noqa: SIM115 - closed with the process
             procs.append(
                 (
                     subprocess.Popen(
@@ -71,21 +75,34 @@ def cluster(tmp_path: Path, **env_overrides: str):
                         env=env,
                         stdout=out,
                         stderr=subprocess.STDOUT,
+                        start_new_session=True,
                     ),
                     out,
                 )
             )
-        yield
+        yield [proc for proc, _ in procs]
     finally:
         for proc, _ in procs:
-            proc.terminate()
+            if proc.poll() is None:
+                proc.terminate()
         for proc, out in procs:
-            try:
+            with suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+            kill_group(proc)  # whatever is left of it, workers included
             out.close()
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the process group of a subprocess started in its own session (only what we started)."""
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+
+
+def crash(proc: subprocess.Popen) -> None:
+    """Kill a cluster and its workers at once, as a machine failure would."""
+    kill_group(proc)
 
 
 def wait_for(predicate, *, timeout: float, what: str, tmp_path: Path) -> None:
@@ -164,3 +181,34 @@ def test_a_provider_that_never_recovers_fails_everything_after_the_configured_at
     for m in Message.objects.filter(pk__in=ids):
         assert m.attempts == 4 and m.last_error.startswith("Gave up after 4 attempts") and m.failed_at
         assert m.next_attempt_at is None
+
+
+def test_a_worker_that_dies_mid_call_is_recovered_after_the_lease(tmp_path):
+    """The claim outlives its worker; after the lease the sweeper re-drives it and a new cluster
+    delivers every message exactly once."""
+    (tmp_path / "control").write_text("hang")
+    ids = [AcceptedMessageFactory(channel=Channel.SMS).pk for _ in range(4)]
+    async_task(TASK, ids, sync=False)
+    lease = {"CHANNEL_DELIVERY_LEASE_SECONDS": "3"}
+    with cluster(tmp_path, **lease) as (qcluster, _):
+        wait_for(
+            lambda: DeliveryAttempt.objects.filter(outcome="in_progress").exists(),
+            timeout=60,
+            what="a worker to claim a message and hang in the provider call",
+            tmp_path=tmp_path,
+        )
+        crash(qcluster)
+    (tmp_path / "control").write_text("ok")
+    with cluster(tmp_path, **lease):
+        wait_for(
+            lambda: Message.objects.filter(pk__in=ids, status=MessageStatus.SENT).count() == len(ids),
+            timeout=90,
+            what="every message to be sent after the crash",
+            tmp_path=tmp_path,
+        )
+    assert collections.Counter(
+        mid for mid, outcome in calls(tmp_path) if outcome == "success"
+    ) == dict.fromkeys(ids, 1)
+    lost = DeliveryAttempt.objects.filter(response__contains="lease")
+    assert lost.count() >= 1 and all(a.outcome == "transient" for a in lost)
+    assert not DeliveryAttempt.objects.filter(outcome="in_progress").exists()
