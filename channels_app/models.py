@@ -1,34 +1,127 @@
-"""Channel delivery records."""
+"""Channel personalities (one editable policy per channel) and delivery records (one row per attempt)."""
+
+from __future__ import annotations
 
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
-from orchestrator.models import Message
+from orchestrator.models import Channel, Message, MessageStatus
+
+
+class ChannelPolicy(models.Model):
+    """A channel's job and limits: what the lint enforces and how long a message stays worth sending.
+
+    One row per channel, installed with sane defaults by a data migration and editable in the admin.
+    """
+
+    channel = models.CharField(max_length=10, choices=Channel.choices, unique=True)
+    job = models.CharField(
+        max_length=300,
+        help_text="The channel's job in one sentence; every lint reason starts from it.",
+    )
+    allowed_purposes = models.JSONField(
+        default=list, blank=True, help_text="Purposes this channel may carry; empty means all."
+    )
+    subject_required = models.BooleanField(default=False, help_text="Refuse messages without a subject.")
+    title_required = models.BooleanField(default=False, help_text="Warn about messages without a title.")
+    context_required = models.BooleanField(
+        default=False, help_text="Refuse messages without an action_url inside the product."
+    )
+    product_url_prefixes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='URLs that count as "inside the product", e.g. ["app://", "/"].',
+    )
+    title_max_chars = models.PositiveIntegerField(null=True, blank=True)
+    body_max_chars = models.PositiveIntegerField(null=True, blank=True)
+    body_max_words = models.PositiveIntegerField(null=True, blank=True)
+    segment_chars = models.PositiveIntegerField(
+        null=True, blank=True, help_text="SMS: characters per segment; longer bodies get a warning."
+    )
+    max_actions = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="How many actions (links, buttons) one message may carry."
+    )
+    marketing_terms = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Words that make a transactional or alert message look like marketing.",
+    )
+    default_ttl = models.DurationField(
+        null=True,
+        blank=True,
+        help_text="expires_at applied when the caller gives none (ISO 8601 or HH:MM:SS); blank: never.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["channel"]
+        verbose_name = "channel policy"
+        verbose_name_plural = "channel policies"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(channel__in=Channel.values), name="channelpolicy_channel_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_channel_display()} policy"
 
 
 class AttemptOutcome(models.TextChoices):
+    IN_PROGRESS = "in_progress", "In progress (claimed)"
     SUCCESS = "success", "Success"
     TRANSIENT = "transient", "Transient error (will retry)"
     PERMANENT = "permanent", "Permanent error"
 
 
 class DeliveryAttempt(models.Model):
-    """One hand-off of a message to its provider: when, how it went, what the provider said."""
+    """One hand-off of a message to its provider: when, how it went, what the provider said.
+
+    The row is written `in_progress` before the provider call (the claim), so a duplicate task finds it
+    and does nothing; a claim older than the lease is presumed lost and may be taken over.
+    """
 
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="delivery_attempts")
     number = models.PositiveSmallIntegerField()
     provider = models.CharField(max_length=100)
     started_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
-    outcome = models.CharField(max_length=10, choices=AttemptOutcome.choices)
+    outcome = models.CharField(max_length=12, choices=AttemptOutcome.choices)
     provider_message_id = models.CharField(max_length=255, blank=True, default="")
     response = models.TextField(blank=True, default="", help_text="Provider response summary.")
+    retry_at = models.DateTimeField(
+        null=True, blank=True, help_text="After a transient error: when the next attempt is due."
+    )
 
     class Meta:
         ordering = ["message", "number"]
         constraints = [
             models.UniqueConstraint(fields=["message", "number"], name="deliveryattempt_unique_number"),
+            # At most one claim per message at any time: the guard against a duplicate task.
+            models.UniqueConstraint(
+                fields=["message"],
+                condition=Q(outcome="in_progress"),
+                name="deliveryattempt_one_in_progress",
+            ),
         ]
+        indexes = [models.Index(fields=["outcome", "-started_at"], name="deliveryattempt_outcome_time")]
 
     def __str__(self) -> str:
         return f"attempt {self.number} of message {self.message_id}: {self.outcome}"
+
+
+class DeadLetterManager(models.Manager):
+    def get_queryset(self):
+        return super().get_queryset().filter(status=MessageStatus.FAILED)
+
+
+class DeadLetter(Message):
+    """Failed messages (permanent error or retries exhausted), for the admin's dead-letter list."""
+
+    objects = DeadLetterManager()
+
+    class Meta:
+        proxy = True
+        verbose_name = "dead letter"
+        verbose_name_plural = "dead letters"

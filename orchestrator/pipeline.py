@@ -1,7 +1,9 @@
 """The send pipeline: every message, whatever its source, goes through here (DESIGN.md).
 
-validate → choose the channel (for `auto`) → lint against the channel's job → the governor decides
-and records the Message in one short locked transaction → delivery is enqueued on commit.
+validate (recipient reachable on the channel, the named contact point exists) → choose the channel (for
+`auto`) → lint against the channel's job (blocking violations refuse; warnings are kept on the message)
+→ the channel's default shelf life when no expires_at is given → the governor decides and records the
+Message in one short locked transaction → delivery is enqueued on commit.
 
 This module sits above governor and channels_app (it imports both); journeys call it.
 """
@@ -17,6 +19,7 @@ from django.utils import timezone
 
 from channels_app.delivery import message_deliver_enqueue
 from channels_app.lint import Severity, message_lint
+from channels_app.selectors import channel_default_ttl
 from governor.services import message_decide
 
 from .channel_choice import channel_choose
@@ -118,6 +121,12 @@ def message_send(
         raise SendRefused({"content": [{"code": v.code, "detail": v.reason} for v in blocking]})
     warnings = [{"code": v.code, "detail": v.reason} for v in violations]
 
+    if expires_at is None:
+        # Each channel's own shelf life (push expires fast), counted from when it may first go out.
+        ttl = channel_default_ttl(channel=channel)
+        if ttl is not None:
+            expires_at = max(at, deliver_after or at) + ttl
+
     message = message_decide(
         recipient=recipient,
         channel=channel,
@@ -135,5 +144,6 @@ def message_send(
         at=at,
     )
     if message.status == MessageStatus.ACCEPTED:
-        transaction.on_commit(lambda: message_deliver_enqueue(message_id=message.pk))
+        # robust: if the broker is down the message is still recorded; the sweeper delivers it later.
+        transaction.on_commit(lambda: message_deliver_enqueue(message_id=message.pk), robust=True)
     return message

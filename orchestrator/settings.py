@@ -161,7 +161,7 @@ ORCHESTRATOR = {
     # How long a stored Idempotency-Key response is honoured.
     "IDEMPOTENCY_TTL": timedelta(hours=24),
     # Due-work functions run by `orchestrate --once` and the django-q2 schedule (orchestrator.work).
-    "DUE_WORK": [],
+    "DUE_WORK": ["channels_app.delivery.deliveries_sweep"],
     # How often the django-q2 schedule runs the due-work pass.
     "DUE_WORK_EVERY_MINUTES": 1,
 }
@@ -171,4 +171,49 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+}
+
+
+# Channels (channels_app): provider backend per channel by dotted path, like EMAIL_BACKEND. The defaults
+# keep everything on this machine (email through EMAIL_BACKEND = console, SMS and push in memory).
+CHANNELS = {
+    "BACKENDS": {
+        "email": os.environ.get("CHANNEL_EMAIL_BACKEND", "channels_app.backends.email.DjangoEmailBackend"),
+        "sms": os.environ.get("CHANNEL_SMS_BACKEND", "channels_app.backends.sms.LocmemSmsBackend"),
+        "push": os.environ.get("CHANNEL_PUSH_BACKEND", "channels_app.backends.push.LocmemPushBackend"),
+        "in_app": os.environ.get("CHANNEL_IN_APP_BACKEND", "channels_app.backends.in_app.InboxBackend"),
+    },
+    # Transient errors retry with exponential backoff and jitter: 8 tries over about 30 minutes.
+    "RETRY_MAX_ATTEMPTS": int(os.environ.get("CHANNEL_RETRY_MAX_ATTEMPTS", "8")),
+    "RETRY_BASE_DELAY": timedelta(seconds=float(os.environ.get("CHANNEL_RETRY_BASE_SECONDS", "15"))),
+    "RETRY_MAX_DELAY": timedelta(seconds=float(os.environ.get("CHANNEL_RETRY_MAX_SECONDS", "900"))),
+    "RETRY_JITTER": float(os.environ.get("CHANNEL_RETRY_JITTER", "0.2")),
+    # A claimed attempt with no result after this long is presumed lost (worker died) and re-driven.
+    # Keep it above Q_CLUSTER["timeout"].
+    "DELIVERY_LEASE": timedelta(seconds=float(os.environ.get("CHANNEL_DELIVERY_LEASE_SECONDS", "300"))),
+    # The sweeper re-drives an accepted message whose first task has not run after this long.
+    "REDRIVE_AFTER": timedelta(seconds=float(os.environ.get("CHANNEL_REDRIVE_AFTER_SECONDS", "120"))),
+    # Message ids per delivery task; a task claims CLAIM_CHUNK of them per transaction and hands the
+    # rest to a new task once it has run TASK_TIME_BUDGET (keep it below Q_CLUSTER["timeout"]).
+    "TASK_BATCH_SIZE": int(os.environ.get("CHANNEL_TASK_BATCH_SIZE", "50")),
+    "CLAIM_CHUNK": int(os.environ.get("CHANNEL_CLAIM_CHUNK", "10")),
+    "TASK_TIME_BUDGET": timedelta(seconds=float(os.environ.get("CHANNEL_TASK_TIME_BUDGET_SECONDS", "30"))),
+    # Twilio-style SMS REST API (channels_app.backends.sms.TwilioSmsBackend).
+    "SMS_HTTP": {
+        "BASE_URL": os.environ.get("SMS_HTTP_BASE_URL", "https://api.twilio.com"),
+        "ACCOUNT_SID": os.environ.get("SMS_HTTP_ACCOUNT_SID", ""),
+        "AUTH_TOKEN": os.environ.get("SMS_HTTP_AUTH_TOKEN", ""),
+        "FROM": os.environ.get("SMS_HTTP_FROM", ""),
+        "STATUS_CALLBACK": os.environ.get("SMS_HTTP_STATUS_CALLBACK", ""),
+        "TIMEOUT": float(os.environ.get("SMS_HTTP_TIMEOUT", "10")),
+    },
+    # Web Push with VAPID (channels_app.backends.push.WebPushBackend).
+    "WEBPUSH": {
+        "VAPID_PRIVATE_KEY": os.environ.get("WEBPUSH_VAPID_PRIVATE_KEY", ""),
+        "VAPID_SUBJECT": os.environ.get("WEBPUSH_VAPID_SUBJECT", "mailto:orchestrator@localhost"),
+        "TIMEOUT": float(os.environ.get("WEBPUSH_TIMEOUT", "10")),
+    },
+    # Shared secrets that let a provider post receipts to webhooks/{provider}/ without an API token
+    # (sent as ?token= or X-Webhook-Token). Format: "twilio=secret1,generic=secret2".
+    "WEBHOOK_TOKENS": dict(item.split("=", 1) for item in env_list("CHANNEL_WEBHOOK_TOKENS") if "=" in item),
 }

@@ -1,0 +1,343 @@
+"""Channels in the admin: editable personalities with a lint preview, read-only delivery attempts, and
+the dead-letter list with a "retry now" action."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import Count, Q
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from orchestrator.admin import ReadOnlyAdminMixin, status_badge
+from orchestrator.models import Channel, Purpose
+
+from .delivery import message_delivery_retry
+from .lint import Severity, message_lint
+from .models import AttemptOutcome, ChannelPolicy, DeadLetter, DeliveryAttempt
+from .services import channel_policies_restore
+
+OUTCOME_COLOURS = {
+    AttemptOutcome.IN_PROGRESS: "#2563eb",
+    AttemptOutcome.SUCCESS: "#059669",
+    AttemptOutcome.TRANSIENT: "#d97706",
+    AttemptOutcome.PERMANENT: "#dc2626",
+}
+SEVERITY_COLOURS = {Severity.BLOCK: "#dc2626", Severity.WARN: "#d97706"}
+
+
+def _badge(text: str, colour: str) -> str:
+    return format_html('<span class="orch-badge" style="background:{}">{}</span>', colour, text)
+
+
+def _short(text: str, limit: int = 90) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class LintTryForm(forms.Form):
+    """Content as an author would write it, linted against the saved channel policy."""
+
+    channel = forms.ChoiceField(choices=Channel.choices)
+    purpose = forms.ChoiceField(choices=Purpose.choices)
+    subject = forms.CharField(required=False)
+    title = forms.CharField(required=False)
+    body = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4, "cols": 70}))
+    action_url = forms.CharField(required=False)
+    more_actions = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 70}),
+        help_text="Extra buttons/links, one per line (to see how the channel treats several actions).",
+    )
+
+    def content(self) -> dict:
+        data = self.cleaned_data
+        content = {k: data[k] for k in ("subject", "title", "body", "action_url") if data.get(k)}
+        extra = [line.strip() for line in data.get("more_actions", "").splitlines() if line.strip()]
+        if extra:
+            content["actions"] = extra
+        return content
+
+
+@admin.register(ChannelPolicy)
+class ChannelPolicyAdmin(admin.ModelAdmin):
+    list_display = ["channel", "job", "purposes", "limits", "default_ttl", "updated_at"]
+    readonly_fields = ["updated_at", "try_it"]
+    actions = ["restore_defaults"]
+    change_list_template = "admin/channels_app/channelpolicy/change_list.html"
+    fieldsets = [
+        (None, {"fields": ["channel", "job", "allowed_purposes", "default_ttl"]}),
+        (
+            "What the lint enforces",
+            {
+                "fields": [
+                    "subject_required",
+                    "title_required",
+                    "context_required",
+                    "product_url_prefixes",
+                    ("title_max_chars", "body_max_chars", "body_max_words"),
+                    ("segment_chars", "max_actions"),
+                    "marketing_terms",
+                ]
+            },
+        ),
+        ("Try it", {"fields": ["try_it", "updated_at"]}),
+    ]
+
+    def has_add_permission(self, request):
+        # One policy per channel: nothing to add once every channel has its own.
+        return super().has_add_permission(request) and ChannelPolicy.objects.count() < len(Channel.values)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # every channel keeps a job; "Restore the shipped defaults" undoes edits
+
+    def get_readonly_fields(self, request, obj=None):
+        # The channel is the row's identity: fixed once created.
+        return [*self.readonly_fields, "channel"] if obj else self.readonly_fields
+
+    @admin.display(description="Purposes")
+    def purposes(self, obj: ChannelPolicy) -> str:
+        return ", ".join(obj.allowed_purposes) or "all"
+
+    @admin.display(description="Limits")
+    def limits(self, obj: ChannelPolicy) -> str:
+        parts = []
+        if obj.subject_required:
+            parts.append("subject required")
+        if obj.context_required:
+            parts.append("product context required")
+        if obj.title_max_chars:
+            parts.append(f"title ≤ {obj.title_max_chars} chars")
+        if obj.body_max_chars:
+            parts.append(f"body ≤ {obj.body_max_chars} chars")
+        if obj.body_max_words:
+            parts.append(f"≤ {obj.body_max_words} words")
+        if obj.max_actions is not None:
+            parts.append(f"≤ {obj.max_actions} action{'s' if obj.max_actions != 1 else ''}")
+        return "; ".join(parts) or "—"
+
+    @admin.display(description="Lint preview")
+    def try_it(self, obj: ChannelPolicy) -> str:
+        if not obj or not obj.pk:
+            return "Save the policy first."
+        url = reverse("admin:channels_app_channelpolicy_lint")
+        return format_html(
+            '<a class="button" href="{}?channel={}">Try content against the {} policy</a>',
+            url,
+            obj.channel,
+            obj.get_channel_display(),
+        )
+
+    @admin.action(description="Restore the shipped defaults")
+    def restore_defaults(self, request, queryset):
+        n = channel_policies_restore(channels=list(queryset.values_list("channel", flat=True)))
+        self.message_user(request, f"Restored the defaults on {n} channel polic{'y' if n == 1 else 'ies'}.")
+
+    def get_urls(self):
+        return [
+            path("lint/", self.admin_site.admin_view(self.lint_view), name="channels_app_channelpolicy_lint"),
+            *super().get_urls(),
+        ]
+
+    def lint_view(self, request):
+        """Paste content, see what each channel's job says about it (block / warn, with the reason)."""
+        bound = "body" in request.GET or "title" in request.GET or "subject" in request.GET
+        form = LintTryForm(request.GET if bound else None, initial={"channel": request.GET.get("channel")})
+        violations = None
+        if bound and form.is_valid():
+            violations = message_lint(
+                channel=form.cleaned_data["channel"],
+                purpose=form.cleaned_data["purpose"],
+                content=form.content(),
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Try content against a channel's job",
+            "opts": self.model._meta,
+            "form": form,
+            "violations": [{"v": v, "colour": SEVERITY_COLOURS[v.severity]} for v in (violations or [])],
+            "linted": violations is not None,
+            "blocked": any(v.severity == Severity.BLOCK for v in violations or []),
+            "policies": ChannelPolicy.objects.all(),
+        }
+        return TemplateResponse(request, "admin/channels_app/channelpolicy/lint.html", context)
+
+
+def delivery_health(*, now, hours: int = 24) -> list[dict]:
+    """Attempts per provider over the last `hours`, by outcome, with bar widths for the admin chart."""
+    since = now - timedelta(hours=hours)
+    rows = (
+        DeliveryAttempt.objects.filter(started_at__gte=since)
+        .values("provider")
+        .annotate(
+            total=Count("id"),
+            success=Count("id", filter=Q(outcome=AttemptOutcome.SUCCESS)),
+            transient=Count("id", filter=Q(outcome=AttemptOutcome.TRANSIENT)),
+            permanent=Count("id", filter=Q(outcome=AttemptOutcome.PERMANENT)),
+            in_progress=Count("id", filter=Q(outcome=AttemptOutcome.IN_PROGRESS)),
+        )
+        .order_by("-total")
+    )
+    peak = max((r["total"] for r in rows), default=0) or 1
+    health = []
+    for r in rows:
+        bars = [
+            (outcome.label, r[outcome.value], OUTCOME_COLOURS[outcome], round(300 * r[outcome.value] / peak))
+            for outcome in AttemptOutcome
+            if r[outcome.value]
+        ]
+        rate = 100 * r["success"] / r["total"] if r["total"] else 0
+        health.append({"provider": r["provider"], "total": r["total"], "success_rate": rate, "bars": bars})
+    return health
+
+
+@admin.register(DeliveryAttempt)
+class DeliveryAttemptAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "started_at",
+        "message_link",
+        "number",
+        "provider",
+        "outcome_tag",
+        "took",
+        "response_short",
+    ]
+    list_filter = ["outcome", "provider", "message__channel", ("started_at", admin.DateFieldListFilter)]
+    search_fields = ["=message__id", "provider_message_id", "response", "message__recipient__external_id"]
+    list_select_related = ["message"]
+    date_hierarchy = "started_at"
+    show_full_result_count = False
+
+    change_list_template = "admin/channels_app/deliveryattempt/change_list.html"
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "health": delivery_health(now=timezone.now())}
+        return super().changelist_view(request, extra_context=extra_context)
+
+    @admin.display(description="Message", ordering="message")
+    def message_link(self, obj: DeliveryAttempt) -> str:
+        url = reverse("admin:orchestrator_message_change", args=[obj.message_id])
+        return format_html('<a href="{}">#{} {}</a>', url, obj.message_id, obj.message.channel)
+
+    @admin.display(description="Outcome", ordering="outcome")
+    def outcome_tag(self, obj: DeliveryAttempt) -> str:
+        return _badge(obj.outcome.replace("_", " "), OUTCOME_COLOURS.get(obj.outcome, "#374151"))
+
+    @admin.display(description="Took")
+    def took(self, obj: DeliveryAttempt) -> str:
+        if obj.finished_at is None:
+            return "—"
+        return f"{(obj.finished_at - obj.started_at).total_seconds() * 1000:.0f} ms"
+
+    @admin.display(description="Provider said")
+    def response_short(self, obj: DeliveryAttempt) -> str:
+        return _short(obj.response, 60)
+
+
+class DeliveryAttemptInline(admin.TabularInline):
+    model = DeliveryAttempt
+    extra = 0
+    can_delete = False
+    fields = ["number", "provider", "started_at", "finished_at", "outcome", "provider_message_id", "response"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class FailureKindFilter(admin.SimpleListFilter):
+    title = "why it failed"
+    parameter_name = "why"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("exhausted", "Retries exhausted"),
+            ("permanent", "Permanent provider error"),
+            ("receipt", "Bounce / failure receipt"),
+            ("unreachable", "No contact point"),
+        ]
+
+    def queryset(self, request, queryset):
+        match self.value():
+            case "exhausted":
+                return queryset.filter(last_error__startswith="Gave up after")
+            case "receipt":
+                return queryset.filter(
+                    Q(last_error__startswith="bounced") | Q(last_error__startswith="failed")
+                )
+            case "unreachable":
+                return queryset.filter(last_error__contains="contact point")
+            case "permanent":
+                return (
+                    queryset.exclude(last_error__startswith="Gave up after")
+                    .filter(delivery_attempts__outcome=AttemptOutcome.PERMANENT)
+                    .distinct()
+                )
+        return queryset
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Failed messages: what, to whom, after how many tries and why; "retry now" re-queues them."""
+
+    list_display = ["id", "failed_at", "channel", "recipient", "error", "attempts"]
+    list_filter = [
+        FailureKindFilter,
+        "channel",
+        "purpose",
+        "provider",
+        ("failed_at", admin.DateFieldListFilter),
+    ]
+    search_fields = ["=id", "recipient__external_id", "last_error", "provider_message_id"]
+    list_select_related = ["recipient"]
+    date_hierarchy = "failed_at"
+    ordering = ["-failed_at", "-id"]
+    actions = ["retry_now"]
+    inlines = [DeliveryAttemptInline]
+    show_full_result_count = False
+    fields = [
+        "recipient",
+        "channel",
+        "purpose",
+        "status_tag",
+        "summary",
+        "content",
+        "to_address",
+        "provider",
+        "provider_message_id",
+        "attempts",
+        "last_error",
+        "accepted_at",
+        "sent_at",
+        "failed_at",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="Last error")
+    def error(self, obj: DeadLetter) -> str:
+        return _short(obj.last_error, 60)
+
+    @admin.display(description="Status")
+    def status_tag(self, obj: DeadLetter) -> str:
+        return status_badge(obj.status)
+
+    @admin.action(description="Retry now (fresh retry budget)")
+    def retry_now(self, request, queryset):
+        retried = 0
+        for message_id in queryset.values_list("pk", flat=True):
+            try:
+                message_delivery_retry(message_id=message_id)
+                retried += 1
+            except ValueError:
+                continue  # no longer failed (someone else retried it)
+        self.message_user(
+            request,
+            f"{retried} message{'s' if retried != 1 else ''} queued for delivery again.",
+            messages.SUCCESS,
+        )

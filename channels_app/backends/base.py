@@ -1,0 +1,116 @@
+"""The backend contract: `send()` owns the flow and error mapping; concrete backends fill small hooks."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+SUCCESS, TRANSIENT, PERMANENT = "success", "transient", "permanent"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """What a backend needs to deliver one message; no ORM objects (the call runs outside transactions)."""
+
+    message_id: int
+    channel: str
+    purpose: str
+    recipient: str
+    to: str
+    content: dict[str, Any]
+    expires_at: datetime | None = None
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable per message: passed to providers that de-duplicate on a key."""
+        return f"orchestrator-message-{self.message_id}"
+
+
+@dataclass(frozen=True)
+class SendResult:
+    outcome: str  # success | transient | permanent (channels_app.models.AttemptOutcome values)
+    provider_message_id: str = ""
+    summary: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def success(cls, provider_message_id: str = "", summary: str = "accepted") -> SendResult:
+        return cls(SUCCESS, provider_message_id, summary)
+
+    @classmethod
+    def transient(cls, summary: str) -> SendResult:
+        return cls(TRANSIENT, "", summary)
+
+    @classmethod
+    def permanent(cls, summary: str) -> SendResult:
+        return cls(PERMANENT, "", summary)
+
+
+class TransientError(Exception):
+    """Raise from a hook: try again later."""
+
+
+class PermanentError(Exception):
+    """Raise from a hook: this message can never go through this provider."""
+
+
+class BaseBackend:
+    """send() = build(outgoing) → transmit(request) → parse(response); exceptions become results.
+
+    Unknown exceptions count as transient (the retry budget bounds them), so a bug in a provider call
+    never loses a message and never loops forever.
+    """
+
+    name = "base"
+
+    def send(self, outgoing: Outgoing) -> SendResult:
+        try:
+            request = self.build(outgoing)
+            response = self.transmit(request, outgoing)
+            return self.parse(response, outgoing)
+        except PermanentError as exc:
+            return SendResult.permanent(_summary(exc))
+        except TransientError as exc:
+            return SendResult.transient(_summary(exc))
+        except Exception as exc:  # noqa: BLE001 - any provider failure becomes a recorded result
+            result = self.classify(exc)
+            if result.outcome != PERMANENT:
+                logger.info("transient delivery error for message %s: %s", outgoing.message_id, exc)
+            return result
+
+    def build(self, outgoing: Outgoing) -> Any:
+        """Map the message to the provider's request."""
+        return outgoing
+
+    def transmit(self, request: Any, outgoing: Outgoing) -> Any:
+        """Make the provider call (network I/O; never inside a transaction)."""
+        raise NotImplementedError
+
+    def parse(self, response: Any, outgoing: Outgoing) -> SendResult:
+        """Turn the provider's response into a result."""
+        return SendResult.success(str(response or ""))
+
+    def classify(self, exc: Exception) -> SendResult:
+        """Map an exception from build/transmit/parse to a result (default: transient)."""
+        return SendResult.transient(f"{type(exc).__name__}: {_summary(exc)}")
+
+
+def _summary(exc: Exception, limit: int = 500) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def content_text(content: dict[str, Any], *, with_title: bool = False) -> str:
+    """The body as plain text, with the title on top and the action link below when asked."""
+    parts = []
+    if with_title and content.get("title"):
+        parts.append(str(content["title"]))
+    if content.get("body"):
+        parts.append(str(content["body"]))
+    if content.get("action_url"):
+        parts.append(str(content["action_url"]))
+    return "\n\n".join(parts)

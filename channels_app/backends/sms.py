@@ -1,0 +1,92 @@
+"""SMS backends: an in-memory outbox, and a Twilio-style REST API over HTTP."""
+
+from __future__ import annotations
+
+import uuid
+
+import requests
+from django.conf import settings
+
+from .base import BaseBackend, Outgoing, PermanentError, SendResult, TransientError, content_text
+
+# Every SMS the locmem backend "sent" in this process (like django.core.mail.outbox).
+outbox: list[dict] = []
+
+
+class LocmemSmsBackend(BaseBackend):
+    name = "sms:locmem"
+
+    def transmit(self, request: Outgoing, outgoing: Outgoing) -> str:
+        sid = f"SM{uuid.uuid4().hex}"
+        outbox.append(
+            {
+                "sid": sid,
+                "to": outgoing.to,
+                "body": content_text(outgoing.content),
+                "message_id": outgoing.message_id,
+            }
+        )
+        return sid
+
+    def parse(self, response: str, outgoing: Outgoing) -> SendResult:
+        return SendResult.success(response, "stored in the in-memory SMS outbox")
+
+
+class TwilioSmsBackend(BaseBackend):
+    """POST {BASE_URL}/2010-04-01/Accounts/{SID}/Messages.json, form-encoded, basic auth.
+
+    429, 5xx, timeouts and connection errors are transient; other 4xx are permanent (bad number,
+    blocked recipient...). The message's idempotency key goes in `I-Twilio-Idempotency-Token`.
+    """
+
+    name = "twilio"
+
+    def __init__(self) -> None:
+        self.conf = settings.CHANNELS["SMS_HTTP"]
+
+    def build(self, outgoing: Outgoing) -> dict:
+        if not outgoing.to.startswith("+"):
+            raise PermanentError(f"{outgoing.to!r} is not an E.164 phone number.")
+        data = {"To": outgoing.to, "From": self.conf["FROM"], "Body": content_text(outgoing.content)}
+        if self.conf.get("STATUS_CALLBACK"):
+            data["StatusCallback"] = self.conf["STATUS_CALLBACK"]
+        base = self.conf["BASE_URL"].rstrip("/")
+        return {
+            "url": f"{base}/2010-04-01/Accounts/{self.conf['ACCOUNT_SID']}/Messages.json",
+            "data": data,
+            "headers": {"I-Twilio-Idempotency-Token": outgoing.idempotency_key},
+        }
+
+    def transmit(self, request: dict, outgoing: Outgoing) -> requests.Response:
+        try:
+            return requests.post(
+                request["url"],
+                data=request["data"],
+                headers=request["headers"],
+                auth=(self.conf["ACCOUNT_SID"], self.conf["AUTH_TOKEN"]),
+                timeout=self.conf["TIMEOUT"],
+            )
+        except requests.Timeout as exc:
+            raise TransientError(f"no answer within {self.conf['TIMEOUT']} s ({type(exc).__name__})") from exc
+        except requests.ConnectionError as exc:
+            raise TransientError(f"could not connect: {exc}") from exc
+
+    def parse(self, response: requests.Response, outgoing: Outgoing) -> SendResult:
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = {}
+        if not isinstance(payload, dict):
+            payload = {}
+        if response.status_code in (200, 201):
+            if not payload.get("sid"):
+                return SendResult.transient(f"HTTP {response.status_code} without a message sid")
+            return SendResult.success(
+                str(payload["sid"]), f"HTTP {response.status_code} {payload.get('status', '')}"
+            )
+        detail = payload.get("message") or response.text[:200] or response.reason
+        code = payload.get("code")
+        text = f"HTTP {response.status_code}" + (f" (code {code})" if code else "") + f": {detail}"
+        if response.status_code == 429 or response.status_code >= 500 or response.status_code == 408:
+            return SendResult.transient(text)
+        return SendResult.permanent(text)

@@ -1,0 +1,30 @@
+"""Reactions to the conversation's signals (connected in ChannelsAppConfig.ready)."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.dispatch import receiver
+
+from orchestrator.models import Event, Message, MessageStatus
+from orchestrator.signals import event_ingested, message_status_changed
+
+from .delivery import message_deliver_enqueue
+from .services import inbox_messages_deliver
+
+# The product events that mean "the recipient is in the app now": their inbox is shown.
+VISIT_EVENTS = frozenset({"app_open"})
+
+
+@receiver(message_status_changed, sender=Message, dispatch_uid="channels_deliver_newly_accepted")
+def deliver_newly_accepted(sender, message: Message, previous: str, **kwargs) -> None:
+    """A message became accepted later (the governor's re-drive, a dead-letter retry): deliver it."""
+    if message.status == MessageStatus.ACCEPTED and previous != MessageStatus.ACCEPTED:
+        message_id = message.pk
+        transaction.on_commit(lambda: message_deliver_enqueue(message_id=message_id), robust=True)
+
+
+@receiver(event_ingested, sender=Event, dispatch_uid="channels_inbox_on_visit")
+def inbox_on_visit(sender, event: Event, **kwargs) -> None:
+    """An app_open is a visit: queued in-app messages are delivered now."""
+    if event.name in VISIT_EVENTS:
+        inbox_messages_deliver(recipient=event.recipient, now=event.received_at)

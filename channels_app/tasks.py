@@ -1,0 +1,9 @@
+"""django-q2 tasks: thin, take ids, call one service."""
+
+from __future__ import annotations
+
+from .delivery import messages_deliver
+
+
+def messages_deliver_task(message_ids: list[int]) -> int:
+    return messages_deliver(message_ids=message_ids)
