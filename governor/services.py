@@ -1,15 +1,176 @@
-"""The governor's decision (the Governor issue replaces this accept-all placeholder)."""
+"""The governor's decision, its set-based twin for campaigns, the deferred re-drive and channel pauses.
+
+Every message from any source is decided here in ONE short transaction that locks the recipient row,
+counts the history and writes the Message with its decision: concurrent decisions for one recipient
+serialize on that lock, so none slips past a cap. No provider call happens under the lock.
+
+Window edges: a rule counts messages whose `accepted_at` lies in (at - window, at]. A message cleared
+exactly one window ago no longer counts, so its slot frees at exactly accepted_at + window.
+
+Priority arbitration: due deferred messages (deliver_after <= at, not expired) that are ahead in the
+queue (higher priority, or the same priority and older) count against the caps as if taken now, so a
+newcomer cannot steal the slot they are waiting for; the re-drive takes due deferred messages by
+recipient, priority (highest first) and age (oldest first).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.db import transaction
+from django.db.models import Count, Exists, Min, OuterRef, Q
+from django.utils import timezone
 
-from orchestrator.models import Message, MessageStatus, Recipient
+from orchestrator.models import Channel, Message, MessageStatus, Preference, Recipient
+from orchestrator.signals import message_status_changed
+
+from .models import ChannelPause, PauseMode
+from .policy import Decision, Policy, Rule, RuleUse, decide, policy_cache_clear, policy_current
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 5000  # recipients per set-based query (keeps IN lists and parameters bounded)
+REDRIVE_BATCH = 500
+CHANNELS_TEXT = ", ".join(Channel.values)
+
+STATUS_STAMP = {
+    MessageStatus.ACCEPTED: "accepted_at",
+    MessageStatus.DEFERRED: "deferred_at",
+    MessageStatus.SUPPRESSED: "suppressed_at",
+    MessageStatus.EXPIRED: "expired_at",
+}
+
+
+@lru_cache(maxsize=1024)
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ValueError, KeyError):
+        return ZoneInfo("UTC")
+
+
+def _match(rule: Rule) -> Q:
+    """Messages that count against `rule`."""
+    q = Q(purpose__in=sorted(rule.purposes))
+    return q & Q(channel__in=sorted(rule.channels)) if rule.channels else q
+
+
+def _due_deferred(at: datetime) -> Q:
+    """Deferred messages whose time came and that have not expired: waiting for a slot now."""
+    return Q(status=MessageStatus.DEFERRED, deliver_after__lte=at) & (
+        Q(expires_at__isnull=True) | Q(expires_at__gt=at)
+    )
+
+
+def _ahead_of(*, priority: int, created_at: datetime, pk: int | None) -> Q:
+    """Messages ahead of one in the queue: higher priority, or the same priority and older."""
+    if pk is None:  # a newcomer: every existing message of its priority is older
+        return Q(priority__gt=priority) | Q(priority=priority, created_at__lte=created_at)
+    return (
+        Q(priority__gt=priority)
+        | Q(priority=priority, created_at__lt=created_at)
+        | Q(priority=priority, created_at=created_at, pk__lt=pk)
+    )
+
+
+def _recipient_decide(
+    *,
+    policy: Policy,
+    recipient_id: int,
+    channel: str,
+    purpose: str,
+    priority: int,
+    expires_at: datetime | None,
+    deliver_after: datetime | None,
+    at: datetime,
+    lock: bool,
+) -> Decision:
+    """Read what one decision needs (2 queries) and decide. With `lock`, takes the recipient's row lock."""
+    qs = Recipient.objects.filter(pk=recipient_id)
+    if lock:
+        # The recipient row is the mutex for its decisions: a concurrent decision for the same person
+        # waits here until this transaction commits, then counts the message written below.
+        qs = qs.select_for_update(of=("self",))
+    row = (
+        qs.annotate(
+            opted_out=Exists(
+                Preference.objects.filter(
+                    recipient_id=OuterRef("pk"), channel=channel, purpose=purpose, opted_in=False
+                )
+            )
+        )
+        .values_list("timezone", "opted_out")
+        .first()
+    )
+    if row is None:
+        raise Recipient.DoesNotExist(f"No recipient {recipient_id}.")
+    tz_name, opted_out = row
+
+    rules = policy.rules_for(channel, purpose)
+    uses: dict[int, RuleUse] = {}
+    if rules and not opted_out and channel not in policy.pauses:
+        # Every applicable rule counted in ONE aggregate query (index message_recipient_cleared for the
+        # window, governor_message_deferred_recipient for the queue ahead).
+        lo = at - max(r.window for r in rules)
+        due_ahead = _due_deferred(at) & _ahead_of(priority=priority, created_at=at, pk=None)
+        aggregates: dict[str, Any] = {}
+        for r in rules:
+            window = Q(accepted_at__gt=at - r.window, accepted_at__lte=at) & _match(r)
+            aggregates[f"c{r.id}"] = Count("pk", filter=window)
+            aggregates[f"o{r.id}"] = Min("accepted_at", filter=window)
+            aggregates[f"a{r.id}"] = Count("pk", filter=due_ahead & _match(r))
+        counts = (
+            Message.objects.filter(recipient_id=recipient_id)
+            .filter(Q(accepted_at__gt=lo, accepted_at__lte=at) | due_ahead)
+            .aggregate(**aggregates)
+        )
+        uses = {r.id: RuleUse(counts[f"c{r.id}"], counts[f"o{r.id}"], counts[f"a{r.id}"]) for r in rules}
+
+    def kth_oldest(rule: Rule, k: int) -> datetime:
+        return (
+            Message.objects.filter(
+                _match(rule),
+                recipient_id=recipient_id,
+                accepted_at__gt=at - rule.window,
+                accepted_at__lte=at,
+            )
+            .order_by("accepted_at")
+            .values_list("accepted_at", flat=True)[k - 1]
+        )
+
+    return decide(
+        policy,
+        tz=_zone(tz_name),
+        opted_out=opted_out,
+        channel=channel,
+        purpose=purpose,
+        expires_at=expires_at,
+        deliver_after=deliver_after,
+        at=at,
+        uses=uses,
+        kth_oldest=kth_oldest,
+    )
+
+
+def _decision_fields(decision: Decision, *, at: datetime, deliver_after: datetime | None) -> dict:
+    fields = {
+        "status": decision.status,
+        "rule": decision.rule,
+        "reason": decision.reason,
+        "decided_at": at,
+        STATUS_STAMP[decision.status]: at,
+        "deliver_after": (
+            decision.deliver_after if decision.status == MessageStatus.DEFERRED else deliver_after
+        ),
+    }
+    return fields
 
 
 def message_decide(
@@ -29,9 +190,24 @@ def message_decide(
     to_address: str = "",
     at: datetime,
 ) -> Message:
-    """Decide and record one message in one transaction holding the recipient's row lock."""
+    """Decide and record one message in one transaction holding the recipient's row lock.
+
+    Status: accepted, deferred (deliver_after = the earliest time it could pass; None while its channel
+    is paused), suppressed (preferences, pause) or expired (it could not pass before expires_at).
+    """
+    policy = policy_current()
     with transaction.atomic():
-        Recipient.objects.select_for_update().filter(pk=recipient.pk).first()
+        decision = _recipient_decide(
+            policy=policy,
+            recipient_id=recipient.pk,
+            channel=channel,
+            purpose=purpose,
+            priority=priority,
+            expires_at=expires_at,
+            deliver_after=deliver_after,
+            at=at,
+            lock=True,
+        )
         return Message.objects.create(
             recipient=recipient,
             channel=channel,
@@ -39,18 +215,42 @@ def message_decide(
             content=content,
             priority=priority,
             expires_at=expires_at,
-            deliver_after=deliver_after,
             source=source,
             source_ref=source_ref,
             requested_channel=requested_channel,
             channel_reason=channel_reason,
             warnings=warnings,
             to_address=to_address,
-            status=MessageStatus.ACCEPTED,
             created_at=at,
-            decided_at=at,
-            accepted_at=at,
+            **_decision_fields(decision, at=at, deliver_after=deliver_after),
         )
+
+
+def governor_check(
+    *,
+    recipient: Recipient,
+    channel: str,
+    purpose: str,
+    priority: int = 50,
+    expires_at: datetime | None = None,
+    deliver_after: datetime | None = None,
+    at: datetime | None = None,
+) -> Decision:
+    """The dry run: the decision message_decide would make now, without locking or writing anything."""
+    return _recipient_decide(
+        policy=policy_current(),
+        recipient_id=recipient.pk,
+        channel=channel,
+        purpose=purpose,
+        priority=priority,
+        expires_at=expires_at,
+        deliver_after=deliver_after,
+        at=at or timezone.now(),
+        lock=False,
+    )
+
+
+# ---- set-based: many recipients at once ----------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -69,6 +269,142 @@ class MessageDraft:
     channel_reason: str = ""
     warnings: list[dict[str, str]] = field(default_factory=list)
     to_address: str = ""
+    deliver_after: datetime | None = None
+
+
+@dataclass
+class _Waiting:
+    """A due deferred message (a candidate for 'ahead in the queue')."""
+
+    pk: int
+    channel: str
+    purpose: str
+    priority: int
+    created_at: datetime
+
+    def ahead_of(self, *, priority: int, created_at: datetime, pk: int | None) -> bool:
+        if self.priority != priority:
+            return self.priority > priority
+        if pk is None:
+            return self.created_at <= created_at
+        return (self.created_at, self.pk) < (created_at, pk)
+
+
+class _Batch:
+    """What the decisions for many recipients need, loaded with a few set-based queries per CHUNK
+    recipients (locks in id order, opt-outs, one grouped window count, the due queue); decisions
+    are then made in memory and the batch keeps count of what it clears."""
+
+    def __init__(self, *, policy: Policy, at: datetime, recipient_ids: Iterable[int], lock: bool):
+        self.policy, self.at = policy, at
+        self.tz: dict[int, str] = {}
+        self.opted_out: set[tuple[int, str, str]] = set()
+        self.uses: dict[tuple[int, int], RuleUse] = {}
+        self.taken: dict[tuple[int, int], int] = defaultdict(int)
+        self.waiting: dict[int, list[_Waiting]] = defaultdict(list)
+        self.done: set[int] = set()
+        ids = sorted(set(recipient_ids))
+        for start in range(0, len(ids), CHUNK):
+            self._load(ids[start : start + CHUNK], lock=lock)
+
+    def _load(self, ids: list[int], *, lock: bool) -> None:
+        at, rules = self.at, self.policy.rules
+        qs = Recipient.objects.filter(pk__in=ids).order_by("pk")
+        if lock:
+            # Row locks in id order: two batches (or a batch and single decisions) never deadlock.
+            qs = qs.select_for_update()
+        self.tz.update(qs.values_list("pk", "timezone"))
+        self.opted_out.update(
+            Preference.objects.filter(recipient_id__in=ids, opted_in=False).values_list(
+                "recipient_id", "channel", "purpose"
+            )
+        )
+        if not rules:
+            return
+        aggregates: dict[str, Any] = {}
+        for r in rules:
+            window = Q(accepted_at__gt=at - r.window, accepted_at__lte=at) & _match(r)
+            aggregates[f"c{r.id}"] = Count("pk", filter=window)
+            aggregates[f"o{r.id}"] = Min("accepted_at", filter=window)
+        rows = (
+            Message.objects.filter(
+                recipient_id__in=ids, accepted_at__gt=at - self.policy.max_window, accepted_at__lte=at
+            )
+            .order_by()
+            .values("recipient_id")
+            .annotate(**aggregates)
+        )
+        for row in rows:
+            rid = row["recipient_id"]
+            for r in rules:
+                if row[f"c{r.id}"]:
+                    self.uses[(rid, r.id)] = RuleUse(row[f"c{r.id}"], row[f"o{r.id}"])
+        for pk, rid, channel, purpose, priority, created_at in (
+            Message.objects.filter(_due_deferred(at), recipient_id__in=ids)
+            .order_by()
+            .values_list("pk", "recipient_id", "channel", "purpose", "priority", "created_at")
+        ):
+            self.waiting[rid].append(_Waiting(pk, channel, purpose, priority, created_at))
+
+    def decide(
+        self,
+        *,
+        recipient_id: int,
+        channel: str,
+        purpose: str,
+        priority: int,
+        expires_at: datetime | None,
+        deliver_after: datetime | None = None,
+        created_at: datetime | None = None,
+        pk: int | None = None,
+    ) -> Decision:
+        at = self.at
+        created_at = created_at or at
+        waiting = [
+            w
+            for w in self.waiting.get(recipient_id, ())
+            if w.pk != pk
+            and w.pk not in self.done
+            and w.ahead_of(priority=priority, created_at=created_at, pk=pk)
+        ]
+        uses = {}
+        for r in self.policy.rules_for(channel, purpose):
+            base = self.uses.get((recipient_id, r.id)) or RuleUse()
+            ahead = self.taken[(recipient_id, r.id)] + sum(
+                1 for w in waiting if r.applies_to(w.channel, w.purpose)
+            )
+            uses[r.id] = RuleUse(base.count, base.oldest, ahead)
+
+        def kth_oldest(rule: Rule, k: int) -> datetime:
+            return (
+                Message.objects.filter(
+                    _match(rule),
+                    recipient_id=recipient_id,
+                    accepted_at__gt=at - rule.window,
+                    accepted_at__lte=at,
+                )
+                .order_by("accepted_at")
+                .values_list("accepted_at", flat=True)[k - 1]
+            )
+
+        decision = decide(
+            self.policy,
+            tz=_zone(self.tz.get(recipient_id, "UTC")),
+            opted_out=(recipient_id, channel, purpose) in self.opted_out,
+            channel=channel,
+            purpose=purpose,
+            expires_at=expires_at,
+            deliver_after=deliver_after,
+            at=at,
+            uses=uses,
+            kth_oldest=kth_oldest,
+        )
+        if pk is not None:
+            self.done.add(pk)
+        if decision.status == MessageStatus.ACCEPTED:
+            for r in self.policy.rules_for(channel, purpose):
+                self.taken[(recipient_id, r.id)] += 1
+        return decision
 
 
 def messages_decide_bulk(*, drafts: Sequence[MessageDraft], at: datetime) -> list[Message]:
@@ -77,11 +413,22 @@ def messages_decide_bulk(*, drafts: Sequence[MessageDraft], at: datetime) -> lis
     Same decisions as message_decide for each draft, in input order per recipient; locks the recipients'
     rows in id order within one transaction. Returns the Messages in the order of `drafts`.
     """
+    if not drafts:
+        return []
+    policy = policy_current()
     with transaction.atomic():
-        ids = sorted({d.recipient_id for d in drafts})
-        list(Recipient.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk"))
-        return Message.objects.bulk_create(
-            [
+        batch = _Batch(policy=policy, at=at, recipient_ids=(d.recipient_id for d in drafts), lock=True)
+        messages = []
+        for d in drafts:
+            decision = batch.decide(
+                recipient_id=d.recipient_id,
+                channel=d.channel,
+                purpose=d.purpose,
+                priority=d.priority,
+                expires_at=d.expires_at,
+                deliver_after=d.deliver_after,
+            )
+            messages.append(
                 Message(
                     recipient_id=d.recipient_id,
                     channel=d.channel,
@@ -95,11 +442,135 @@ def messages_decide_bulk(*, drafts: Sequence[MessageDraft], at: datetime) -> lis
                     channel_reason=d.channel_reason,
                     warnings=d.warnings,
                     to_address=d.to_address,
-                    status=MessageStatus.ACCEPTED,
                     created_at=at,
-                    decided_at=at,
-                    accepted_at=at,
+                    **_decision_fields(decision, at=at, deliver_after=d.deliver_after),
                 )
-                for d in drafts
-            ]
-        )
+            )
+        return Message.objects.bulk_create(messages, batch_size=2000)
+
+
+# ---- the re-drive of deferred messages -----------------------------------------------------------
+
+REDECIDE_FIELDS = [
+    "status",
+    "rule",
+    "reason",
+    "deliver_after",
+    "decided_at",
+    "accepted_at",
+    "suppressed_at",
+    "expired_at",
+    "updated_at",
+]
+
+
+def _held_release(*, now: datetime) -> int:
+    """Make due again the messages held for a pause that is no longer active (a stale cache may have
+    held one just after a resume)."""
+    paused = ChannelPause.objects.filter(resumed_at__isnull=True, mode=PauseMode.DEFER).values("channel")
+    return (
+        Message.objects.filter(status=MessageStatus.DEFERRED, deliver_after__isnull=True)
+        .exclude(channel__in=paused)
+        .update(deliver_after=now)
+    )
+
+
+def deferred_redrive(*, now: datetime, limit: int) -> int:
+    """Due work: re-decide deferred messages whose time came (deliver_after <= now).
+
+    Claims them in batches with FOR UPDATE SKIP LOCKED (several passes may run at once), in queue order
+    (recipient, priority desc, oldest first); expires those past expires_at, accepts or defers the rest
+    again, and sends message_status_changed for every status change inside the transaction (the
+    channels app enqueues delivery of accepted ones on commit). Returns how many it handled.
+    """
+    _held_release(now=now)
+    policy = policy_current()
+    handled = 0
+    while handled < limit:
+        size = min(REDRIVE_BATCH, limit - handled)
+        with transaction.atomic():
+            claimed = list(
+                Message.objects.select_for_update(skip_locked=True)
+                .filter(status=MessageStatus.DEFERRED, deliver_after__lte=now)
+                .order_by("recipient_id", "-priority", "created_at", "id")[:size]
+            )
+            if not claimed:
+                break
+            batch = _Batch(policy=policy, at=now, recipient_ids=(m.recipient_id for m in claimed), lock=True)
+            changed = []
+            for m in claimed:
+                decision = batch.decide(
+                    recipient_id=m.recipient_id,
+                    channel=m.channel,
+                    purpose=m.purpose,
+                    priority=m.priority,
+                    expires_at=m.expires_at,
+                    created_at=m.created_at,
+                    pk=m.pk,
+                )
+                previous = m.status
+                m.status, m.rule, m.reason = decision.status, decision.rule, decision.reason
+                m.decided_at = m.updated_at = now
+                if decision.status == MessageStatus.DEFERRED:
+                    m.deliver_after = decision.deliver_after
+                else:
+                    setattr(m, STATUS_STAMP[decision.status], now)
+                if m.status != previous:
+                    changed.append((m, previous))
+            Message.objects.bulk_update(claimed, REDECIDE_FIELDS, batch_size=REDRIVE_BATCH)
+            for m, previous in changed:
+                message_status_changed.send(sender=Message, message=m, previous=previous)
+        handled += len(claimed)
+        if len(claimed) < size:
+            break
+    return handled
+
+
+# ---- channel pauses ------------------------------------------------------------------------------
+
+
+class PauseError(ValueError):
+    """Bad pause input: `field` and a plain reason."""
+
+    def __init__(self, field: str, detail: str):
+        super().__init__(detail)
+        self.field, self.detail = field, detail
+
+
+def channel_pause(
+    *, channel: str, mode: str = PauseMode.DEFER, note: str = "", by: str = "", at: datetime | None = None
+) -> ChannelPause:
+    """Pause a channel (defer: held until resumed; suppress: never sent), or change an active pause."""
+    if channel not in Channel.values:
+        raise PauseError("channel", f"Unknown channel {channel!r}; expected one of {CHANNELS_TEXT}.")
+    if mode not in PauseMode.values:
+        raise PauseError("mode", f"Unknown mode {mode!r}; expected defer or suppress.")
+    at = at or timezone.now()
+    with transaction.atomic():
+        pause = ChannelPause.objects.select_for_update().filter(channel=channel, resumed_at=None).first()
+        if pause is None:
+            pause = ChannelPause.objects.create(
+                channel=channel, mode=mode, note=note, paused_by=by, paused_at=at
+            )
+        else:
+            pause.mode, pause.note = mode, note or pause.note
+            pause.save(update_fields=["mode", "note"])
+    policy_cache_clear()
+    return pause
+
+
+def channel_resume(*, channel: str, by: str = "", at: datetime | None = None) -> int:
+    """Resume a paused channel; the messages it held become due now. Returns how many were held."""
+    if channel not in Channel.values:
+        raise PauseError("channel", f"Unknown channel {channel!r}; expected one of {CHANNELS_TEXT}.")
+    at = at or timezone.now()
+    with transaction.atomic():
+        pauses = list(ChannelPause.objects.select_for_update().filter(channel=channel, resumed_at=None))
+        for pause in pauses:
+            pause.resumed_at, pause.resumed_by = at, by
+            pause.save(update_fields=["resumed_at", "resumed_by"])
+        held = Message.objects.filter(
+            status=MessageStatus.DEFERRED, channel=channel, deliver_after__isnull=True
+        ).update(deliver_after=at, updated_at=at)
+    policy_cache_clear()
+    return held
