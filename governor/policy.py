@@ -146,6 +146,7 @@ class RuleUse:
     count: int = 0
     oldest: datetime | None = None
     ahead: int = 0
+    taken: int = 0  # cleared earlier in the same batch (history at `at`)
 
 
 @dataclass(frozen=True)
@@ -244,14 +245,14 @@ def decide(
     within: list[str] = []
     for rule in policy.rules_for(channel, purpose):
         use = uses.get(rule.id) or RuleUse()
-        used = use.count + use.ahead
+        used = use.count + use.taken + use.ahead
         if used < rule.limit:
-            within.append(rule.describe(used))
+            within.append(rule.describe(used + 1))
             continue
         # The slot frees when enough of the oldest leave the window: the k-th oldest plus the window.
         k = used - rule.limit + 1
         if k > use.count:
-            oldest = at  # the ones taken "now" leave last
+            oldest = at  # the ones taken at `at` leave last
         elif k == 1 and use.oldest is not None:
             oldest = use.oldest
         else:
@@ -273,7 +274,7 @@ def decide(
             rule_name, reason = quiet.name, f"Quiet hours {_quiet_text(quiet, t2, tz, at)}"
     if t2 == at:
         if within:
-            reason = "Within every cap: " + "; ".join(within) + "."
+            reason = "Within every cap, counting this one: " + "; ".join(within) + "."
         else:
             reason = f"No cap applies to {purpose} messages on {channel}."
         return Decision(MessageStatus.ACCEPTED, "", reason)

@@ -370,10 +370,8 @@ class _Batch:
         uses = {}
         for r in self.policy.rules_for(channel, purpose):
             base = self.uses.get((recipient_id, r.id)) or RuleUse()
-            ahead = self.taken[(recipient_id, r.id)] + sum(
-                1 for w in waiting if r.applies_to(w.channel, w.purpose)
-            )
-            uses[r.id] = RuleUse(base.count, base.oldest, ahead)
+            ahead = sum(1 for w in waiting if r.applies_to(w.channel, w.purpose))
+            uses[r.id] = RuleUse(base.count, base.oldest, ahead, self.taken[(recipient_id, r.id)])
 
         def kth_oldest(rule: Rule, k: int) -> datetime:
             return (
