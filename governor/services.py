@@ -18,15 +18,18 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.db import transaction
-from django.db.models import Count, Exists, Min, OuterRef, Q
+from django.db import connection, transaction
+from django.db.models import Count, Min, Q
+from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from orchestrator.models import Channel, Message, MessageStatus, Preference, Recipient
 from orchestrator.signals import message_status_changed
@@ -39,6 +42,9 @@ logger = logging.getLogger(__name__)
 CHUNK = 5000  # recipients per set-based query (keeps IN lists and parameters bounded)
 REDRIVE_BATCH = 500
 CHANNELS_TEXT = ", ".join(Channel.values)
+MESSAGE_TABLE = Message._meta.db_table
+RECIPIENT_TABLE = Recipient._meta.db_table
+PREFERENCE_TABLE = Preference._meta.db_table
 
 STATUS_STAMP = {
     MessageStatus.ACCEPTED: "accepted_at",
@@ -80,6 +86,67 @@ def _ahead_of(*, priority: int, created_at: datetime, pk: int | None) -> Q:
     )
 
 
+def _in(column: str, values: Iterable[str]) -> tuple[str, list]:
+    values = sorted(values)
+    return f"{column} IN ({', '.join(['%s'] * len(values))})", values
+
+
+def _match_sql(rule: Rule) -> tuple[str, list]:
+    sql, params = _in("purpose", rule.purposes)
+    if rule.channels:
+        channels_sql, channels = _in("channel", rule.channels)
+        sql, params = f"{sql} AND {channels_sql}", params + channels
+    return sql, params
+
+
+def _as_datetime(value) -> datetime | None:
+    """Raw cursors on SQLite return timestamps as text."""
+    if value is None or isinstance(value, datetime):
+        return value
+    parsed = parse_datetime(value)
+    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
+
+
+@contextmanager
+def _hot_cursor():
+    """A cursor for the per-message statements. On PostgreSQL, a psycopg cursor with server-side
+    binding on the current (transactional) connection, so the statements are prepared once per
+    connection instead of parsed and planned per call; elsewhere Django's own cursor."""
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        connection.ensure_connection()
+        with psycopg.Cursor(connection.connection) as cursor:
+            yield cursor, {"prepare": True}
+    else:
+        with connection.cursor() as cursor:
+            yield cursor, {}
+
+
+@lru_cache(maxsize=64)
+def _window_sql(rules: tuple[Rule, ...]) -> tuple[str, list[list[str]]]:
+    """The one aggregate statement counting every rule's window and queue ahead (text cached per policy)."""
+    columns, matches = [], []
+    ahead = (
+        "status = 'deferred' AND deliver_after <= %s AND (expires_at IS NULL OR expires_at > %s)"
+        " AND (priority > %s OR (priority = %s AND created_at <= %s))"
+    )
+    for r in rules:
+        match, match_params = _match_sql(r)
+        window = f"accepted_at > %s AND accepted_at <= %s AND {match}"
+        columns += [
+            f"COUNT(*) FILTER (WHERE {window})",
+            f"MIN(accepted_at) FILTER (WHERE {window})",
+            f"COUNT(*) FILTER (WHERE {ahead} AND {match})",
+        ]
+        matches.append(match_params)
+    sql = (
+        f"SELECT {', '.join(columns)} FROM {MESSAGE_TABLE} WHERE recipient_id = %s"
+        " AND ((accepted_at > %s AND accepted_at <= %s) OR (status = 'deferred' AND deliver_after <= %s))"
+    )
+    return sql, matches
+
+
 def _recipient_decide(
     *,
     policy: Policy,
@@ -91,47 +158,49 @@ def _recipient_decide(
     deliver_after: datetime | None,
     at: datetime,
     lock: bool,
+    cursor,
+    prepare: dict,
 ) -> Decision:
-    """Read what one decision needs (2 queries) and decide. With `lock`, takes the recipient's row lock."""
-    qs = Recipient.objects.filter(pk=recipient_id)
-    if lock:
-        # The recipient row is the mutex for its decisions: a concurrent decision for the same person
-        # waits here until this transaction commits, then counts the message written below.
-        qs = qs.select_for_update(of=("self",))
-    row = (
-        qs.annotate(
-            opted_out=Exists(
-                Preference.objects.filter(
-                    recipient_id=OuterRef("pk"), channel=channel, purpose=purpose, opted_in=False
-                )
-            )
-        )
-        .values_list("timezone", "opted_out")
-        .first()
+    """Read what one decision needs (2 statements) and decide. With `lock`, takes the recipient's row lock.
+
+    Plain SQL on the hot path: the ORM spent far longer compiling these than PostgreSQL running them.
+    """
+    postgres = connection.vendor == "postgresql"
+    # The recipient row is the mutex for its decisions: a concurrent decision for the same person waits
+    # here until this transaction commits, then counts the message that one wrote. The count below is
+    # a separate statement on purpose: a statement's snapshot is taken before it waits for the lock.
+    for_update = " FOR UPDATE OF r" if lock and postgres else ""
+    lock_sql = (
+        f"SELECT r.timezone, EXISTS(SELECT 1 FROM {PREFERENCE_TABLE} p WHERE p.recipient_id = r.id"
+        f" AND p.channel = %s AND p.purpose = %s AND NOT p.opted_in)"
+        f" FROM {RECIPIENT_TABLE} r WHERE r.id = %s{for_update}"
     )
+    lock_params = [channel, purpose, recipient_id]
+    rules = policy.rules_for(channel, purpose)
+    count = bool(rules) and channel not in policy.pauses
+    if count:
+        # Every applicable rule counted in ONE aggregate statement over the recipient's window
+        # (index message_recipient_cleared) and due queue ahead (governor_message_deferred_recipient).
+        count_sql, matches = _window_sql(tuple(rules))
+        count_params = []
+        for r, match_params in zip(rules, matches, strict=True):
+            window_params = [at - r.window, at, *match_params]
+            count_params += [*window_params, *window_params, at, at, priority, priority, at, *match_params]
+        count_params += [recipient_id, at - max(r.window for r in rules), at, at]
+
+    cursor.execute(lock_sql, lock_params, **prepare)
+    row = cursor.fetchone()
     if row is None:
         raise Recipient.DoesNotExist(f"No recipient {recipient_id}.")
-    tz_name, opted_out = row
-
-    rules = policy.rules_for(channel, purpose)
+    tz_name, opted_out = row[0], bool(row[1])
     uses: dict[int, RuleUse] = {}
-    if rules and not opted_out and channel not in policy.pauses:
-        # Every applicable rule counted in ONE aggregate query (index message_recipient_cleared for the
-        # window, governor_message_deferred_recipient for the queue ahead).
-        lo = at - max(r.window for r in rules)
-        due_ahead = _due_deferred(at) & _ahead_of(priority=priority, created_at=at, pk=None)
-        aggregates: dict[str, Any] = {}
-        for r in rules:
-            window = Q(accepted_at__gt=at - r.window, accepted_at__lte=at) & _match(r)
-            aggregates[f"c{r.id}"] = Count("pk", filter=window)
-            aggregates[f"o{r.id}"] = Min("accepted_at", filter=window)
-            aggregates[f"a{r.id}"] = Count("pk", filter=due_ahead & _match(r))
-        counts = (
-            Message.objects.filter(recipient_id=recipient_id)
-            .filter(Q(accepted_at__gt=lo, accepted_at__lte=at) | due_ahead)
-            .aggregate(**aggregates)
-        )
-        uses = {r.id: RuleUse(counts[f"c{r.id}"], counts[f"o{r.id}"], counts[f"a{r.id}"]) for r in rules}
+    if count and not opted_out:
+        cursor.execute(count_sql, count_params, **prepare)
+        counts = cursor.fetchone()
+        uses = {
+            r.id: RuleUse(counts[3 * n], _as_datetime(counts[3 * n + 1]), counts[3 * n + 2])
+            for n, r in enumerate(rules)
+        }
 
     def kth_oldest(rule: Rule, k: int) -> datetime:
         return (
@@ -157,6 +226,55 @@ def _recipient_decide(
         uses=uses,
         kth_oldest=kth_oldest,
     )
+
+
+@lru_cache(maxsize=4)
+def _insert_plan(vendor: str, returning: bool) -> tuple[str, list[str], frozenset[str]]:
+    fields = [f for f in Message._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    sql = f"INSERT INTO {MESSAGE_TABLE} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"
+    json_fields = frozenset(f.attname for f in fields if f.get_internal_type() == "JSONField")
+    return sql + (" RETURNING id" if returning else ""), [f.attname for f in fields], json_fields
+
+
+@lru_cache(maxsize=1)
+def _message_defaults() -> dict[str, Any]:
+    """Constant defaults of Message's fields (callable ones are always given by _message_insert)."""
+    return {
+        f.attname: f.get_default()
+        for f in Message._meta.concrete_fields
+        if not f.primary_key and not (f.has_default() and callable(f.default))
+    }
+
+
+def _message_insert(
+    recipient: Recipient, fields: dict[str, Any], *, cursor, prepare: dict, at: datetime
+) -> Message:
+    """INSERT one Message (what Model.save does, signals included, without the ORM's compilation)."""
+    alias = connection.alias
+    postgres = connection.vendor == "postgresql"
+    returning = connection.features.can_return_columns_from_insert
+    sql, attnames, json_fields = _insert_plan(connection.vendor, returning)
+    row = {**_message_defaults(), **fields, "recipient_id": recipient.pk, "updated_at": at}
+    message = Message.from_db(alias, ["id", *attnames], [None, *(row[a] for a in attnames)])
+    Message.recipient.field.set_cached_value(message, recipient)
+    message._state.adding = True
+    pre_save.send(sender=Message, instance=message, raw=False, using=alias, update_fields=None)
+    if postgres:
+        from psycopg.types.json import Jsonb
+
+        values = [Jsonb(getattr(message, a)) if a in json_fields else getattr(message, a) for a in attnames]
+    else:
+        values = [
+            f.get_db_prep_save(getattr(message, f.attname), connection)
+            for f in Message._meta.concrete_fields
+            if not f.primary_key
+        ]
+    cursor.execute(sql, values, **prepare)
+    message.pk = cursor.fetchone()[0] if returning else cursor.lastrowid
+    message._state.adding = False
+    post_save.send(sender=Message, instance=message, created=True, raw=False, using=alias, update_fields=None)
+    return message
 
 
 def _decision_fields(decision: Decision, *, at: datetime, deliver_after: datetime | None) -> dict:
@@ -196,7 +314,7 @@ def message_decide(
     is paused), suppressed (preferences, pause) or expired (it could not pass before expires_at).
     """
     policy = policy_current()
-    with transaction.atomic():
+    with transaction.atomic(), _hot_cursor() as (cursor, prepare):
         decision = _recipient_decide(
             policy=policy,
             recipient_id=recipient.pk,
@@ -207,22 +325,29 @@ def message_decide(
             deliver_after=deliver_after,
             at=at,
             lock=True,
+            cursor=cursor,
+            prepare=prepare,
         )
-        return Message.objects.create(
-            recipient=recipient,
-            channel=channel,
-            purpose=purpose,
-            content=content,
-            priority=priority,
-            expires_at=expires_at,
-            source=source,
-            source_ref=source_ref,
-            requested_channel=requested_channel,
-            channel_reason=channel_reason,
-            warnings=warnings,
-            to_address=to_address,
-            created_at=at,
-            **_decision_fields(decision, at=at, deliver_after=deliver_after),
+        return _message_insert(
+            recipient,
+            {
+                "channel": channel,
+                "purpose": purpose,
+                "content": content,
+                "priority": priority,
+                "expires_at": expires_at,
+                "source": source,
+                "source_ref": source_ref,
+                "requested_channel": requested_channel,
+                "channel_reason": channel_reason,
+                "warnings": warnings,
+                "to_address": to_address,
+                "created_at": at,
+                **_decision_fields(decision, at=at, deliver_after=deliver_after),
+            },
+            cursor=cursor,
+            prepare=prepare,
+            at=at,
         )
 
 
@@ -237,17 +362,20 @@ def governor_check(
     at: datetime | None = None,
 ) -> Decision:
     """The dry run: the decision message_decide would make now, without locking or writing anything."""
-    return _recipient_decide(
-        policy=policy_current(),
-        recipient_id=recipient.pk,
-        channel=channel,
-        purpose=purpose,
-        priority=priority,
-        expires_at=expires_at,
-        deliver_after=deliver_after,
-        at=at or timezone.now(),
-        lock=False,
-    )
+    with _hot_cursor() as (cursor, prepare):
+        return _recipient_decide(
+            policy=policy_current(),
+            recipient_id=recipient.pk,
+            channel=channel,
+            purpose=purpose,
+            priority=priority,
+            expires_at=expires_at,
+            deliver_after=deliver_after,
+            at=at or timezone.now(),
+            lock=False,
+            cursor=cursor,
+            prepare=prepare,
+        )
 
 
 # ---- set-based: many recipients at once ----------------------------------------------------------
