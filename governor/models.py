@@ -154,3 +154,12 @@ class ChannelPause(models.Model):
     @property
     def active(self) -> bool:
         return self.resumed_at is None
+
+
+class GovernorOverview(CapRule):
+    """Not data: the admin's governor page (volume, outcomes, rules, the queue) hangs off this proxy."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "governor overview"
+        verbose_name_plural = "governor overview"
