@@ -12,6 +12,19 @@ from django.utils import timezone
 from orchestrator.models import Channel, Purpose
 
 
+def duration_text(value: timedelta) -> str:
+    """'24 h', '4 h', '7 d', '30 min' for reasons and lists."""
+    seconds = int(value.total_seconds())
+    if seconds and seconds % 86400 == 0:
+        days = seconds // 86400
+        return "24 h" if days == 1 else f"{days} d"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
+
+
 def _validate_choices(values, allowed, label: str, *, allow_empty: bool) -> None:
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise ValidationError(f"Expected a list of {label}s.", code="invalid")
@@ -87,6 +100,10 @@ class CapRule(models.Model):
 
     def applies_to(self, *, channel: str, purpose: str) -> bool:
         return purpose in self.purposes and (not self.channels or channel in self.channels)
+
+    @property
+    def window_text(self) -> str:
+        return duration_text(self.window)
 
 
 class QuietHours(models.Model):

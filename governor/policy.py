@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from orchestrator.models import Channel, MessageStatus, Purpose
 
-from .models import CapRule, ChannelPause, PauseMode, QuietHours
+from .models import CapRule, ChannelPause, PauseMode, QuietHours, duration_text
 
 POLICY_TTL = 5.0  # seconds another process may act on a stale policy after an edit
 
@@ -165,18 +165,6 @@ class Decision:
         }
 
 
-def duration_text(value: timedelta) -> str:
-    seconds = int(value.total_seconds())
-    if seconds and seconds % 86400 == 0:
-        days = seconds // 86400
-        return "24 h" if days == 1 else f"{days} d"
-    if seconds % 3600 == 0:
-        return f"{seconds // 3600} h"
-    if seconds % 60 == 0:
-        return f"{seconds // 60} min"
-    return f"{seconds} s"
-
-
 def when_text(t: datetime, at: datetime) -> str:
     t = t.astimezone(UTC)
     return f"{t:%H:%M} UTC" if t.date() == at.astimezone(UTC).date() else f"{t:%Y-%m-%d %H:%M} UTC"
@@ -229,8 +217,13 @@ def decide(
     if pause == PauseMode.SUPPRESS:
         return Decision(MessageStatus.SUPPRESSED, "channel pause", "channel paused")
     if pause == PauseMode.DEFER:
+        # Held with no time (resuming makes it due); a caller's later requested time is kept.
+        later = deliver_after if deliver_after is not None and deliver_after > at else None
         return Decision(
-            MessageStatus.DEFERRED, "channel pause", "channel paused; held until the channel is resumed"
+            MessageStatus.DEFERRED,
+            "channel pause",
+            "channel paused; held until the channel is resumed",
+            later,
         )
 
     if deliver_after is not None and deliver_after > at:

@@ -148,3 +148,19 @@ def test_the_redrive_takes_at_most_limit(no_governor):
     assert deferred_redrive(now=AT, limit=3) == 3
     assert deferred_redrive(now=AT, limit=3) == 2
     assert not Message.objects.filter(status=MessageStatus.DEFERRED).exists()
+
+
+def test_a_message_held_by_a_stale_pause_is_released_by_the_next_pass(no_governor):
+    """Another process may still see a pause for a few seconds after the resume: the pass heals it."""
+    r = RecipientFactory()
+    m = waiting(r, priority=50, created_at=AT - H, deliver_after=None)  # held, but no pause is active
+    assert deferred_redrive(now=AT, limit=100) == 1
+    m.refresh_from_db()
+    assert m.status == MessageStatus.ACCEPTED
+
+
+def test_a_held_message_keeps_the_callers_later_time(no_governor):
+    r = RecipientFactory()
+    channel_pause(channel="email", mode=PauseMode.DEFER, at=AT)
+    m = decide(r, deliver_after=AT + 5 * H)
+    assert m.status == MessageStatus.DEFERRED and m.deliver_after == AT + 5 * H
