@@ -125,27 +125,40 @@ def _hot_cursor():
 
 
 @lru_cache(maxsize=64)
-def _window_sql(rules: tuple[Rule, ...]) -> tuple[str, list[list[str]]]:
-    """The one aggregate statement counting every rule's window and queue ahead (text cached per policy)."""
-    columns, matches = [], []
+def _window_sql(rules: tuple[Rule, ...]) -> tuple[str, dict[str, str]]:
+    """The one aggregate statement counting every rule's window and queue ahead (text cached per policy).
+
+    Named parameters: each value (at, the priority, a purpose) is sent once however often it is used.
+    """
+    columns, static = [], {}
     ahead = (
-        "status = 'deferred' AND deliver_after <= %s AND (expires_at IS NULL OR expires_at > %s)"
-        " AND (priority > %s OR (priority = %s AND created_at <= %s))"
+        "status = 'deferred' AND deliver_after <= %(at)s AND (expires_at IS NULL OR expires_at > %(at)s)"
+        " AND (priority > %(priority)s OR (priority = %(priority)s AND created_at <= %(at)s))"
     )
-    for r in rules:
-        match, match_params = _match_sql(r)
-        window = f"accepted_at > %s AND accepted_at <= %s AND {match}"
+    for n, r in enumerate(rules):
+        names = []
+        for k, purpose in enumerate(sorted(r.purposes)):
+            static[f"r{n}p{k}"] = purpose
+            names.append(f"%(r{n}p{k})s")
+        match = f"purpose IN ({', '.join(names)})"
+        if r.channels:
+            names = []
+            for k, channel in enumerate(sorted(r.channels)):
+                static[f"r{n}c{k}"] = channel
+                names.append(f"%(r{n}c{k})s")
+            match += f" AND channel IN ({', '.join(names)})"
+        window = f"accepted_at > %(from{n})s AND accepted_at <= %(at)s AND {match}"
         columns += [
             f"COUNT(*) FILTER (WHERE {window})",
             f"MIN(accepted_at) FILTER (WHERE {window})",
             f"COUNT(*) FILTER (WHERE {ahead} AND {match})",
         ]
-        matches.append(match_params)
     sql = (
-        f"SELECT {', '.join(columns)} FROM {MESSAGE_TABLE} WHERE recipient_id = %s"
-        " AND ((accepted_at > %s AND accepted_at <= %s) OR (status = 'deferred' AND deliver_after <= %s))"
+        f"SELECT {', '.join(columns)} FROM {MESSAGE_TABLE} WHERE recipient_id = %(recipient)s"
+        " AND ((accepted_at > %(from)s AND accepted_at <= %(at)s)"
+        " OR (status = 'deferred' AND deliver_after <= %(at)s))"
     )
-    return sql, matches
+    return sql, static
 
 
 def _recipient_decide(
@@ -182,12 +195,15 @@ def _recipient_decide(
     if count:
         # Every applicable rule counted in ONE aggregate statement over the recipient's window
         # (index message_recipient_cleared) and due queue ahead (governor_message_deferred_recipient).
-        count_sql, matches = _window_sql(tuple(rules))
-        count_params = []
-        for r, match_params in zip(rules, matches, strict=True):
-            window_params = [at - r.window, at, *match_params]
-            count_params += [*window_params, *window_params, at, at, priority, priority, at, *match_params]
-        count_params += [recipient_id, at - max(r.window for r in rules), at, at]
+        count_sql, static = _window_sql(tuple(rules))
+        count_params = {
+            **static,
+            "at": at,
+            "priority": priority,
+            "recipient": recipient_id,
+            "from": at - max(r.window for r in rules),
+            **{f"from{n}": at - r.window for n, r in enumerate(rules)},
+        }
 
     cursor.execute(lock_sql, lock_params, **prepare)
     row = cursor.fetchone()
@@ -230,12 +246,22 @@ def _recipient_decide(
 
 
 @lru_cache(maxsize=4)
-def _insert_plan(vendor: str, returning: bool) -> tuple[str, list[str], frozenset[str]]:
+def _insert_plan(vendor: str) -> tuple[list[str], frozenset[str], dict[str, str]]:
     fields = [f for f in Message._meta.concrete_fields if not f.primary_key]
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    sql = f"INSERT INTO {MESSAGE_TABLE} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"
     json_fields = frozenset(f.attname for f in fields if f.get_internal_type() == "JSONField")
-    return sql + (" RETURNING id" if returning else ""), [f.attname for f in fields], json_fields
+    columns = {f.attname: connection.ops.quote_name(f.column) for f in fields}
+    return [f.attname for f in fields], json_fields, columns
+
+
+@lru_cache(maxsize=64)
+def _insert_sql(present: tuple[str, ...], returning: bool) -> str:
+    """INSERT of the columns that have a value (NULLs are left to the column): a handful of shapes."""
+    _, _, columns = _insert_plan(connection.vendor)
+    sql = (
+        f"INSERT INTO {MESSAGE_TABLE} ({', '.join(columns[a] for a in present)})"
+        f" VALUES ({', '.join(['%s'] * len(present))})"
+    )
+    return sql + (" RETURNING id" if returning else "")
 
 
 @lru_cache(maxsize=1)
@@ -255,22 +281,21 @@ def _message_insert(
     alias = connection.alias
     postgres = connection.vendor == "postgresql"
     returning = connection.features.can_return_columns_from_insert
-    sql, attnames, json_fields = _insert_plan(connection.vendor, returning)
+    attnames, json_fields, _ = _insert_plan(connection.vendor)
     row = {**_message_defaults(), **fields, "recipient_id": recipient.pk, "updated_at": at}
     message = Message.from_db(alias, ["id", *attnames], [None, *(row[a] for a in attnames)])
     Message.recipient.field.set_cached_value(message, recipient)
     message._state.adding = True
     pre_save.send(sender=Message, instance=message, raw=False, using=alias, update_fields=None)
+    present = tuple(a for a in attnames if getattr(message, a) is not None)
+    sql = _insert_sql(present, returning)
     if postgres:
         from psycopg.types.json import Jsonb
 
-        values = [Jsonb(getattr(message, a)) if a in json_fields else getattr(message, a) for a in attnames]
+        values = [Jsonb(getattr(message, a)) if a in json_fields else getattr(message, a) for a in present]
     else:
-        values = [
-            f.get_db_prep_save(getattr(message, f.attname), connection)
-            for f in Message._meta.concrete_fields
-            if not f.primary_key
-        ]
+        prep = {f.attname: f for f in Message._meta.concrete_fields}
+        values = [prep[a].get_db_prep_save(getattr(message, a), connection) for a in present]
     cursor.execute(sql, values, **prepare)
     message.pk = cursor.fetchone()[0] if returning else cursor.lastrowid
     message._state.adding = False
