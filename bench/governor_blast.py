@@ -20,6 +20,7 @@ from urllib.parse import urlparse, urlunparse
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
+os.environ.setdefault("DEBUG", "false")  # measure the production configuration
 NAME = "governor_blast"
 
 COLUMNS = (

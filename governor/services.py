@@ -117,7 +117,8 @@ def _hot_cursor():
         import psycopg
 
         connection.ensure_connection()
-        with psycopg.Cursor(connection.connection) as cursor:
+        # Errors surface as django.db exceptions, as from Django's own cursors.
+        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
             yield cursor, {"prepare": True}
     else:
         with connection.cursor() as cursor:
@@ -639,7 +640,8 @@ def _messages_insert_many(rows: list[dict[str, Any]]) -> list[Message]:
         return dumped[key]
 
     columns = ", ".join(connection.ops.quote_name(f.column) for f in Message._meta.concrete_fields)
-    with psycopg.Cursor(connection.connection) as cursor:
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(
             "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
             [MESSAGE_TABLE, len(rows)],

@@ -254,3 +254,12 @@ def test_the_dry_run_decides_the_same_and_writes_nothing(default_governor):
         real.reason,
         real.deliver_after,
     )
+
+
+def test_database_errors_surface_as_django_errors(default_governor):
+    from django.db import IntegrityError
+
+    r = RecipientFactory()
+    with pytest.raises(IntegrityError):
+        decide(r, channel="fax")  # the message_channel_valid constraint
+    assert not Message.objects.filter(recipient=r).exists()
