@@ -16,7 +16,6 @@ recipient, priority (highest first) and age (oldest first).
 from __future__ import annotations
 
 import json
-import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
@@ -37,8 +36,6 @@ from orchestrator.signals import message_status_changed
 
 from .models import ChannelPause, PauseMode
 from .policy import Decision, Policy, Rule, RuleUse, decide, policy_cache_clear, policy_current
-
-logger = logging.getLogger(__name__)
 
 CHUNK = 5000  # recipients per set-based query (keeps IN lists and parameters bounded)
 REDRIVE_BATCH = 500
@@ -67,24 +64,6 @@ def _match(rule: Rule) -> Q:
     """Messages that count against `rule`."""
     q = Q(purpose__in=sorted(rule.purposes))
     return q & Q(channel__in=sorted(rule.channels)) if rule.channels else q
-
-
-def _due_deferred(at: datetime) -> Q:
-    """Deferred messages whose time came and that have not expired: waiting for a slot now."""
-    return Q(status=MessageStatus.DEFERRED, deliver_after__lte=at) & (
-        Q(expires_at__isnull=True) | Q(expires_at__gt=at)
-    )
-
-
-def _ahead_of(*, priority: int, created_at: datetime, pk: int | None) -> Q:
-    """Messages ahead of one in the queue: higher priority, or the same priority and older."""
-    if pk is None:  # a newcomer: every existing message of its priority is older
-        return Q(priority__gt=priority) | Q(priority=priority, created_at__lte=created_at)
-    return (
-        Q(priority__gt=priority)
-        | Q(priority=priority, created_at__lt=created_at)
-        | Q(priority=priority, created_at=created_at, pk__lt=pk)
-    )
 
 
 def _in(column: str, values: Iterable[str]) -> tuple[str, list]:
