@@ -87,9 +87,14 @@ class Policy:
     rules: tuple[Rule, ...]
     quiet: tuple[Quiet, ...]
     pauses: dict[str, str] = field(default_factory=dict)  # channel -> PauseMode
+    _rules_by: dict[tuple[str, str], list[Rule]] = field(default_factory=dict, compare=False, repr=False)
 
     def rules_for(self, channel: str, purpose: str) -> list[Rule]:
-        return [r for r in self.rules if r.applies_to(channel, purpose)]
+        key = (channel, purpose)
+        found = self._rules_by.get(key)
+        if found is None:
+            found = self._rules_by[key] = [r for r in self.rules if r.applies_to(channel, purpose)]
+        return found
 
     @property
     def max_window(self) -> timedelta:

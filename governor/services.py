@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 from django.db import connection, transaction
 from django.db.models import Q
+from django.db.models.base import ModelState
 from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -632,11 +633,18 @@ def _messages_insert_many(rows: list[dict[str, Any]]) -> list[Message]:
                 for n in json_at:
                     row[n] = as_json(row[n])
                 copy.write_row([pk, *row])
-    names = ["id", *attnames]
-    return [
-        Message.from_db(connection.alias, names, [pk, *values])
-        for pk, values in zip(ids, ordered, strict=True)
-    ]
+    return [_message_loaded(pk, attnames, values) for pk, values in zip(ids, ordered, strict=True)]
+
+
+def _message_loaded(pk: int, attnames: list[str], values: list) -> Message:
+    """A Message instance for a row just written, like Model.from_db but without __init__'s per-field
+    descriptor work (a blast builds 100k of them; no init signals are connected for Message)."""
+    message = Message.__new__(Message)
+    message.__dict__.update(zip(attnames, values, strict=True))
+    message.id = pk
+    message._state = ModelState()
+    message._state.adding, message._state.db = False, connection.alias
+    return message
 
 
 # ---- the re-drive of deferred messages -----------------------------------------------------------

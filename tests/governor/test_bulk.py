@@ -106,3 +106,10 @@ def test_bulk_counts_earlier_drafts_for_the_same_recipient(default_governor):
     out = messages_decide_bulk(drafts=drafts, at=AT)
     assert [m.status for m in out] == ["accepted"] * 3 + ["deferred"]
     assert out[3].deliver_after == AT + 24 * H
+    # The returned instances are ordinary saved Messages.
+    first = out[0]
+    assert first.recipient == r and first.content == CONTENT and not first._state.adding
+    first.reason = "edited"
+    first.save(update_fields=["reason"])
+    first.refresh_from_db()
+    assert first.reason == "edited" and first.accepted_at == AT
