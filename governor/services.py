@@ -264,7 +264,7 @@ def _message_insert(
     returning = connection.features.can_return_columns_from_insert
     attnames, json_fields, _ = _insert_plan(connection.vendor)
     row = {**_message_defaults(), **fields, "recipient_id": recipient.pk, "updated_at": at}
-    message = Message.from_db(alias, ["id", *attnames], [None, *(row[a] for a in attnames)])
+    message = _message_loaded(None, attnames, [row[a] for a in attnames])
     Message.recipient.field.set_cached_value(message, recipient)
     message._state.adding = True
     pre_save.send(sender=Message, instance=message, raw=False, using=alias, update_fields=None)
