@@ -161,7 +161,12 @@ ORCHESTRATOR = {
     # How long a stored Idempotency-Key response is honoured.
     "IDEMPOTENCY_TTL": timedelta(hours=24),
     # Due-work functions run by `orchestrate --once` and the django-q2 schedule (orchestrator.work).
-    "DUE_WORK": ["channels_app.delivery.deliveries_sweep"],
+    # Order matters within one pass: re-decide deferred messages, advance journeys (which send), then
+    # deliver whatever is accepted and due.
+    "DUE_WORK": [
+        "governor.services.deferred_redrive",
+        "channels_app.delivery.deliveries_sweep",
+    ],
     # How often the django-q2 schedule runs the due-work pass.
     "DUE_WORK_EVERY_MINUTES": 1,
 }

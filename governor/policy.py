@@ -1,0 +1,299 @@
+"""The governor's policy in memory and the pure decision over it (no database access here).
+
+The enabled cap rules, quiet hours and active pauses are read once and cached in-process for a few
+seconds: every decision needs them, they change rarely, and a save or delete in this process clears the
+cache at once (signals) while other processes see the edit within POLICY_TTL seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time as monotonic_time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from orchestrator.models import Channel, MessageStatus, Purpose
+
+from .models import CapRule, ChannelPause, PauseMode, QuietHours, duration_text
+
+POLICY_TTL = 5.0  # seconds another process may act on a stale policy after an edit
+
+PURPOSE_ORDER = {p: i for i, p in enumerate(Purpose.values)}
+CHANNEL_ORDER = {c: i for i, c in enumerate(Channel.values)}
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: int
+    name: str
+    limit: int
+    window: timedelta
+    channels: frozenset[str]
+    purposes: frozenset[str]
+
+    def applies_to(self, channel: str, purpose: str) -> bool:
+        return purpose in self.purposes and (not self.channels or channel in self.channels)
+
+    def describe(self, used: int, ahead: int = 0) -> str:
+        """'3 of 3 engagement+promotional messages in the last 24 h across all channels'."""
+        purposes = "+".join(sorted(self.purposes, key=PURPOSE_ORDER.get))
+        if self.channels:
+            scope = "on " + "+".join(sorted(self.channels, key=CHANNEL_ORDER.get))
+        else:
+            scope = "across all channels"
+        waiting = f" (incl. {ahead} waiting ahead of it)" if ahead else ""
+        return (
+            f"{used} of {self.limit} {purposes} messages in the last {duration_text(self.window)} "
+            f"{scope}{waiting}"
+        )
+
+
+@dataclass(frozen=True)
+class Quiet:
+    id: int
+    name: str
+    channels: frozenset[str]
+    start: time
+    end: time
+    exempt: frozenset[str]
+
+    def applies_to(self, channel: str, purpose: str) -> bool:
+        return purpose not in self.exempt and (not self.channels or channel in self.channels)
+
+    def end_if_inside(self, at: datetime, tz: ZoneInfo) -> datetime | None:
+        """The end of the window `at` falls in (recipient-local wall clock), or None when outside.
+
+        Start is inclusive, end exclusive. The end is built as a local wall time on the right date and
+        converted with zoneinfo, so it stays 08:00 local on either side of a DST change.
+        """
+        local = at.astimezone(tz)
+        now = local.time().replace(tzinfo=None)
+        day = local.date()
+        if self.start < self.end:
+            if not self.start <= now < self.end:
+                return None
+        elif now >= self.start:
+            day += timedelta(days=1)
+        elif now >= self.end:
+            return None
+        end = datetime.combine(day, self.end, tzinfo=tz).astimezone(UTC)
+        return end if end > at else None
+
+
+@dataclass(frozen=True)
+class Policy:
+    rules: tuple[Rule, ...]
+    quiet: tuple[Quiet, ...]
+    pauses: dict[str, str] = field(default_factory=dict)  # channel -> PauseMode
+    _rules_by: dict[tuple[str, str], list[Rule]] = field(default_factory=dict, compare=False, repr=False)
+
+    def rules_for(self, channel: str, purpose: str) -> list[Rule]:
+        key = (channel, purpose)
+        found = self._rules_by.get(key)
+        if found is None:
+            found = self._rules_by[key] = [r for r in self.rules if r.applies_to(channel, purpose)]
+        return found
+
+    @property
+    def max_window(self) -> timedelta:
+        return max((r.window for r in self.rules), default=timedelta(0))
+
+
+_lock = threading.Lock()
+_cached: tuple[float, Policy] | None = None
+
+
+def policy_load() -> Policy:
+    """Read the enabled rules, quiet hours and active pauses (three small queries)."""
+    rules = tuple(
+        Rule(r.pk, r.name, r.limit, r.window, frozenset(r.channels), frozenset(r.purposes))
+        for r in CapRule.objects.filter(enabled=True).order_by("pk")
+    )
+    quiet = tuple(
+        Quiet(q.pk, q.name, frozenset(q.channels), q.start, q.end, frozenset(q.exempt_purposes))
+        for q in QuietHours.objects.filter(enabled=True).order_by("pk")
+    )
+    pauses = dict(ChannelPause.objects.filter(resumed_at__isnull=True).values_list("channel", "mode"))
+    return Policy(rules=rules, quiet=quiet, pauses=pauses)
+
+
+def policy_current() -> Policy:
+    """The cached policy (reloaded after POLICY_TTL seconds or after a local edit)."""
+    global _cached
+    cached = _cached
+    if cached is not None and monotonic_time.monotonic() - cached[0] < POLICY_TTL:
+        return cached[1]
+    policy = policy_load()
+    with _lock:
+        _cached = (monotonic_time.monotonic(), policy)
+    return policy
+
+
+def policy_cache_clear(**_kwargs) -> None:
+    global _cached
+    with _lock:
+        _cached = None
+
+
+# ---- the decision -------------------------------------------------------------------------------
+
+
+@dataclass
+class RuleUse:
+    """One rule's use for one recipient at the decision time.
+
+    `count`/`oldest`: cleared messages in (at - window, at] from the history; `ahead`: messages that
+    count as if taken at `at` (due deferred messages ahead in the queue, earlier accepts in this batch).
+    """
+
+    count: int = 0
+    oldest: datetime | None = None
+    ahead: int = 0
+    taken: int = 0  # cleared earlier in the same batch (history at `at`)
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: str
+    rule: str = ""
+    reason: str = ""
+    deliver_after: datetime | None = None
+
+    def as_dict(self) -> dict:
+        return {
+            "status": self.status,
+            "rule": self.rule,
+            "reason": self.reason,
+            "deliver_after": self.deliver_after,
+        }
+
+
+def when_text(t: datetime, at: datetime) -> str:
+    t = t.astimezone(UTC)
+    return f"{t:%H:%M} UTC" if t.date() == at.astimezone(UTC).date() else f"{t:%Y-%m-%d %H:%M} UTC"
+
+
+def quiet_push(
+    policy: Policy, *, t: datetime, tz: ZoneInfo, channel: str, purpose: str
+) -> tuple[datetime, Quiet | None]:
+    """Move `t` past every quiet window it falls in; returns the new time and the last window hit."""
+    hit = None
+    for _ in range(4):  # windows may abut or overlap; a few rounds settle it
+        moved = False
+        for q in policy.quiet:
+            if q.applies_to(channel, purpose):
+                end = q.end_if_inside(t, tz)
+                if end is not None:
+                    t, hit, moved = end, q, True
+        if not moved:
+            break
+    return t, hit
+
+
+KthOldest = Callable[[Rule, int], datetime]
+
+
+def decide(
+    policy: Policy,
+    *,
+    tz: ZoneInfo,
+    opted_out: bool,
+    channel: str,
+    purpose: str,
+    expires_at: datetime | None,
+    deliver_after: datetime | None,
+    at: datetime,
+    uses: dict[int, RuleUse],
+    kth_oldest: KthOldest,
+) -> Decision:
+    """The governor's decision for one message, from its inputs only (reproducible, no I/O but
+    `kth_oldest`, asked only when a recipient is over a cap by more than one message)."""
+    if expires_at is not None and expires_at <= at:
+        return Decision(MessageStatus.EXPIRED, "expiry", f"Expired at {when_text(expires_at, at)}.")
+    if opted_out:
+        return Decision(
+            MessageStatus.SUPPRESSED,
+            "preferences",
+            f"The recipient opted out of {purpose} messages on {channel}.",
+        )
+    pause = policy.pauses.get(channel)
+    if pause == PauseMode.SUPPRESS:
+        return Decision(MessageStatus.SUPPRESSED, "channel pause", "channel paused")
+    if pause == PauseMode.DEFER:
+        # Held with no time (resuming makes it due); a caller's later requested time is kept.
+        later = deliver_after if deliver_after is not None and deliver_after > at else None
+        return Decision(
+            MessageStatus.DEFERRED,
+            "channel pause",
+            "channel paused; held until the channel is resumed",
+            later,
+        )
+
+    if deliver_after is not None and deliver_after > at:
+        # Caps are judged when the requested time comes; quiet hours are known already.
+        t, quiet = quiet_push(policy, t=deliver_after, tz=tz, channel=channel, purpose=purpose)
+        reason = f"Held until the requested time {when_text(deliver_after, at)}"
+        if quiet is not None:
+            reason += f", then quiet hours {_quiet_text(quiet, t, tz, at)}"
+        return _deferred_or_expired(t, expires_at, at, quiet.name if quiet else "deliver_after", reason)
+
+    blocked: list[tuple[datetime, Rule, str]] = []
+    within: list[str] = []
+    for rule in policy.rules_for(channel, purpose):
+        use = uses.get(rule.id) or RuleUse()
+        used = use.count + use.taken + use.ahead
+        if used < rule.limit:
+            within.append(rule.describe(used + 1))
+            continue
+        # The slot frees when enough of the oldest leave the window: the k-th oldest plus the window.
+        k = used - rule.limit + 1
+        if k > use.count:
+            oldest = at  # the ones taken at `at` leave last
+        elif k == 1 and use.oldest is not None:
+            oldest = use.oldest
+        else:
+            oldest = kth_oldest(rule, k)
+        free = oldest + rule.window
+        blocked.append((free, rule, rule.describe(used, use.ahead)))
+
+    t = at
+    rule_name, reason = "", ""
+    if blocked:
+        free, rule, text = max(blocked, key=lambda b: (b[0], b[1].id))
+        t, rule_name = free, rule.name
+        reason = f"{text}; next slot at {when_text(free, at)}"
+    t2, quiet = quiet_push(policy, t=t, tz=tz, channel=channel, purpose=purpose)
+    if quiet is not None:
+        if blocked:
+            reason += f", then quiet hours {_quiet_text(quiet, t2, tz, at)}"
+        else:
+            rule_name, reason = quiet.name, f"Quiet hours {_quiet_text(quiet, t2, tz, at)}"
+    if t2 == at:
+        if within:
+            reason = "Within every cap, counting this one: " + "; ".join(within) + "."
+        else:
+            reason = f"No cap applies to {purpose} messages on {channel}."
+        return Decision(MessageStatus.ACCEPTED, "", reason)
+    return _deferred_or_expired(t2, expires_at, at, rule_name, reason)
+
+
+def _quiet_text(quiet: Quiet, end: datetime, tz: ZoneInfo, at: datetime) -> str:
+    local = end.astimezone(tz)
+    return (
+        f"{quiet.start:%H:%M}–{quiet.end:%H:%M} in {tz.key}; deferred to {local:%H:%M} local "
+        f"({when_text(end, at)})"
+    )
+
+
+def _deferred_or_expired(
+    t: datetime, expires_at: datetime | None, at: datetime, rule: str, reason: str
+) -> Decision:
+    if expires_at is not None and t > expires_at:
+        return Decision(
+            MessageStatus.EXPIRED,
+            rule,
+            f"{reason}; that is after it expires at {when_text(expires_at, at)}, so it will not be sent.",
+        )
+    return Decision(MessageStatus.DEFERRED, rule, reason, t)
