@@ -149,7 +149,8 @@ class Preference(models.Model):
 class Event(models.Model):
     """Something the recipient did in the product: triggers journeys, counts as conversions."""
 
-    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="events")
+    # Indexed by (recipient, -occurred_at) below; a separate FK index would only slow writes.
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="events", db_index=False)
     name = models.CharField(max_length=200)
     properties = models.JSONField(default=dict, blank=True)
     occurred_at = models.DateTimeField(default=dj_timezone.now)
@@ -169,7 +170,10 @@ class Event(models.Model):
 class Message(models.Model):
     """Every message to every recipient on every channel, with the governor's decision and its delivery."""
 
-    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="messages")
+    # Indexed by (recipient, -created_at, -id) below; a separate FK index would only slow writes.
+    recipient = models.ForeignKey(
+        Recipient, on_delete=models.CASCADE, related_name="messages", db_index=False
+    )
     channel = models.CharField(max_length=10, choices=Channel.choices)
     requested_channel = models.CharField(
         max_length=10, blank=True, default="", help_text="What the caller asked for ('auto' or a channel)."

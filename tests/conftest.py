@@ -26,3 +26,28 @@ def api(api_user) -> APIClient:
     token, _ = Token.objects.get_or_create(user=api_user)
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
     return client
+
+
+def pytest_collection_modifyitems(items):
+    """Transactional tests restore the migrated data (default governor, channel policies, schedule).
+
+    A transaction=True test is flushed afterwards; with serialized_rollback the data-migration rows come
+    back for the next test, and the flush skips post_migrate, so no test meets half-recreated tables.
+    """
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        if marker and marker.kwargs.get("transaction") and not marker.kwargs.get("serialized_rollback"):
+            item.add_marker(
+                pytest.mark.django_db(*marker.args, **{**marker.kwargs, "serialized_rollback": True}),
+                append=False,
+            )
+
+
+@pytest.fixture(autouse=True)
+def _governor_policy_cache_clear():
+    """Rules cached by one test (rolled back afterwards) must not leak into the next."""
+    from governor.policy import policy_cache_clear
+
+    policy_cache_clear()
+    yield
+    policy_cache_clear()

@@ -5,14 +5,6 @@ from governor.models import CapRule, ChannelPause, QuietHours
 from governor.policy import policy_cache_clear
 
 
-@pytest.fixture(autouse=True)
-def fresh_policy():
-    """The in-process policy cache must not carry rules across tests (rolled back or truncated)."""
-    policy_cache_clear()
-    yield
-    policy_cache_clear()
-
-
 @pytest.fixture
 def default_governor(db):
     """Exactly the default governor of CONTRACT.md (whatever earlier tests left behind)."""
