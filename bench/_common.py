@@ -11,8 +11,9 @@ from urllib.parse import urlparse, urlunparse
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def bench_database_url(name: str) -> str:
-    """DATABASE_URL with the database renamed `<db>_bench_<name>`, created if missing."""
+def bench_database_url(name: str, *, fresh: bool = False) -> str:
+    """Point DATABASE_URL at `<db>_bench_<name>` on the same server, created if missing (re-created when
+    `fresh`), and return that URL."""
     import psycopg
 
     url = os.environ.get("DATABASE_URL")
@@ -22,15 +23,18 @@ def bench_database_url(name: str) -> str:
     dbname = f"{(parsed.path.lstrip('/') or 'orchestrator')}_bench_{name}"
     admin = urlunparse(parsed._replace(path="/postgres"))
     with psycopg.connect(admin, autocommit=True) as conn:
+        if fresh:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [dbname]).fetchone():
             conn.execute(f'CREATE DATABASE "{dbname}"')
-    return urlunparse(parsed._replace(path=f"/{dbname}"))
+    bench_url = urlunparse(parsed._replace(path=f"/{dbname}"))
+    os.environ["DATABASE_URL"] = bench_url
+    return bench_url
 
 
 def django_setup(name: str) -> str:
     """Point Django at the bench database, set it up and migrate it; returns the database URL."""
     url = bench_database_url(name)
-    os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
     sys.path.insert(0, str(ROOT))
     import django

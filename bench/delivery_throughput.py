@@ -16,25 +16,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def bench_database(url: str) -> str:
-    """Create a fresh `<dbname>_bench_delivery` next to DATABASE_URL's database; return its URL."""
-    import psycopg
-
-    parts = urlsplit(url)
-    if not parts.scheme.startswith("postgres"):
-        sys.exit("DATABASE_URL must point at PostgreSQL.")
-    name = f"{parts.path.lstrip('/') or 'orchestrator'}_bench_delivery"
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return urlunsplit(parts._replace(path=f"/{name}"))
+from _common import bench_database_url  # noqa: E402
 
 
 def main() -> int:
@@ -46,7 +32,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=150)
     args = parser.parse_args()
 
-    url = bench_database(os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/orchestrator"))
+    url = bench_database_url("delivery", fresh=True)
     os.environ.update(
         DATABASE_URL=url,
         EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",

@@ -15,12 +15,13 @@ import os
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
 os.environ.setdefault("DEBUG", "false")  # measure the production configuration
+from _common import bench_database_url  # noqa: E402
+
 NAME = "governor_blast"
 
 COLUMNS = (
@@ -29,22 +30,6 @@ COLUMNS = (
     " attempts, last_error, created_at, decided_at, accepted_at, deferred_at, updated_at, to_address"
 )
 CONTENT = {"subject": "New this week", "body": "A few things we think you will like."}
-
-
-def bench_database() -> str:
-    """Create a fresh `<db>_bench_<name>` on the server of DATABASE_URL; point DATABASE_URL at it."""
-    import psycopg
-
-    url = urlparse(os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/orchestrator")
-    if not url.scheme.startswith("postgres"):
-        sys.exit("This benchmark needs PostgreSQL: set DATABASE_URL=postgres://...")
-    db = f"{url.path.lstrip('/') or 'orchestrator'}_bench_{NAME}"
-    admin = urlunparse(url._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{db}"')
-    os.environ["DATABASE_URL"] = urlunparse(url._replace(path=f"/{db}"))
-    return db
 
 
 def setup_population(n: int) -> list[int]:
@@ -157,7 +142,7 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    db = bench_database()
+    db = bench_database_url(NAME, fresh=True).rsplit("/", 1)[-1]
     import django
 
     django.setup()

@@ -17,7 +17,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -25,22 +25,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
 os.environ.setdefault("DEBUG", "false")  # measure the production configuration
 NAME = "governor_decisions"
 
-
-def bench_database() -> str:
-    """Create a fresh `<db>_bench_<name>` on the server of DATABASE_URL; point DATABASE_URL at it."""
-    import psycopg
-
-    url = urlparse(os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/orchestrator")
-    if not url.scheme.startswith("postgres"):
-        sys.exit("This benchmark needs PostgreSQL: set DATABASE_URL=postgres://...")
-    db = f"{url.path.lstrip('/') or 'orchestrator'}_bench_{NAME}"
-    admin = urlunparse(url._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{db}"')
-    bench_url = urlunparse(url._replace(path=f"/{db}"))
-    os.environ["DATABASE_URL"] = bench_url
-    return bench_url
+from _common import bench_database_url  # noqa: E402
 
 
 def setup_population(recipients: int, pools: int) -> list[list[int]]:
@@ -190,7 +175,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternations of raw and governed")
     args = parser.parse_args()
 
-    url = bench_database()
+    url = bench_database_url(NAME, fresh=True)
     import django
 
     django.setup()
