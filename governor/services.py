@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -65,6 +65,17 @@ def _match(rule: Rule) -> Q:
     """Messages that count against `rule`."""
     q = Q(purpose__in=sorted(rule.purposes))
     return q & Q(channel__in=sorted(rule.channels)) if rule.channels else q
+
+
+def _kth_oldest_cleared(rule: Rule, k: int, *, recipient_id: int, at: datetime) -> datetime:
+    """When the k-th oldest message counting against `rule` was cleared (its slot frees a window later)."""
+    return (
+        Message.objects.filter(
+            _match(rule), recipient_id=recipient_id, accepted_at__gt=at - rule.window, accepted_at__lte=at
+        )
+        .order_by("accepted_at")
+        .values_list("accepted_at", flat=True)[k - 1]
+    )
 
 
 def _in(column: str, values: Iterable[str]) -> tuple[str, list]:
@@ -200,17 +211,7 @@ def _recipient_decide(
             for n, r in enumerate(rules)
         }
 
-    def kth_oldest(rule: Rule, k: int) -> datetime:
-        return (
-            Message.objects.filter(
-                _match(rule),
-                recipient_id=recipient_id,
-                accepted_at__gt=at - rule.window,
-                accepted_at__lte=at,
-            )
-            .order_by("accepted_at")
-            .values_list("accepted_at", flat=True)[k - 1]
-        )
+    kth_oldest = partial(_kth_oldest_cleared, recipient_id=recipient_id, at=at)
 
     return decide(
         policy,
@@ -523,17 +524,7 @@ class _Batch:
             ahead = sum(1 for w in waiting if r.applies_to(w.channel, w.purpose))
             uses[r.id] = RuleUse(base.count, base.oldest, ahead, self.taken[(recipient_id, r.id)])
 
-        def kth_oldest(rule: Rule, k: int) -> datetime:
-            return (
-                Message.objects.filter(
-                    _match(rule),
-                    recipient_id=recipient_id,
-                    accepted_at__gt=at - rule.window,
-                    accepted_at__lte=at,
-                )
-                .order_by("accepted_at")
-                .values_list("accepted_at", flat=True)[k - 1]
-            )
+        kth_oldest = partial(_kth_oldest_cleared, recipient_id=recipient_id, at=at)
 
         decision = decide(
             self.policy,
