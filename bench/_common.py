@@ -36,6 +36,7 @@ def django_setup(name: str) -> str:
     """Point Django at the bench database, set it up and migrate it; returns the database URL."""
     url = bench_database_url(name)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
+    os.environ.setdefault("DEBUG", "false")  # measure the production configuration (no query log)
     sys.path.insert(0, str(ROOT))
     import django
     from django.core.management import call_command
