@@ -98,8 +98,11 @@ def demo_recipients_seed(*, count: int = 40, days: int = 4, seed: int = 7, progr
                 )
             channels = [cp.channel for cp in points]
             messages, events = [], []
-            for _ in range(rng.randint(4, 12)):
-                at = now - timedelta(minutes=rng.randint(5, days * 24 * 60))
+            # One message per 9-hour slot at most: the seeded history stays within the default governor
+            # (3 engagement+promotional per 24 h, 1 push per 4 h), as if it had governed it.
+            slots = rng.sample(range(days * 24 // 9), k=min(rng.randint(4, 12), days * 24 // 9))
+            for slot in slots:
+                at = now - timedelta(hours=slot * 9, minutes=rng.randint(5, 8 * 60))
                 channel = rng.choice(channels)
                 status = rng.choices(
                     [
