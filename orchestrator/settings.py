@@ -161,7 +161,7 @@ ORCHESTRATOR = {
     # How long a stored Idempotency-Key response is honoured.
     "IDEMPOTENCY_TTL": timedelta(hours=24),
     # Due-work functions run by `orchestrate --once` and the django-q2 schedule (orchestrator.work).
-    "DUE_WORK": [],
+    "DUE_WORK": ["journeys.scheduler.enrollments_advance_due"],
     # How often the django-q2 schedule runs the due-work pass.
     "DUE_WORK_EVERY_MINUTES": 1,
 }
