@@ -10,6 +10,7 @@ recipients; an enrollment that reaches a second send in the same batch is left d
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -510,15 +511,55 @@ _ENROLLMENT_COLUMNS = [
     ("ended_at", "timestamptz"),
     ("exit_reason", "varchar"),
 ]
+_STEPRUN_COLUMNS = [
+    ("enrollment_id", "bigint"),
+    ("seq", "integer"),
+    ("step_id", "varchar"),
+    ("step_type", "varchar"),
+    ("status", "varchar"),
+    ("message_id", "bigint"),
+    ("detail", "text"),
+    ("started_at", "timestamptz"),
+    ("finished_at", "timestamptz"),
+]
+
+
+def _column(values: list, kind: str) -> list:
+    """Arrays travel as text where psycopg would quote each element slowly (timestamps, JSON)."""
+    if kind == "timestamptz":
+        return [v.isoformat() if v is not None else None for v in values]
+    if kind == "jsonb":
+        return [json.dumps(v) for v in values]
+    return values
+
+
+def _unnest(columns: list[tuple[str, str]]) -> tuple[str, str]:
+    """`unnest(%s::t1[], ...)` over text-encoded arrays, and the select list casting them back."""
+    arrays = ", ".join(f"%s::{'text' if kind in ('timestamptz', 'jsonb') else kind}[]" for _, kind in columns)
+    select = ", ".join(
+        f"v.{name}::{kind}" if kind in ("timestamptz", "jsonb") else f"v.{name}" for name, kind in columns
+    )
+    return arrays, select
 
 
 def _write(batch: list[Enrollment], b: _Batch) -> None:
     """Insert the new StepRuns, finish the settled ones and save the enrollments: three statements."""
     if b.new_runs:
-        created = StepRun.objects.bulk_create([run for _, run, _ in b.new_runs])
-        for (e, _, waits), run in zip(b.new_runs, created, strict=True):
+        runs = [run for _, run, _ in b.new_runs]
+        arrays, select = _unnest(_STEPRUN_COLUMNS)
+        names = ", ".join(name for name, _ in _STEPRUN_COLUMNS)
+        with connection.cursor() as cur:
+            # A duplicate (enrollment, seq) raises here and rolls the whole batch back, messages included.
+            cur.execute(
+                f"INSERT INTO journeys_steprun ({names}) SELECT {select} "
+                f"FROM unnest({arrays}) WITH ORDINALITY AS v({names}, n) ORDER BY v.n RETURNING id",
+                [_column([getattr(r, name) for r in runs], kind) for name, kind in _STEPRUN_COLUMNS],
+            )
+            ids = [row[0] for row in cur.fetchall()]
+        for (e, run, waits), pk in zip(b.new_runs, ids, strict=True):
+            run.pk = pk
             if waits and run.finished_at is None:
-                e.waiting_run_id = run.pk
+                e.waiting_run_id = pk
     if b.run_updates:
         ids = list(b.run_updates)
         with connection.cursor() as cur:
@@ -539,25 +580,20 @@ def _write(batch: list[Enrollment], b: _Batch) -> None:
                     [b.run_updates[i][2] for i in ids],
                 ],
             )
-    import json
-
-    columns = ", ".join(f"{name} = v.{name}" for name, _ in _ENROLLMENT_COLUMNS)
-    arrays = ", ".join(
-        f"%s::{'text' if kind == 'jsonb' else kind}[]" for _, kind in [("id", "bigint"), *_ENROLLMENT_COLUMNS]
+    columns = [("id", "bigint"), *_ENROLLMENT_COLUMNS]
+    arrays, _ = _unnest(columns)
+    sets = ", ".join(
+        f"{name} = v.{name}::{kind}" if kind in ("timestamptz", "jsonb") else f"{name} = v.{name}"
+        for name, kind in _ENROLLMENT_COLUMNS
     )
-    names = ", ".join(["id", *(name for name, _ in _ENROLLMENT_COLUMNS)])
-    values = [[e.pk for e in batch]]
-    for name, kind in _ENROLLMENT_COLUMNS:
-        if kind == "jsonb":
-            values.append([json.dumps(getattr(e, name)) for e in batch])
-        else:
-            values.append([getattr(e, name) for e in batch])
-    columns = columns.replace("channels_used = v.channels_used", "channels_used = v.channels_used::jsonb")
+    names = ", ".join(name for name, _ in columns)
     with connection.cursor() as cur:
         cur.execute(
-            f"UPDATE journeys_enrollment e SET {columns} "
-            f"FROM unnest({arrays}) AS v({names}) WHERE e.id = v.id",
-            values,
+            f"UPDATE journeys_enrollment e SET {sets} FROM unnest({arrays}) AS v({names}) WHERE e.id = v.id",
+            [
+                _column([getattr(e, name) if name != "id" else e.pk for e in batch], kind)
+                for name, kind in columns
+            ],
         )
 
 
