@@ -402,7 +402,7 @@ def event_apply(*, event: Event, now: datetime, blocking: bool = False) -> list[
         woken.extend(wake)
     if woken:
         _enqueue("journeys.tasks.enrollments_advance_task", woken)
-    if not blocking and relevant.count() > len(locked):
+    if not blocking and relevant.exclude(pk__in=[e.pk for e in locked]).exists():
         _enqueue("journeys.tasks.event_apply_task", event.pk)
     return woken
 

@@ -2,7 +2,7 @@
 
 import pytest
 from django.core.management import call_command
-from django.urls import NoReverseMatch, reverse
+from django.urls import Resolver404, resolve
 
 from journeys.models import Enrollment, EnrollmentStatus, StepRun, StepRunStatus, Waiting
 from orchestrator.models import CLEARED_STATUSES, Message, MessageStatus, Source
@@ -59,10 +59,11 @@ def test_push_now_email_at_two_hours_in_app_on_the_next_visit(api, clock, commit
     prompt = journey_sends(ada)[-1]
     assert (prompt.channel, prompt.source_ref) == ("in_app", "cart-recovery · prompt")
     assert prompt.status in CLEARED_STATUSES
+    inbox_url = "/api/v1/recipients/ada/inbox/"
     try:
-        inbox_url = reverse("recipient-inbox", kwargs={"external_id": "ada"})
-    except NoReverseMatch:
-        inbox_url = None  # the inbox arrives with the channels branch
+        resolve(inbox_url)
+    except Resolver404:
+        inbox_url = None  # the inbox endpoint arrives with the channels branch
     if inbox_url:
         response = api.get(inbox_url)
         assert response.status_code == 200
