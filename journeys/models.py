@@ -152,7 +152,7 @@ class Enrollment(models.Model):
         ordering = ["-entered_at", "-id"]
         indexes = [
             # The scheduler's claim: active enrollments whose time came, oldest first.
-            models.Index(fields=["next_run_at"], name="enrollment_due", condition=Q(status="active")),
+            models.Index(fields=["next_run_at", "id"], name="enrollment_due", condition=Q(status="active")),
             # Events wake / convert a recipient's active enrollments.
             models.Index(
                 fields=["recipient"], name="enrollment_recipient_active", condition=Q(status="active")

@@ -40,6 +40,7 @@ from .definition import CompiledDefinition, CompiledStep, definition_compile, du
 from .models import (
     Enrollment,
     EnrollmentStatus,
+    Journey,
     JourneyStatus,
     JourneyVersion,
     StepRun,
@@ -112,10 +113,13 @@ def enrollments_advance(
     """Claim due enrollments batch by batch and advance them; stops at `limit` or when none is due."""
     result = AdvanceResult()
     size = batch_size or _settings_batch_size()
-    while result.enrollments < limit:
+    # Paused (or not yet active) journeys hold their enrollments. Filtering on the few active journey ids
+    # instead of joining lets the claim walk the (next_run_at, id) index in order and stop at the limit.
+    journeys = list(Journey.objects.filter(status=JourneyStatus.ACTIVE).values_list("pk", flat=True))
+    while result.enrollments < limit and journeys:
         with transaction.atomic():
             qs = Enrollment.objects.filter(
-                status=EnrollmentStatus.ACTIVE, next_run_at__lte=now, journey__status=JourneyStatus.ACTIVE
+                status=EnrollmentStatus.ACTIVE, next_run_at__lte=now, journey_id__in=journeys
             )
             if ids is not None:
                 qs = qs.filter(pk__in=ids)
@@ -139,8 +143,6 @@ def _batch_advance(batch: list[Enrollment], now: datetime) -> tuple[int, int]:
     missing = [v for v in version_ids if v not in _compiled]
     for vid, definition in JourneyVersion.objects.filter(pk__in=missing).values_list("pk", "definition"):
         version_compiled(version_id=vid, definition=definition)
-    from .models import Journey
-
     slugs = dict(Journey.objects.filter(pk__in={e.journey_id for e in batch}).values_list("pk", "slug"))
 
     # Events that may convert or end a wait: one query for the batch.

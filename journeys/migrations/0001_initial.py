@@ -314,7 +314,7 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name="enrollment",
             index=models.Index(
-                condition=models.Q(("status", "active")), fields=["next_run_at"], name="enrollment_due"
+                condition=models.Q(("status", "active")), fields=["next_run_at", "id"], name="enrollment_due"
             ),
         ),
         migrations.AddIndex(
