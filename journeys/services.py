@@ -4,6 +4,7 @@ and message status changes. One action = one transaction; enqueueing happens on 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +17,13 @@ from django_q.tasks import async_task
 from orchestrator.models import Event, Message, MessageStatus, Recipient
 from orchestrator.signals import message_status_changed
 
-from .definition import definition_compile, definition_validate, duration_parse
+from .definition import (
+    DefinitionError,
+    DefinitionInvalid,
+    definition_compile,
+    definition_validate,
+    duration_parse,
+)
 from .models import (
     Enrollment,
     EnrollmentStatus,
@@ -31,6 +38,7 @@ from .models import (
 )
 
 logger = logging.getLogger(__name__)
+SLUG_RE = re.compile(r"[-a-zA-Z0-9_]{1,100}")
 
 
 class JourneyConflict(Exception):
@@ -91,10 +99,10 @@ def journey_create(*, definition: Mapping[str, Any], now: datetime) -> Journey:
     """Create a draft journey with its first version. Raises DefinitionInvalid (nothing saved)."""
     definition = dict(definition)
     slug = definition.get("slug")
-    if not isinstance(slug, str) or not slug:
-        from .definition import DefinitionError, DefinitionInvalid
-
-        raise DefinitionInvalid([DefinitionError("", "slug", "required", "slug is required.")])
+    if not isinstance(slug, str) or not SLUG_RE.fullmatch(slug):
+        raise DefinitionInvalid(
+            [DefinitionError("", "slug", "invalid_slug", "slug is required: letters, digits, - and _ only.")]
+        )
     definition_validate(definition, slug=slug)
     with transaction.atomic():
         if Journey.objects.filter(slug=slug).exists():
@@ -119,7 +127,7 @@ def journey_update(*, journey: Journey, changes: Mapping[str, Any], now: datetim
                 "(pause it, then `revise` to start a new version).",
             )
         latest = journey_latest_version(journey=journey)
-        definition = {**latest.definition, **dict(changes), "slug": journey.slug}
+        definition = {**latest.definition, **dict(changes)}
         definition_validate(definition, slug=journey.slug)
         if latest.frozen:
             latest = JourneyVersion.objects.create(

@@ -164,3 +164,13 @@ def test_enrolling_through_the_api_runs_the_first_step(api, clock, committed):
 
 def test_journeys_require_authentication(client):
     assert client.get("/api/v1/journeys/").status_code in (401, 403)
+
+
+def test_a_bad_slug_or_a_slug_change_is_refused(api):
+    assert_refused(
+        api.post("/api/v1/journeys/", definition(slug="no spaces"), format="json"), "", "slug", "invalid_slug"
+    )
+    api.post("/api/v1/journeys/", cart_recovery_definition(), format="json")
+    response = api.patch("/api/v1/journeys/cart-recovery/", {"slug": "other"}, format="json")
+    assert response.status_code == 400 and response.json()["errors"][0]["code"] == "slug_mismatch"
+    assert api.post("/api/v1/journeys/", cart_recovery_definition(), format="json").status_code == 409

@@ -102,3 +102,33 @@ def test_the_same_task_delivered_twice_at_once_sends_once():
     results = _two_workers(lambda: scheduler.enrollments_advance(now=now, ids=ids, batch_size=7))
     assert sum(r.enrollments for r in results) == 30
     assert Message.objects.count() == 30 and StepRun.objects.count() == 60
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_purchase_while_a_worker_holds_the_enrollment_still_converts_it_without_deadlock():
+    from journeys.models import EnrollmentStatus
+    from orchestrator.services import event_ingest
+
+    now = _due_world(1)
+    enrollment = Enrollment.objects.get()
+    locked, release = threading.Event(), threading.Event()
+
+    def busy_worker():
+        try:
+            with transaction.atomic():
+                Enrollment.objects.select_for_update().get(pk=enrollment.pk)
+                locked.set()
+                release.wait(timeout=10)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=busy_worker)
+    worker.start()
+    assert locked.wait(timeout=10)
+    threading.Timer(0.5, release.set).start()
+    # The event commits at once (the busy row is skipped); its follow-up task waits for it, then converts.
+    event_ingest(recipient=enrollment.recipient, name="purchase", occurred_at=now + timedelta(seconds=1))
+    worker.join(timeout=15)
+    enrollment.refresh_from_db()
+    assert enrollment.status == EnrollmentStatus.CONVERTED
