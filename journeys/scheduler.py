@@ -262,11 +262,11 @@ def _resume(e: Enrollment, b: _Batch) -> None:
     if d.goal_event:
         at = _goal_event_at(e, d, b)
         if at is not None:
+            if e.waiting == Waiting.MESSAGE and e.wait_message_id:
+                b.cancel_messages.append(e.wait_message_id)
             if e.waiting:
                 _run_finish(e, b, StepRunStatus.CANCELLED, "The recipient converted.")
                 b.steps -= 1
-            if e.waiting == Waiting.MESSAGE and e.wait_message_id:
-                b.cancel_messages.append(e.wait_message_id)
             _end(e, b, EnrollmentStatus.CONVERTED, f"converted: {d.goal_event} at {at:%Y-%m-%d %H:%M}")
             return
     step = d.steps.get(e.step_id)

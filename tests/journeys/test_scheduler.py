@@ -274,3 +274,19 @@ def test_every_journey_send_is_marked_as_a_journey_message(clock, committed):
     enroll(journey, ada, committed, clock)
     m = Message.objects.get(recipient=ada)
     assert (m.source, m.source_ref, m.requested_channel) == (Source.JOURNEY, "cart-recovery · nudge", "push")
+
+
+def test_the_scheduler_itself_notices_a_goal_event_it_was_not_told_about(monkeypatch, clock, committed):
+    """Events are checked before every step, so a lost wake-up cannot make a journey send after a purchase."""
+    from tests.orchestrator.factories import EventFactory
+
+    journey, ada = active_journey(), ReachableRecipientFactory()
+    fake_governor(monkeypatch, deferred)
+    e = enroll(journey, ada, committed, clock)
+    EventFactory(recipient=ada, name="purchase", occurred_at=clock.now)  # recorded without the signal
+    clock.advance(hours=1)
+    advance(committed, clock)
+    e.refresh_from_db()
+    assert e.status == EnrollmentStatus.CONVERTED
+    assert Message.objects.get(recipient=ada).status == MessageStatus.SUPPRESSED
+    assert runs(e) == [("nudge", StepRunStatus.CANCELLED)]
