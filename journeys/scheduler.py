@@ -599,6 +599,14 @@ def _write(batch: list[Enrollment], b: _Batch) -> None:
         )
 
 
+def enrollments_advance_for_message(*, message_id: int, now: datetime) -> int:
+    """Wake the enrollment waiting for this (no longer deferred) message and advance it now."""
+    from .services import message_wake
+
+    ids = message_wake(message_id=message_id, now=now)
+    return enrollments_advance(now=now, ids=ids).enrollments if ids else 0
+
+
 def enrollments_due_count(*, now: datetime) -> int:
     """How many active enrollments are due (for the admin and the bench)."""
     return Enrollment.objects.filter(status=EnrollmentStatus.ACTIVE, next_run_at__lte=now).count()

@@ -415,6 +415,15 @@ def event_apply(*, event: Event, now: datetime, blocking: bool = False) -> list[
     return woken
 
 
+def event_reapply(*, event_id: int, now: datetime) -> list[int]:
+    """The follow-up of `event_apply` for rows that were busy: waits for their locks this time."""
+    event = Event.objects.select_related("recipient").filter(pk=event_id).first()
+    if event is None:
+        return []
+    with transaction.atomic():
+        return event_apply(event=event, now=now, blocking=True)
+
+
 def message_wake(*, message_id: int, now: datetime) -> list[int]:
     """A journey message left `deferred`: wake the enrollment waiting for it (called from a task)."""
     with transaction.atomic():

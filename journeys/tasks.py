@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from django.utils import timezone
 
-from orchestrator.models import Event
-
 from . import scheduler, services
 
 
@@ -21,14 +19,7 @@ def enrollments_advance_due_task() -> int:
 
 def event_apply_task(event_id: int) -> int:
     """Apply an event to enrollments that were busy when it arrived (waiting for their locks)."""
-    from django.db import transaction
-
-    event = Event.objects.select_related("recipient").filter(pk=event_id).first()
-    if event is None:
-        return 0
-    with transaction.atomic():
-        woken = services.event_apply(event=event, now=timezone.now(), blocking=True)
-    return len(woken)
+    return len(services.event_reapply(event_id=event_id, now=timezone.now()))
 
 
 def messages_cancel_task(message_ids: list[int], reason: str) -> int:
@@ -38,8 +29,4 @@ def messages_cancel_task(message_ids: list[int], reason: str) -> int:
 
 def message_wake_task(message_id: int) -> int:
     """A journey message left `deferred`: let its enrollment go on."""
-    now = timezone.now()
-    ids = services.message_wake(message_id=message_id, now=now)
-    if not ids:
-        return 0
-    return scheduler.enrollments_advance(now=now, ids=ids).enrollments
+    return scheduler.enrollments_advance_for_message(message_id=message_id, now=timezone.now())
