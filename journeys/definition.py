@@ -3,7 +3,7 @@ compiled form the scheduler walks."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -288,7 +288,6 @@ class CompiledDefinition:
     goal_event: str = ""
     goal_within: timedelta | None = None
     trigger_event: str = ""
-    lint_cache: dict = field(default_factory=dict)
 
 
 def definition_compile(definition: dict) -> CompiledDefinition:

@@ -99,6 +99,7 @@ class _Batch:
     run_updates: dict[int, tuple[str, str, int | None]] = field(default_factory=dict)
     sends: list[_Send] = field(default_factory=list)
     cancel_messages: list[int] = field(default_factory=list)
+    lint: dict[tuple[int, str, str], tuple[list[str], list[dict]]] = field(default_factory=dict)
     steps: int = 0
 
 
@@ -424,12 +425,12 @@ def _sends_decide(sends: list[_Send], b: _Batch) -> list[tuple[_Send, Message | 
         elif channel not in reachable[e.recipient_id]:
             s.refusal = f"no opted-in {channel} contact point"
             continue
-        d = _compiled[e.version_id]
-        key = (step.id, channel)
-        lint = d.lint_cache.get(key)
+        # Lint each distinct step × channel once per batch (policies are editable: no longer cache).
+        key = (e.version_id, step.id, channel)
+        lint = b.lint.get(key)
         if lint is None:
             violations = message_lint(channel=channel, purpose=purpose, content=content)
-            lint = d.lint_cache[key] = (
+            lint = b.lint[key] = (
                 [f"{v.code}: {v.reason}" for v in violations if v.severity == Severity.BLOCK],
                 [{"code": v.code, "detail": v.reason} for v in violations],
             )
