@@ -290,3 +290,42 @@ def test_the_scheduler_itself_notices_a_goal_event_it_was_not_told_about(monkeyp
     assert e.status == EnrollmentStatus.CONVERTED
     assert Message.objects.get(recipient=ada).status == MessageStatus.SUPPRESSED
     assert runs(e) == [("nudge", StepRunStatus.CANCELLED)]
+
+
+def test_a_send_the_lint_now_blocks_is_skipped_with_the_lint_reason(monkeypatch, clock, committed):
+    from channels_app import lint
+
+    journey, ada = active_journey(), ReachableRecipientFactory()
+    monkeypatch.setattr(
+        scheduler,
+        "message_lint",
+        lambda **kw: [lint.Violation("push_too_long", lint.Severity.BLOCK, "A push carries one short line.")],
+    )
+    e = enroll(journey, ada, committed, clock)
+    run = StepRun.objects.get(enrollment=e, step_id="nudge")
+    assert run.status == StepRunStatus.SKIPPED and "push_too_long" in run.detail
+    assert not Message.objects.filter(recipient=ada).exists()
+
+
+def test_accepted_sends_are_handed_to_delivery_in_one_call_per_batch(monkeypatch, clock, committed):
+    from channels_app import delivery
+
+    calls = []
+    monkeypatch.setattr(
+        delivery, "messages_deliver_enqueue", lambda *, message_ids: calls.append(list(message_ids))
+    )
+    journey = active_journey()
+    recipients = [ReachableRecipientFactory() for _ in range(3)]
+    Enrollment.objects.bulk_create(
+        Enrollment(
+            journey=journey,
+            version=journey.live_version,
+            recipient=r,
+            step_id="nudge",
+            next_run_at=clock.now,
+            entered_at=clock.now,
+        )
+        for r in recipients
+    )
+    advance(committed, clock)
+    assert len(calls) == 1 and sorted(calls[0]) == sorted(Message.objects.values_list("pk", flat=True))
