@@ -3,9 +3,11 @@ processes (the scheduler's batches, FOR UPDATE SKIP LOCKED), on its own PostgreS
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/orch_jour python bench/journeys_drain.py [--n 100000]
 
-Uses `<dbname>_bench_journeys` (created and migrated here). Delivery runs after commit through the
-configured transport; providers are the locmem ones (nothing leaves the machine). Prints steps advanced
-per second and time to drain for each worker count, and checks that every enrollment sent exactly once.
+Uses `<dbname>_bench_journeys` (created and migrated here). Providers are the locmem ones (nothing leaves
+the machine); accepted messages are handed to the delivery transport on commit (queued as django-q2
+tasks, which this benchmark does not run: it measures the journey scheduler and the governor). Prints
+steps advanced per second and time to drain for each worker count, and checks that every enrollment
+sent exactly once.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
 os.environ.setdefault("EMAIL_BACKEND", "django.core.mail.backends.locmem.EmailBackend")
+os.environ.setdefault("CHANNEL_PUSH_BACKEND", "channels_app.backends.push.LocmemPushBackend")
+os.environ.setdefault("CHANNEL_SMS_BACKEND", "channels_app.backends.sms.LocmemSmsBackend")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -59,7 +63,8 @@ def _prepare(n: int) -> None:
     with connection.cursor() as cur:
         cur.execute(
             "TRUNCATE journeys_steprun, journeys_enrollment, journeys_journeyversion, journeys_journey, "
-            "orchestrator_message, orchestrator_contactpoint, orchestrator_event, orchestrator_recipient "
+            "orchestrator_message, orchestrator_contactpoint, orchestrator_event, orchestrator_recipient, "
+            "django_q_ormq "
             "RESTART IDENTITY CASCADE"
         )
         cur.execute(
@@ -99,7 +104,7 @@ def _reset() -> None:
     from django.db import connection
 
     with connection.cursor() as cur:
-        cur.execute("TRUNCATE journeys_steprun, orchestrator_message RESTART IDENTITY CASCADE")
+        cur.execute("TRUNCATE journeys_steprun, orchestrator_message, django_q_ormq RESTART IDENTITY CASCADE")
         cur.execute(
             "UPDATE journeys_enrollment SET status='active', step_id='nudge', seq=0, "
             "waiting='', wait_event='', "
