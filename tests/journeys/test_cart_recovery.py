@@ -128,3 +128,21 @@ def test_report_counts_the_conversion_and_its_touches(api, clock, committed):
     assert report["attribution"]["first_touch"] == {"push": 1}
     assert report["attribution"]["last_touch"] == {"email": 1}
     assert report["attribution"]["linear"] == {"push": 0.5, "email": 0.5}
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_with_real_commits_the_event_request_itself_triggers_the_first_send(api, clock):
+    """No captured callbacks: the enrollment's task runs on the real commit of POST events/."""
+    active_journey()
+    eve = ReachableRecipientFactory(external_id="eve")
+    assert (
+        api.post("/api/v1/events/", {"recipient": "eve", "name": "cart_abandoned"}, format="json").status_code
+        == 201
+    )
+    assert [m.source_ref for m in journey_sends(eve)] == ["cart-recovery · nudge"]
+    clock.advance(hours=2)
+    call_command("orchestrate", "--once")
+    assert [m.source_ref for m in journey_sends(eve)][-1] == "cart-recovery · detail"
+    api.post("/api/v1/events/", {"recipient": "eve", "name": "purchase"}, format="json")
+    assert Enrollment.objects.get(recipient=eve).status == EnrollmentStatus.CONVERTED
