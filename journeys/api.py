@@ -166,7 +166,8 @@ class JourneyActionView(APIView):
 
 
 class EnrollmentListView(ListAPIView):
-    """GET: the journey's enrollments, newest first. POST {recipient}: enroll now (active journeys only)."""
+    """GET: the journey's enrollments, newest first (filters `status`, `recipient`). POST {recipient}:
+    enroll now (active journeys only)."""
 
     serializer_class = EnrollmentSerializer
 
@@ -174,7 +175,12 @@ class EnrollmentListView(ListAPIView):
         if getattr(self, "swagger_fake_view", False):
             return Enrollment.objects.none()
         journey = journey_get_or_404(self.kwargs["slug"])
-        return Enrollment.objects.filter(journey=journey).select_related("recipient", "journey", "version")
+        qs = Enrollment.objects.filter(journey=journey).select_related("recipient", "journey", "version")
+        if status_filter := self.request.query_params.get("status"):
+            qs = qs.filter(status=status_filter)
+        if recipient := self.request.query_params.get("recipient"):
+            qs = qs.filter(recipient__external_id=recipient)
+        return qs
 
     @extend_schema(request=EnrollmentCreateSerializer, responses={201: EnrollmentSerializer})
     def post(self, request, slug: str):

@@ -158,6 +158,8 @@ def test_enrolling_through_the_api_runs_the_first_step(api, clock, committed):
     assert again.status_code == 409 and again.json()["code"] == "reentry_refused"
     listed = api.get(url).json()
     assert listed["count"] == 1 and listed["results"][0]["recipient"] == "ada"
+    assert api.get(url, {"status": "converted"}).json()["count"] == 0
+    assert api.get(url, {"recipient": "ada", "status": "active"}).json()["count"] == 1
     journey = api.get("/api/v1/journeys/cart-recovery/").json()
     assert journey["counts"] == {"active": 0, "waiting": 1, "converted": 0, "exited": 0}
 
