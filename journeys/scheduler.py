@@ -24,7 +24,7 @@ from channels_app import delivery
 from channels_app.lint import Severity, message_lint
 from governor import services as governor
 from governor.services import MessageDraft
-from orchestrator.channel_choice import channel_choose
+from orchestrator.channel_choice import ChoiceRequest, channels_choose_bulk
 from orchestrator.models import (
     AUTO_CHANNEL,
     CLEARED_STATUSES,
@@ -401,8 +401,26 @@ def _sends_decide(sends: list[_Send], b: _Batch) -> list[tuple[_Send, Message | 
         recipient_id__in=recipient_ids, opted_in=True
     ).values_list("recipient_id", "channel"):
         reachable[rid].add(channel)
-    auto_ids = {s.enrollment.recipient_id for s in sends if s.step.raw.get("channel") == AUTO_CHANNEL}
-    recipients = Recipient.objects.in_bulk(list(auto_ids)) if auto_ids else {}
+    autos = [s for s in sends if s.step.raw.get("channel") == AUTO_CHANNEL]
+    choices = dict(
+        zip(
+            map(id, autos),
+            channels_choose_bulk(
+                requests=[
+                    ChoiceRequest(
+                        recipient_id=s.enrollment.recipient_id,
+                        purpose=s.step.raw.get("purpose", "engagement"),
+                        content=s.step.raw["content"],
+                        reachable=frozenset(reachable[s.enrollment.recipient_id]),
+                        avoid=frozenset(s.enrollment.channels_used),
+                    )
+                    for s in autos
+                ],
+                at=b.now,
+            ),
+            strict=True,
+        )
+    )
     for s in sends:
         e, step = s.enrollment, s.step
         raw = step.raw
@@ -410,14 +428,7 @@ def _sends_decide(sends: list[_Send], b: _Batch) -> list[tuple[_Send, Message | 
         content = raw["content"]
         channel, reason = raw["channel"], ""
         if channel == AUTO_CHANNEL:
-            choice = channel_choose(
-                recipient=recipients[e.recipient_id],
-                purpose=purpose,
-                content=content,
-                reachable=reachable[e.recipient_id],
-                avoid=frozenset(e.channels_used),
-                at=b.now,
-            )
+            choice = choices[id(s)]
             if choice is None:
                 s.refusal = f"no channel can carry this {purpose} message to this recipient"
                 continue

@@ -9,7 +9,8 @@ Message (`channel_reason`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -58,6 +59,17 @@ def _length_fit(channel: str, content: Mapping[str, Any]) -> tuple[int, str]:
     return 0, ""
 
 
+@dataclass(frozen=True)
+class ChoiceRequest:
+    """One `auto` send to place (for the set-based variant)."""
+
+    recipient_id: int
+    purpose: str
+    content: Mapping[str, Any]
+    reachable: frozenset[str]
+    avoid: frozenset[str] = frozenset()
+
+
 def channel_choose(
     *,
     recipient: Recipient,
@@ -68,64 +80,80 @@ def channel_choose(
     at: datetime,
 ) -> ChannelChoice | None:
     """Pick the channel whose job fits this message best for this recipient now, or None."""
-    fit = PURPOSE_FIT.get(purpose, PURPOSE_FIT[Purpose.ENGAGEMENT])
-    opted_out = set(
-        Preference.objects.filter(recipient=recipient, purpose=purpose, opted_in=False).values_list(
-            "channel", flat=True
+    request = ChoiceRequest(recipient.pk, purpose, content, frozenset(reachable), frozenset(avoid))
+    return channels_choose_bulk(requests=[request], at=at)[0]
+
+
+def channels_choose_bulk(*, requests: Sequence[ChoiceRequest], at: datetime) -> list[ChannelChoice | None]:
+    """`channel_choose` for many sends at once (a journey batch): two queries whatever the count."""
+    if not requests:
+        return []
+    ids = {r.recipient_id for r in requests}
+    opted_out: dict[tuple[int, str], set[str]] = defaultdict(set)
+    for rid, channel, purpose in Preference.objects.filter(recipient_id__in=ids, opted_in=False).values_list(
+        "recipient_id", "channel", "purpose"
+    ):
+        opted_out[(rid, purpose)].add(channel)
+    engaged: dict[tuple[int, str], int] = {}
+    today: dict[tuple[int, str], int] = {}
+    rows = (
+        Message.objects.filter(recipient_id__in=ids, created_at__gte=at - ENGAGEMENT_WINDOW)
+        .values("recipient_id", "channel")
+        .annotate(
+            engaged=Count("id", filter=Q(status__in=ENGAGED_STATUSES)),
+            today=Count(
+                "id", filter=Q(status__in=list(CLEARED_STATUSES), created_at__gte=at - timedelta(hours=24))
+            ),
         )
     )
-    candidates = [c for c in Channel.values if c in reachable and c not in opted_out and fit.get(c, 0) > 0]
+    for row in rows:
+        key = (row["recipient_id"], row["channel"])
+        engaged[key], today[key] = row["engaged"], row["today"]
+    return [
+        _choose(r, opted_out[(r.recipient_id, r.purpose)], engaged=engaged, today=today) for r in requests
+    ]
+
+
+def _choose(
+    r: ChoiceRequest,
+    opted_out: set[str],
+    *,
+    engaged: dict[tuple[int, str], int],
+    today: dict[tuple[int, str], int],
+) -> ChannelChoice | None:
+    fit = PURPOSE_FIT.get(r.purpose, PURPOSE_FIT[Purpose.ENGAGEMENT])
+    candidates = [c for c in Channel.values if c in r.reachable and c not in opted_out and fit.get(c, 0) > 0]
     if not candidates:
         return None
-
-    stats = Message.objects.filter(recipient=recipient, channel__in=candidates).aggregate(
-        **{
-            f"engaged_{c}": Count(
-                "id", filter=Q(channel=c, status__in=ENGAGED_STATUSES, created_at__gte=at - ENGAGEMENT_WINDOW)
-            )
-            for c in candidates
-        },
-        **{
-            f"today_{c}": Count(
-                "id",
-                filter=Q(
-                    channel=c, status__in=list(CLEARED_STATUSES), created_at__gte=at - timedelta(hours=24)
-                ),
-            )
-            for c in candidates
-        },
-    )
-
     scored = []
     for order, channel in enumerate(candidates):
         score = fit[channel] * 10
         notes = []
-        length_score, length_note = _length_fit(channel, content)
+        length_score, length_note = _length_fit(channel, r.content)
         score += length_score * 10
         if length_note:
             notes.append(length_note)
-        engaged = stats[f"engaged_{channel}"]
-        if engaged:
-            score += min(engaged, 5) * 6
-            notes.append(f"opened or clicked {engaged} recent message{'s' if engaged != 1 else ''} there")
-        today = stats[f"today_{channel}"]
-        if today >= NEAR_CAP_24H[channel]:
+        n_engaged = engaged.get((r.recipient_id, channel), 0)
+        if n_engaged:
+            score += min(n_engaged, 5) * 6
+            notes.append(f"opened or clicked {n_engaged} recent message{'s' if n_engaged != 1 else ''} there")
+        n_today = today.get((r.recipient_id, channel), 0)
+        if n_today >= NEAR_CAP_24H[channel]:
             score -= 40
-            notes.append(f"already {today} {_LABEL[channel]} message{'s' if today != 1 else ''} today")
-        if channel in avoid:
+            notes.append(f"already {n_today} {_LABEL[channel]} message{'s' if n_today != 1 else ''} today")
+        if channel in r.avoid:
             score -= 50
             notes.append("already used in this journey")
         scored.append((score, -order, channel, notes))
     scored.sort(reverse=True)
     score, _, channel, notes = scored[0]
-    why = [f"{_LABEL[channel]} fits {purpose} best among {', '.join(_LABEL[c] for c in candidates)}"]
+    why = [f"{_LABEL[channel]} fits {r.purpose} best among {', '.join(_LABEL[c] for c in candidates)}"]
     why += notes
     passed = [f"{_LABEL[c]}: {'; '.join(n)}" for s, _, c, n in scored[1:] if n]
     reason = "; ".join(why)
     if passed:
         reason += f" (passed over {' | '.join(passed)})"
-    if opted_out & reachable:
-        reason += (
-            f"; opted out of {', '.join(sorted(_LABEL[c] for c in opted_out & reachable))} for {purpose}"
-        )
+    if opted_out & r.reachable:
+        out = ", ".join(sorted(_LABEL[c] for c in opted_out & r.reachable))
+        reason += f"; opted out of {out} for {r.purpose}"
     return ChannelChoice(channel, reason)

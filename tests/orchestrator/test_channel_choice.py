@@ -88,3 +88,37 @@ def test_an_auto_send_records_the_choice_and_its_reason_on_the_message():
     with pytest.raises(SendRefused) as refused:
         message_send(recipient=sms_only, channel="auto", purpose=Purpose.PROMOTIONAL, content=SHORT)
     assert refused.value.errors["channel"][0]["code"] == "no_channel"
+
+
+def test_the_bulk_variant_decides_like_the_single_one_in_two_queries(django_assert_max_num_queries):
+    from orchestrator.channel_choice import ChoiceRequest, channels_choose_bulk
+
+    a, b, c = ReachableRecipientFactory(), ReachableRecipientFactory(), ReachableRecipientFactory()
+    PreferenceFactory(recipient=b, channel=Channel.PUSH, purpose=Purpose.ENGAGEMENT, opted_in=False)
+    for _ in range(4):
+        MessageFactory(
+            recipient=c,
+            channel=Channel.IN_APP,
+            status=MessageStatus.OPENED,
+            created_at=timezone.now() - timedelta(days=2),
+        )
+    requests = [
+        ChoiceRequest(r.pk, Purpose.ENGAGEMENT, SHORT, frozenset(ALL), frozenset(avoid))
+        for r, avoid in ((a, ()), (b, ()), (c, ()), (a, {Channel.PUSH}))
+    ]
+    with django_assert_max_num_queries(2):
+        bulk = channels_choose_bulk(requests=requests, at=timezone.now())
+    single = [
+        channel_choose(
+            recipient=r,
+            purpose=Purpose.ENGAGEMENT,
+            content=SHORT,
+            reachable=set(ALL),
+            avoid=frozenset(avoid),
+            at=timezone.now(),
+        )
+        for r, avoid in ((a, ()), (b, ()), (c, ()), (a, {Channel.PUSH}))
+    ]
+    assert bulk == single
+    assert [x.channel for x in bulk][:3] == [Channel.PUSH, Channel.IN_APP, Channel.IN_APP]
+    assert bulk[3].channel != Channel.PUSH
