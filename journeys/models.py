@@ -7,6 +7,7 @@ advanced by the scheduler when its `next_run_at` comes; every step it runs leave
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone as dj_timezone
@@ -74,6 +75,16 @@ class JourneyVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.journey.slug} v{self.number}"
+
+    def save(self, *args, **kwargs):
+        # Approved versions are what enrollments run on: their steps never change (a change is a new version).
+        if self.pk is not None:
+            stored = (
+                JourneyVersion.objects.filter(pk=self.pk).values_list("definition", "approved_at").first()
+            )
+            if stored and stored[1] is not None and stored[0] != self.definition:
+                raise ValidationError(f"{self} is approved: its definition cannot change.", code="frozen")
+        super().save(*args, **kwargs)
 
     @property
     def frozen(self) -> bool:

@@ -176,3 +176,13 @@ def test_a_bad_slug_or_a_slug_change_is_refused(api):
     response = api.patch("/api/v1/journeys/cart-recovery/", {"slug": "other"}, format="json")
     assert response.status_code == 400 and response.json()["errors"][0]["code"] == "slug_mismatch"
     assert api.post("/api/v1/journeys/", cart_recovery_definition(), format="json").status_code == 409
+
+
+def test_an_approved_version_cannot_be_edited_even_directly():
+    from django.core.exceptions import ValidationError
+
+    journey = active_journey()
+    version = journey.live_version
+    version.definition = {**version.definition, "name": "Sneaky"}
+    with pytest.raises(ValidationError):
+        version.save()
