@@ -1,3 +1,215 @@
-"""API routes owned by this module (filled in by its issue)."""
+"""Journeys API (CONTRACT.md): definitions and their lifecycle, enrollments, and the report."""
 
-urlpatterns: list = []
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from django.urls import path
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
+from rest_framework.generics import ListAPIView
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from orchestrator.models import Recipient
+
+from . import selectors, services
+from .definition import DefinitionInvalid
+from .models import Enrollment, Journey
+
+ACTIONS = tuple(services.TRANSITIONS)
+
+
+class JourneySerializer(serializers.ModelSerializer):
+    # Plain strings in the schema: the shared enum names (status, channel) belong to the conversation.
+    status = serializers.CharField(
+        read_only=True, help_text="draft, proposed, approved, active, paused, archived"
+    )
+    owner_channel = serializers.CharField(read_only=True)
+    reentry = serializers.CharField(read_only=True, help_text="never, after_exit or cooldown")
+    version = serializers.SerializerMethodField()
+    live_version = serializers.IntegerField(source="live_version.number", read_only=True, default=None)
+    definition = serializers.SerializerMethodField()
+    counts = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Journey
+        fields = [
+            "slug",
+            "name",
+            "owner_channel",
+            "status",
+            "version",
+            "live_version",
+            "trigger_event",
+            "reentry",
+            "reentry_cooldown",
+            "definition",
+            "counts",
+            "created_at",
+            "updated_at",
+        ]
+
+    def _latest(self, obj: Journey):
+        if not hasattr(obj, "_latest_version"):
+            obj._latest_version = services.journey_latest_version(journey=obj)
+        return obj._latest_version
+
+    def get_version(self, obj: Journey) -> int:
+        return self._latest(obj).number
+
+    def get_definition(self, obj: Journey) -> dict:
+        return self._latest(obj).definition
+
+    def get_counts(self, obj: Journey) -> dict[str, int]:
+        return selectors.journey_counts(journey=obj)
+
+
+class EnrollmentSerializer(serializers.ModelSerializer):
+    status = serializers.CharField(read_only=True, help_text="active, converted or exited")
+    trigger = serializers.CharField(read_only=True, help_text="event, api or admin")
+    waiting = serializers.CharField(read_only=True, help_text="'', time, event or message")
+    recipient = serializers.SlugRelatedField(slug_field="external_id", read_only=True)
+    journey = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    version = serializers.IntegerField(source="version.number", read_only=True)
+
+    class Meta:
+        model = Enrollment
+        fields = [
+            "id",
+            "journey",
+            "version",
+            "recipient",
+            "status",
+            "trigger",
+            "step_id",
+            "waiting",
+            "next_run_at",
+            "entered_at",
+            "ended_at",
+            "exit_reason",
+        ]
+
+
+class EnrollmentCreateSerializer(serializers.Serializer):
+    recipient = serializers.CharField(max_length=200)
+
+
+def _definition_error(exc: DefinitionInvalid) -> Response:
+    return Response(exc.as_response(), status=status.HTTP_400_BAD_REQUEST)
+
+
+def _conflict(exc: services.JourneyConflict) -> Response:
+    return Response({"code": exc.code, "detail": exc.detail}, status=status.HTTP_409_CONFLICT)
+
+
+def journey_get_or_404(slug: str) -> Journey:
+    return get_object_or_404(Journey.objects.select_related("live_version"), slug=slug)
+
+
+class JourneyListView(APIView):
+    """List journeys, or create one (a draft) from a definition."""
+
+    @extend_schema(responses=JourneySerializer(many=True))
+    def get(self, request):
+        journeys = Journey.objects.select_related("live_version").order_by("slug")
+        return Response(JourneySerializer(journeys, many=True).data)
+
+    @extend_schema(request=dict, responses={201: JourneySerializer})
+    def post(self, request):
+        try:
+            journey = services.journey_create(definition=request.data, now=timezone.now())
+        except DefinitionInvalid as exc:
+            return _definition_error(exc)
+        except services.JourneyConflict as exc:
+            return _conflict(exc)
+        return Response(JourneySerializer(journey).data, status=status.HTTP_201_CREATED)
+
+
+class JourneyDetailView(APIView):
+    """One journey; PATCH edits the draft (a new version if the previous one was approved)."""
+
+    @extend_schema(responses=JourneySerializer)
+    def get(self, request, slug: str):
+        return Response(JourneySerializer(journey_get_or_404(slug)).data)
+
+    @extend_schema(request=dict, responses=JourneySerializer)
+    def patch(self, request, slug: str):
+        journey = journey_get_or_404(slug)
+        try:
+            services.journey_update(journey=journey, changes=request.data, now=timezone.now())
+        except DefinitionInvalid as exc:
+            return _definition_error(exc)
+        except services.JourneyConflict as exc:
+            return _conflict(exc)
+        return Response(JourneySerializer(journey_get_or_404(slug)).data)
+
+
+class JourneyActionView(APIView):
+    """POST journeys/{slug}/{action}/: propose, approve, reject, activate, pause, archive (and revise)."""
+
+    @extend_schema(request=None, responses=JourneySerializer, operation_id="journeys_action")
+    def post(self, request, slug: str, action: str):
+        if action not in ACTIONS:
+            raise NotFound(f"Unknown action {action!r}; expected one of {', '.join(ACTIONS)}.")
+        journey = journey_get_or_404(slug)
+        try:
+            journey = services.journey_transition(
+                journey=journey, action=action, now=timezone.now(), user=request.user
+            )
+        except DefinitionInvalid as exc:
+            return _definition_error(exc)
+        except services.JourneyConflict as exc:
+            return _conflict(exc)
+        return Response(JourneySerializer(journey).data)
+
+
+class EnrollmentListView(ListAPIView):
+    """GET: the journey's enrollments, newest first (filters `status`, `recipient`). POST {recipient}:
+    enroll now (active journeys only)."""
+
+    serializer_class = EnrollmentSerializer
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Enrollment.objects.none()
+        journey = journey_get_or_404(self.kwargs["slug"])
+        qs = Enrollment.objects.filter(journey=journey).select_related("recipient", "journey", "version")
+        if status_filter := self.request.query_params.get("status"):
+            qs = qs.filter(status=status_filter)
+        if recipient := self.request.query_params.get("recipient"):
+            qs = qs.filter(recipient__external_id=recipient)
+        return qs
+
+    @extend_schema(request=EnrollmentCreateSerializer, responses={201: EnrollmentSerializer})
+    def post(self, request, slug: str):
+        journey = journey_get_or_404(slug)
+        incoming = EnrollmentCreateSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        recipient = Recipient.objects.filter(external_id=incoming.validated_data["recipient"]).first()
+        if recipient is None:
+            raise NotFound(f"No recipient with external_id {incoming.validated_data['recipient']!r}.")
+        try:
+            enrollment = services.enrollment_create(journey=journey, recipient=recipient, now=timezone.now())
+        except services.JourneyConflict as exc:
+            return _conflict(exc)
+        enrollment.refresh_from_db()
+        return Response(EnrollmentSerializer(enrollment).data, status=status.HTTP_201_CREATED)
+
+
+class JourneyReportView(APIView):
+    """Enrolled, converted, conversion rate, touch sequences and attribution by model."""
+
+    @extend_schema(responses=dict)
+    def get(self, request, slug: str):
+        return Response(selectors.journey_report(journey=journey_get_or_404(slug)))
+
+
+urlpatterns = [
+    path("journeys/", JourneyListView.as_view(), name="journey-list"),
+    path("journeys/<slug:slug>/", JourneyDetailView.as_view(), name="journey-detail"),
+    path("journeys/<slug:slug>/enrollments/", EnrollmentListView.as_view(), name="journey-enrollments"),
+    path("journeys/<slug:slug>/report/", JourneyReportView.as_view(), name="journey-report"),
+    path("journeys/<slug:slug>/<str:action>/", JourneyActionView.as_view(), name="journey-action"),
+]

@@ -165,6 +165,7 @@ ORCHESTRATOR = {
     # deliver whatever is accepted and due.
     "DUE_WORK": [
         "governor.services.deferred_redrive",
+        "journeys.scheduler.enrollments_advance_due",
         "channels_app.delivery.deliveries_sweep",
     ],
     # How often the django-q2 schedule runs the due-work pass.

@@ -1,0 +1,350 @@
+"""The journey definition (CONTRACT.md): validation with errors naming step, field and reason, and the
+compiled form the scheduler walks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.utils.dateparse import parse_duration
+
+from channels_app.lint import Severity, message_lint
+from orchestrator.models import AUTO_CHANNEL, Channel, Purpose
+
+from .models import ReentryPolicy
+
+STEP_TYPES = ("send", "wait", "wait_for_event", "branch", "exit")
+WAIT_TYPES = frozenset({"wait", "wait_for_event"})
+BRANCH_CONDITIONS = ("converted", "engaged")
+
+
+@dataclass(frozen=True)
+class DefinitionError:
+    step: str  # the step id ("" for the journey itself)
+    field: str
+    code: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"step": self.step, "field": self.field, "code": self.code, "reason": self.reason}
+
+    def __str__(self) -> str:
+        where = f"step {self.step!r} · {self.field}" if self.step else self.field
+        return f"{where}: {self.reason}"
+
+
+class DefinitionInvalid(Exception):
+    """The definition cannot be saved; `errors` says where and why."""
+
+    def __init__(self, errors: list[DefinitionError]):
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = errors
+
+    def as_response(self) -> dict[str, Any]:
+        return {
+            "code": "invalid_definition",
+            "detail": str(self),
+            "definition": [str(e) for e in self.errors],
+            "errors": [e.as_dict() for e in self.errors],
+        }
+
+
+def duration_parse(value: Any) -> timedelta | None:
+    """ISO 8601 (`PT2H`, `P1D`) or `HH:MM:SS`; None when it is not a duration."""
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str):
+        return None
+    return parse_duration(value.strip())
+
+
+def duration_format(value: timedelta) -> str:
+    """A short human form: `2 h`, `7 d`, `1 d 2 h 30 min`."""
+    total = int(value.total_seconds())
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        if total >= size:
+            parts.append(f"{total // size} {unit}")
+            total %= size
+    return " ".join(parts) or "0 s"
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.errors: list[DefinitionError] = []
+
+    def add(self, step: str, field_: str, code: str, reason: str) -> None:
+        self.errors.append(DefinitionError(step, field_, code, reason))
+
+    def duration(self, step: str, field_: str, value: Any, *, required: bool = True) -> timedelta | None:
+        if value is None:
+            if required:
+                self.add(step, field_, "required", f"{field_} is required (ISO 8601, e.g. PT2H or P1D).")
+            return None
+        parsed = duration_parse(value)
+        if parsed is None:
+            self.add(step, field_, "invalid_duration", f"{value!r} is not an ISO 8601 duration (e.g. PT2H).")
+            return None
+        if parsed <= timedelta(0):
+            self.add(step, field_, "non_positive_duration", f"{value!r} must be longer than zero.")
+            return None
+        return parsed
+
+
+def _send_validate(c: _Collector, sid: str, step: dict) -> None:
+    channel = step.get("channel")
+    purpose = step.get("purpose", Purpose.ENGAGEMENT)
+    if channel not in (*Channel.values, AUTO_CHANNEL):
+        c.add(
+            sid, "channel", "invalid_channel", f"channel must be one of {', '.join(Channel.values)} or auto."
+        )
+        return
+    if purpose not in Purpose.values:
+        c.add(sid, "purpose", "invalid_purpose", f"purpose must be one of {', '.join(Purpose.values)}.")
+        return
+    content = step.get("content")
+    if not isinstance(content, dict) or not any(content.get(k) for k in ("body", "title", "subject")):
+        c.add(sid, "content", "content_required", "content must be an object with at least a body or title.")
+        return
+    if step.get("on_suppressed", "continue") not in ("continue", "exit"):
+        c.add(sid, "on_suppressed", "invalid_choice", "on_suppressed must be continue or exit.")
+    priority = step.get("priority", 50)
+    if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 100:
+        c.add(sid, "priority", "invalid_priority", "priority must be a whole number from 0 to 100.")
+    if "expires_after" in step:
+        c.duration(sid, "expires_after", step["expires_after"])
+    channels = list(Channel.values) if channel == AUTO_CHANNEL else [channel]
+    blocked: dict[str, list] = {}
+    for ch in channels:
+        blocking = [
+            v
+            for v in message_lint(channel=ch, purpose=purpose, content=content)
+            if v.severity == Severity.BLOCK
+        ]
+        if blocking:
+            blocked[ch] = blocking
+    if channel != AUTO_CHANNEL and blocked:
+        for v in blocked[channel]:
+            c.add(sid, "content", v.code, v.reason)
+    elif channel == AUTO_CHANNEL and len(blocked) == len(channels):
+        c.add(sid, "content", "no_channel_fits", "No channel's policy accepts this content for auto.")
+
+
+def definition_validate(definition: Any, *, slug: str | None = None) -> dict[str, Any]:
+    """Return the definition if it can run; raise DefinitionInvalid listing every problem."""
+    c = _Collector()
+    if not isinstance(definition, dict):
+        raise DefinitionInvalid([DefinitionError("", "definition", "invalid", "Expected a JSON object.")])
+    if slug is not None and definition.get("slug", slug) != slug:
+        c.add("", "slug", "slug_mismatch", f"slug cannot change (it is {slug!r}).")
+    if not definition.get("name") or not isinstance(definition.get("name"), str):
+        c.add("", "name", "required", "name is required.")
+    owner = definition.get("owner_channel", "")
+    if owner and owner not in Channel.values:
+        c.add(
+            "",
+            "owner_channel",
+            "invalid_channel",
+            f"owner_channel must be one of {', '.join(Channel.values)}.",
+        )
+    trigger = definition.get("trigger")
+    if trigger is not None and (
+        not isinstance(trigger, dict) or not isinstance(trigger.get("event", ""), str)
+    ):
+        c.add("", "trigger", "invalid", 'trigger must look like {"event": "cart_abandoned"}.')
+    goal = definition.get("goal")
+    if goal is not None:
+        if not isinstance(goal, dict) or not goal.get("event"):
+            c.add("", "goal.event", "required", 'goal must look like {"event": "purchase", "within": "P3D"}.')
+        elif "within" in goal:
+            c.duration("", "goal.within", goal["within"])
+    reentry = definition.get("reentry")
+    if reentry is not None:
+        policy = reentry.get("policy") if isinstance(reentry, dict) else None
+        if policy not in ReentryPolicy.values:
+            c.add(
+                "",
+                "reentry.policy",
+                "invalid_choice",
+                f"policy must be one of {', '.join(ReentryPolicy.values)}.",
+            )
+        elif policy == ReentryPolicy.COOLDOWN:
+            c.duration("", "reentry.cooldown", reentry.get("cooldown"))
+
+    steps = definition.get("steps")
+    if not isinstance(steps, list) or not steps:
+        c.add("", "steps", "required", "steps must be a non-empty list.")
+        raise DefinitionInvalid(c.errors)
+    ids: list[str] = []
+    for i, step in enumerate(steps):
+        if not isinstance(step, dict):
+            c.add(f"#{i + 1}", "step", "invalid", "Each step must be a JSON object.")
+            continue
+        sid = step.get("id")
+        if not isinstance(sid, str) or not sid.strip():
+            c.add(f"#{i + 1}", "id", "required", "Each step needs an id.")
+            continue
+        if sid in ids:
+            c.add(sid, "id", "duplicate_id", f"Step id {sid!r} is used twice.")
+        ids.append(sid)
+    known = set(ids)
+    for step in steps:
+        if not isinstance(step, dict) or not isinstance(step.get("id"), str):
+            continue
+        sid, kind = step["id"], step.get("type")
+        if kind not in STEP_TYPES:
+            c.add(
+                sid,
+                "type",
+                "unknown_step_type",
+                f"Unknown step type {kind!r}; expected one of {', '.join(STEP_TYPES)}.",
+            )
+        elif kind == "send":
+            _send_validate(c, sid, step)
+        elif kind == "wait":
+            c.duration(sid, "duration", step.get("duration"))
+        elif kind == "wait_for_event":
+            if not step.get("event") or not isinstance(step.get("event"), str):
+                c.add(sid, "event", "required", "wait_for_event needs the event name to wait for.")
+            c.duration(sid, "timeout", step.get("timeout"))
+            if step.get("on_timeout", "continue") not in ("continue", "exit"):
+                c.add(sid, "on_timeout", "invalid_choice", "on_timeout must be continue or exit.")
+        elif kind == "branch":
+            cond = step.get("if")
+            ok = cond in BRANCH_CONDITIONS or (
+                isinstance(cond, dict) and isinstance(cond.get("attribute"), str) and "equals" in cond
+            )
+            if not ok:
+                c.add(
+                    sid,
+                    "if",
+                    "invalid_condition",
+                    'if must be converted, engaged or {"attribute": k, "equals": v}.',
+                )
+            if "then" not in step:
+                c.add(sid, "then", "required", "A branch needs a then step id.")
+            for key in ("then", "else"):
+                if key in step and step[key] not in known:
+                    c.add(sid, key, "unknown_step", f"{key} goes to {step[key]!r}, which is not a step id.")
+    if not c.errors:
+        _cycles_check(c, steps)
+    if c.errors:
+        raise DefinitionInvalid(c.errors)
+    return definition
+
+
+def _successors(steps: list[dict], index: int) -> list[str]:
+    step = steps[index]
+    following = [steps[index + 1]["id"]] if index + 1 < len(steps) else []
+    if step["type"] == "exit":
+        return []
+    if step["type"] == "branch":
+        return [step["then"], step.get("else") or (following[0] if following else None)]
+    return following
+
+
+def _cycles_check(c: _Collector, steps: list[dict]) -> None:
+    """A loop must pass through a wait: otherwise one enrollment would send without end in one go."""
+    index = {s["id"]: i for i, s in enumerate(steps)}
+    graph = {
+        s["id"]: [n for n in _successors(steps, i) if n and steps[index[n]]["type"] not in WAIT_TYPES]
+        for i, s in enumerate(steps)
+        if s["type"] not in WAIT_TYPES
+    }
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph.get(node, []):
+            if state.get(nxt) == 1:
+                loop = path[path.index(nxt) :] + [nxt]
+                c.add(nxt, "then", "cycle_without_wait", f"The loop {' → '.join(loop)} has no wait step.")
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for node in graph:
+        if node not in state:
+            visit(node, [node])
+
+
+@dataclass
+class CompiledStep:
+    id: str
+    type: str
+    index: int
+    raw: dict
+    next_id: str = ""  # the step after this one in list order ("" at the end)
+    duration: timedelta | None = None
+    timeout: timedelta | None = None
+    expires_after: timedelta | None = None
+
+
+@dataclass
+class CompiledDefinition:
+    steps: dict[str, CompiledStep]
+    first: str
+    goal_event: str = ""
+    goal_within: timedelta | None = None
+    trigger_event: str = ""
+
+
+def definition_compile(definition: dict) -> CompiledDefinition:
+    """The form the scheduler walks: steps by id with parsed durations."""
+    raw_steps = definition["steps"]
+    steps = {}
+    for i, s in enumerate(raw_steps):
+        steps[s["id"]] = CompiledStep(
+            id=s["id"],
+            type=s["type"],
+            index=i,
+            raw=s,
+            next_id=raw_steps[i + 1]["id"] if i + 1 < len(raw_steps) else "",
+            duration=duration_parse(s.get("duration")) if s.get("duration") else None,
+            timeout=duration_parse(s.get("timeout")) if s.get("timeout") else None,
+            expires_after=duration_parse(s.get("expires_after")) if s.get("expires_after") else None,
+        )
+    goal = definition.get("goal") or {}
+    return CompiledDefinition(
+        steps=steps,
+        first=raw_steps[0]["id"],
+        goal_event=goal.get("event", "") or "",
+        goal_within=duration_parse(goal["within"]) if goal.get("within") else None,
+        trigger_event=(definition.get("trigger") or {}).get("event", "") or "",
+    )
+
+
+def step_describe(step: dict) -> str:
+    """One plain line per step for the admin and the report."""
+    kind = step.get("type")
+    if kind == "send":
+        content = step.get("content") or {}
+        head = content.get("subject") or content.get("title") or ""
+        body = content.get("body") or ""
+        preview = f"{head} — {body}" if head and body else head or body
+        if len(preview) > 90:
+            preview = preview[:89] + "…"
+        channel = step.get("channel")
+        channel = "the next best channel" if channel == AUTO_CHANNEL else channel
+        return f"Send on {channel} ({step.get('purpose', 'engagement')}): “{preview}”"
+    if kind == "wait":
+        d = duration_parse(step.get("duration"))
+        return f"Wait {duration_format(d) if d else step.get('duration')}"
+    if kind == "wait_for_event":
+        t = duration_parse(step.get("timeout"))
+        then = "exit" if step.get("on_timeout") == "exit" else "go on"
+        limit = duration_format(t) if t else step.get("timeout")
+        return f"Wait for {step.get('event')} (at most {limit}, then {then})"
+    if kind == "branch":
+        cond = step.get("if")
+        if isinstance(cond, dict):
+            cond = f"{cond.get('attribute')} = {cond.get('equals')!r}"
+        elif cond == "engaged":
+            cond = "the previous send was opened or clicked"
+        elif cond == "converted":
+            cond = "the recipient converted"
+        return f"If {cond}: go to {step.get('then')}, else {step.get('else') or 'the next step'}"
+    if kind == "exit":
+        return "Exit"
+    return str(kind)

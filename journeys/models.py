@@ -1,0 +1,220 @@
+"""Journeys: a versioned sequence of steps, the recipients enrolled in it, and each step they ran.
+
+A `Journey` has a lifecycle (draft → proposed → approved → active → paused → archived); its steps live
+in `JourneyVersion`s (immutable once approved). An `Enrollment` stays on the version it entered and is
+advanced by the scheduler when its `next_run_at` comes; every step it runs leaves one `StepRun`.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone as dj_timezone
+
+from orchestrator.models import Channel, Event, Message, Recipient
+
+
+class JourneyStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    PROPOSED = "proposed", "Proposed"
+    APPROVED = "approved", "Approved"
+    ACTIVE = "active", "Active"
+    PAUSED = "paused", "Paused"
+    ARCHIVED = "archived", "Archived"
+
+
+class ReentryPolicy(models.TextChoices):
+    NEVER = "never", "Never re-enter"
+    AFTER_EXIT = "after_exit", "After the previous run ends"
+    COOLDOWN = "cooldown", "After a cool-down"
+
+
+class Journey(models.Model):
+    slug = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    owner_channel = models.CharField(
+        max_length=10, choices=Channel.choices, blank=True, default="", help_text="The owning team."
+    )
+    status = models.CharField(max_length=10, choices=JourneyStatus.choices, default=JourneyStatus.DRAFT)
+    # The approved version new enrollments enter (enrollments keep the version they entered).
+    live_version = models.ForeignKey(
+        "JourneyVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # Denormalised from the live version so the event hook finds triggered journeys with one indexed query.
+    trigger_event = models.CharField(max_length=200, blank=True, default="", db_index=True)
+    reentry = models.CharField(max_length=12, choices=ReentryPolicy.choices, default=ReentryPolicy.AFTER_EXIT)
+    reentry_cooldown = models.DurationField(null=True, blank=True)
+    created_at = models.DateTimeField(default=dj_timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=JourneyStatus.values), name="journey_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.slug})"
+
+
+class JourneyVersion(models.Model):
+    """One JSON definition of a journey (CONTRACT.md). Editable while a draft; frozen once approved."""
+
+    journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    definition = models.JSONField()
+    created_at = models.DateTimeField(default=dj_timezone.now, editable=False)
+    approved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["journey", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["journey", "number"], name="journeyversion_unique_number"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.journey.slug} v{self.number}"
+
+    def save(self, *args, **kwargs):
+        # Approved versions are what enrollments run on: their steps never change (a change is a new version).
+        if self.pk is not None:
+            stored = (
+                JourneyVersion.objects.filter(pk=self.pk).values_list("definition", "approved_at").first()
+            )
+            if stored and stored[1] is not None and stored[0] != self.definition:
+                raise ValidationError(f"{self} is approved: its definition cannot change.", code="frozen")
+        super().save(*args, **kwargs)
+
+    @property
+    def frozen(self) -> bool:
+        return self.approved_at is not None
+
+    @property
+    def steps(self) -> list[dict]:
+        return list((self.definition or {}).get("steps") or [])
+
+
+class EnrollmentStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    CONVERTED = "converted", "Converted"
+    EXITED = "exited", "Exited"
+
+
+class Waiting(models.TextChoices):
+    NOTHING = "", "Due"
+    TIME = "time", "A wait"
+    EVENT = "event", "An event"
+    MESSAGE = "message", "A deferred message"
+
+
+class EnrollmentTrigger(models.TextChoices):
+    EVENT = "event", "Product event"
+    API = "api", "API"
+    ADMIN = "admin", "Admin action"
+
+
+class Enrollment(models.Model):
+    """One recipient's run through one version of a journey."""
+
+    journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="enrollments")
+    version = models.ForeignKey(JourneyVersion, on_delete=models.PROTECT, related_name="enrollments")
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="enrollments")
+    status = models.CharField(
+        max_length=10, choices=EnrollmentStatus.choices, default=EnrollmentStatus.ACTIVE
+    )
+    trigger = models.CharField(
+        max_length=10, choices=EnrollmentTrigger.choices, default=EnrollmentTrigger.API
+    )
+    trigger_event = models.ForeignKey(
+        Event, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    # Where it is: the step to run (or being waited on), and what it waits for.
+    step_id = models.CharField(max_length=100, blank=True, default="")
+    seq = models.PositiveIntegerField(default=0, help_text="Step runs so far (the next StepRun's number).")
+    waiting = models.CharField(max_length=10, choices=Waiting.choices, blank=True, default="")
+    wait_event = models.CharField(max_length=200, blank=True, default="")
+    waiting_run = models.ForeignKey(
+        "StepRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False
+    )
+    wait_message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False
+    )
+    last_message = models.ForeignKey(
+        Message,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_constraint=False,
+        help_text="The previous send (for `engaged` branches).",
+    )
+    channels_used = models.JSONField(default=list, blank=True)
+    step_started_at = models.DateTimeField(null=True, blank=True)
+    next_run_at = models.DateTimeField(null=True, blank=True)
+
+    entered_at = models.DateTimeField(default=dj_timezone.now)
+    goal_deadline = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    exit_reason = models.CharField(max_length=300, blank=True, default="")
+
+    class Meta:
+        ordering = ["-entered_at", "-id"]
+        indexes = [
+            # The scheduler's claim: active enrollments whose time came, oldest first.
+            models.Index(fields=["next_run_at", "id"], name="enrollment_due", condition=Q(status="active")),
+            # Events wake / convert a recipient's active enrollments.
+            models.Index(
+                fields=["recipient"], name="enrollment_recipient_active", condition=Q(status="active")
+            ),
+            models.Index(fields=["journey", "status"], name="enrollment_journey_status"),
+        ]
+        constraints = [
+            # One active run per recipient and journey (re-entry races end here).
+            models.UniqueConstraint(
+                fields=["journey", "recipient"],
+                condition=Q(status="active"),
+                name="enrollment_one_active_per_recipient",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=EnrollmentStatus.values), name="enrollment_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.recipient_id} in {self.journey_id} ({self.status})"
+
+
+class StepRunStatus(models.TextChoices):
+    WAITING = "waiting", "Waiting"
+    DEFERRED = "deferred", "Send deferred by the governor"
+    SENT = "sent", "Sent (cleared by the governor)"
+    SKIPPED = "skipped", "Skipped"
+    DONE = "done", "Done"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class StepRun(models.Model):
+    """One step run by one enrollment: exactly once (unique per enrollment and step number)."""
+
+    enrollment = models.ForeignKey(Enrollment, on_delete=models.CASCADE, related_name="step_runs")
+    seq = models.PositiveIntegerField(help_text="Position in this enrollment's run (0, 1, 2...).")
+    step_id = models.CharField(max_length=100)
+    step_type = models.CharField(max_length=20)
+    status = models.CharField(max_length=10, choices=StepRunStatus.choices)
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="step_runs"
+    )
+    detail = models.TextField(blank=True, default="")
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["enrollment", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["enrollment", "seq"], name="steprun_once_per_enrollment_step"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.step_id} ({self.status})"

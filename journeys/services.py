@@ -1,0 +1,436 @@
+"""Writes on journeys: definitions and their lifecycle, enrollments, and the reactions to product events
+and message status changes. One action = one transaction; enqueueing happens on commit."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max, Q
+from django_q.tasks import async_task
+
+from orchestrator.models import Event, Message, MessageStatus, Recipient
+from orchestrator.signals import message_status_changed
+
+from .definition import (
+    DefinitionError,
+    DefinitionInvalid,
+    definition_compile,
+    definition_validate,
+    duration_parse,
+)
+from .models import (
+    Enrollment,
+    EnrollmentStatus,
+    EnrollmentTrigger,
+    Journey,
+    JourneyStatus,
+    JourneyVersion,
+    ReentryPolicy,
+    StepRun,
+    StepRunStatus,
+    Waiting,
+)
+
+logger = logging.getLogger(__name__)
+SLUG_RE = re.compile(r"[-a-zA-Z0-9_]{1,100}")
+
+
+class JourneyConflict(Exception):
+    """The journey's state does not allow this (the API answers 409)."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+# action → (statuses it may start from, status it leads to). `revise` is an addition to the contract's
+# actions: it takes an approved or paused journey back to draft so a change makes a new version.
+TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
+    "propose": (frozenset({JourneyStatus.DRAFT}), JourneyStatus.PROPOSED),
+    "approve": (frozenset({JourneyStatus.PROPOSED}), JourneyStatus.APPROVED),
+    "reject": (frozenset({JourneyStatus.PROPOSED}), JourneyStatus.DRAFT),
+    "activate": (frozenset({JourneyStatus.APPROVED, JourneyStatus.PAUSED}), JourneyStatus.ACTIVE),
+    "pause": (frozenset({JourneyStatus.ACTIVE}), JourneyStatus.PAUSED),
+    "archive": (
+        frozenset(
+            {
+                JourneyStatus.DRAFT,
+                JourneyStatus.PROPOSED,
+                JourneyStatus.APPROVED,
+                JourneyStatus.ACTIVE,
+                JourneyStatus.PAUSED,
+            }
+        ),
+        JourneyStatus.ARCHIVED,
+    ),
+    "revise": (frozenset({JourneyStatus.APPROVED, JourneyStatus.PAUSED}), JourneyStatus.DRAFT),
+}
+
+
+def journey_action_authorize(*, user: Any, action: str, journey: Journey) -> None:
+    """The hook where a role check per action goes (roles come in a later issue): allows all for now."""
+
+
+def _enqueue(func: str, *args: Any) -> None:
+    transaction.on_commit(lambda: async_task(func, *args))
+
+
+def _definition_fields(definition: Mapping[str, Any]) -> dict[str, Any]:
+    reentry = definition.get("reentry") or {}
+    return {
+        "name": definition["name"],
+        "owner_channel": definition.get("owner_channel", "") or "",
+    } | (
+        {
+            "reentry": reentry.get("policy", ReentryPolicy.AFTER_EXIT),
+            "reentry_cooldown": duration_parse(reentry.get("cooldown")) if reentry.get("cooldown") else None,
+        }
+    )
+
+
+def journey_create(*, definition: Mapping[str, Any], now: datetime) -> Journey:
+    """Create a draft journey with its first version. Raises DefinitionInvalid (nothing saved)."""
+    definition = dict(definition)
+    slug = definition.get("slug")
+    if not isinstance(slug, str) or not SLUG_RE.fullmatch(slug):
+        raise DefinitionInvalid(
+            [DefinitionError("", "slug", "invalid_slug", "slug is required: letters, digits, - and _ only.")]
+        )
+    definition_validate(definition, slug=slug)
+    with transaction.atomic():
+        if Journey.objects.filter(slug=slug).exists():
+            raise JourneyConflict("slug_taken", f"A journey with slug {slug!r} already exists.")
+        journey = Journey.objects.create(slug=slug, created_at=now, **_definition_fields(definition))
+        JourneyVersion.objects.create(journey=journey, number=1, definition=definition, created_at=now)
+    return journey
+
+
+def journey_latest_version(*, journey: Journey) -> JourneyVersion:
+    return journey.versions.order_by("-number").first()
+
+
+def journey_update(*, journey: Journey, changes: Mapping[str, Any], now: datetime) -> JourneyVersion:
+    """Edit a draft journey: its draft version in place, or a new version if the last one was approved."""
+    with transaction.atomic():
+        journey = Journey.objects.select_for_update().get(pk=journey.pk)
+        if journey.status != JourneyStatus.DRAFT:
+            raise JourneyConflict(
+                "not_draft",
+                f"{journey.slug} is {journey.status}: only a draft can be edited "
+                "(pause it, then `revise` to start a new version).",
+            )
+        latest = journey_latest_version(journey=journey)
+        definition = {**latest.definition, **dict(changes)}
+        definition_validate(definition, slug=journey.slug)
+        if latest.frozen:
+            latest = JourneyVersion.objects.create(
+                journey=journey, number=latest.number + 1, definition=definition, created_at=now
+            )
+        else:
+            latest.definition = definition
+            latest.save(update_fields=["definition"])
+        for key, value in _definition_fields(definition).items():
+            setattr(journey, key, value)
+        journey.save()
+    return latest
+
+
+def journey_transition(*, journey: Journey, action: str, now: datetime, user: Any = None) -> Journey:
+    """Move a journey along its lifecycle; JourneyConflict for an illegal move."""
+    if action not in TRANSITIONS:
+        raise JourneyConflict("unknown_action", f"Unknown action {action!r}.")
+    sources, target = TRANSITIONS[action]
+    with transaction.atomic():
+        journey = Journey.objects.select_for_update().get(pk=journey.pk)
+        journey_action_authorize(user=user, action=action, journey=journey)
+        if journey.status not in sources:
+            allowed = ", ".join(sorted(sources))
+            raise JourneyConflict(
+                "illegal_transition",
+                f"Cannot {action} {journey.slug}: it is {journey.status} (allowed from {allowed}).",
+            )
+        if action == "approve":
+            version = journey_latest_version(journey=journey)
+            # Re-check: the channel lint may have changed since the draft was saved.
+            definition_validate(version.definition, slug=journey.slug)
+            if not version.frozen:
+                version.approved_at = now
+                version.save(update_fields=["approved_at"])
+            journey.live_version = version
+            journey.trigger_event = (version.definition.get("trigger") or {}).get("event", "") or ""
+            for key, value in _definition_fields(version.definition).items():
+                setattr(journey, key, value)
+        if action == "activate" and journey.live_version_id is None:
+            raise JourneyConflict("not_approved", f"{journey.slug} has no approved version.")
+        if action == "archive":
+            enrollments_exit(journey=journey, reason="the journey was archived", now=now)
+        journey.status = target
+        journey.save()
+    return journey
+
+
+# --- enrollments ----------------------------------------------------------------------------------
+
+
+class EnrollmentRefused(JourneyConflict):
+    """The recipient may not enter the journey now (not active, or the re-entry policy)."""
+
+
+def _reentry_refusal(*, journey: Journey, recipient_id: int, now: datetime) -> str | None:
+    previous = Enrollment.objects.filter(journey=journey, recipient_id=recipient_id)
+    if previous.filter(status=EnrollmentStatus.ACTIVE).exists():
+        return "is already in this journey"
+    if journey.reentry == ReentryPolicy.NEVER and previous.exists():
+        return "was in this journey before and its re-entry policy is never"
+    if journey.reentry == ReentryPolicy.COOLDOWN and journey.reentry_cooldown:
+        last = previous.aggregate(last=Max("ended_at"))["last"]
+        if last and last > now - journey.reentry_cooldown:
+            return f"left this journey less than {journey.reentry_cooldown} ago (cool-down)"
+    return None
+
+
+def enrollment_create(
+    *,
+    journey: Journey,
+    recipient: Recipient,
+    now: datetime,
+    trigger: str = EnrollmentTrigger.API,
+    event: Event | None = None,
+) -> Enrollment:
+    """Enroll a recipient now (on the live version); the first step runs right after commit."""
+    if journey.status != JourneyStatus.ACTIVE:
+        raise EnrollmentRefused("journey_not_active", f"{journey.slug} is {journey.status}, not active.")
+    refusal = _reentry_refusal(journey=journey, recipient_id=recipient.pk, now=now)
+    if refusal:
+        raise EnrollmentRefused("reentry_refused", f"{recipient.external_id} {refusal}.")
+    version = journey.live_version
+    compiled = definition_compile(version.definition)
+    try:
+        with transaction.atomic():
+            enrollment = Enrollment.objects.create(
+                journey=journey,
+                version=version,
+                recipient=recipient,
+                trigger=trigger,
+                trigger_event=event,
+                step_id=compiled.first,
+                next_run_at=now,
+                entered_at=now,
+                goal_deadline=now + compiled.goal_within if compiled.goal_within else None,
+            )
+    except IntegrityError as exc:  # a concurrent enrollment of the same recipient won
+        raise EnrollmentRefused(
+            "reentry_refused", f"{recipient.external_id} is already in this journey."
+        ) from exc
+    _enqueue("journeys.tasks.enrollments_advance_task", [enrollment.pk])
+    return enrollment
+
+
+@dataclass(frozen=True)
+class BulkEnrollResult:
+    enrolled: int
+    skipped: int
+
+
+def enrollments_create_bulk(
+    *, journey: Journey, recipient_ids: Iterable[int], now: datetime, trigger: str = EnrollmentTrigger.ADMIN
+) -> BulkEnrollResult:
+    """Enroll many recipients at once (the admin action); those the re-entry policy refuses are skipped."""
+    if journey.status != JourneyStatus.ACTIVE:
+        raise EnrollmentRefused("journey_not_active", f"{journey.slug} is {journey.status}, not active.")
+    ids = set(recipient_ids)
+    version = journey.live_version
+    compiled = definition_compile(version.definition)
+    with transaction.atomic():
+        previous = Enrollment.objects.filter(journey=journey, recipient_id__in=ids)
+        blocked = set(previous.filter(status=EnrollmentStatus.ACTIVE).values_list("recipient_id", flat=True))
+        if journey.reentry == ReentryPolicy.NEVER:
+            blocked |= set(previous.values_list("recipient_id", flat=True))
+        elif journey.reentry == ReentryPolicy.COOLDOWN and journey.reentry_cooldown:
+            blocked |= set(
+                previous.filter(ended_at__gt=now - journey.reentry_cooldown).values_list(
+                    "recipient_id", flat=True
+                )
+            )
+        rows = [
+            Enrollment(
+                journey=journey,
+                version=version,
+                recipient_id=rid,
+                trigger=trigger,
+                step_id=compiled.first,
+                next_run_at=now,
+                entered_at=now,
+                goal_deadline=now + compiled.goal_within if compiled.goal_within else None,
+            )
+            for rid in sorted(ids - blocked)
+        ]
+        # ON CONFLICT DO NOTHING: a concurrent enrollment of the same recipient keeps its own run.
+        created = Enrollment.objects.bulk_create(rows, ignore_conflicts=True)
+        count = Enrollment.objects.filter(
+            journey=journey,
+            status=EnrollmentStatus.ACTIVE,
+            recipient_id__in=[r.recipient_id for r in created],
+            entered_at=now,
+        ).count()
+        _enqueue("journeys.tasks.enrollments_advance_due_task")
+    return BulkEnrollResult(enrolled=count, skipped=len(ids) - count)
+
+
+def enrollments_exit(*, journey: Journey, reason: str, now: datetime) -> int:
+    """End every active enrollment of a journey (archive): nothing more will be sent from it."""
+    active = Enrollment.objects.filter(journey=journey, status=EnrollmentStatus.ACTIVE)
+    waiting_runs = list(active.exclude(waiting_run=None).values_list("waiting_run_id", flat=True))
+    messages = list(
+        active.filter(waiting=Waiting.MESSAGE)
+        .exclude(wait_message=None)
+        .values_list("wait_message_id", flat=True)
+    )
+    StepRun.objects.filter(pk__in=waiting_runs).update(
+        status=StepRunStatus.CANCELLED, finished_at=now, detail=reason
+    )
+    count = active.update(
+        status=EnrollmentStatus.EXITED, ended_at=now, next_run_at=None, waiting="", exit_reason=reason
+    )
+    if messages:
+        _enqueue("journeys.tasks.messages_cancel_task", messages, f"Cancelled: {reason}.")
+    return count
+
+
+def messages_cancel(*, message_ids: Iterable[int], reason: str, now: datetime) -> int:
+    """Suppress journey messages still deferred whose enrollment ended (converted or exited).
+
+    Runs outside the event's transaction (a task), so it never waits on a message while holding the
+    recipient's key lock (the governor's re-drive locks in the other order).
+    """
+    changed = []
+    with transaction.atomic():
+        for message in Message.objects.select_for_update().filter(
+            pk__in=list(message_ids), status=MessageStatus.DEFERRED
+        ):
+            message.status = MessageStatus.SUPPRESSED
+            message.suppressed_at = now
+            message.rule = "journey"
+            message.reason = reason
+            message.save(update_fields=["status", "suppressed_at", "rule", "reason", "updated_at"])
+            changed.append(message)
+        for message in changed:
+            message_status_changed.send(sender=Message, message=message, previous=MessageStatus.DEFERRED)
+    return len(changed)
+
+
+def _goal_reached(enrollment: Enrollment, event: Event) -> bool:
+    if event.name != enrollment.version.definition.get("goal", {}).get("event"):
+        return False
+    return event.occurred_at >= enrollment.entered_at and (
+        enrollment.goal_deadline is None or event.occurred_at <= enrollment.goal_deadline
+    )
+
+
+def enrollments_convert(*, enrollments: list[Enrollment], reason: str, now: datetime) -> None:
+    """Exit enrollments as converted, cancelling what was pending (a wait, a deferred send)."""
+    if not enrollments:
+        return
+    runs = [e.waiting_run_id for e in enrollments if e.waiting_run_id]
+    messages = [e.wait_message_id for e in enrollments if e.waiting == Waiting.MESSAGE and e.wait_message_id]
+    StepRun.objects.filter(pk__in=runs).update(
+        status=StepRunStatus.CANCELLED, finished_at=now, detail="The recipient converted."
+    )
+    Enrollment.objects.filter(pk__in=[e.pk for e in enrollments]).update(
+        status=EnrollmentStatus.CONVERTED,
+        ended_at=now,
+        next_run_at=None,
+        waiting="",
+        waiting_run=None,
+        exit_reason=reason,
+    )
+    if messages:
+        _enqueue("journeys.tasks.messages_cancel_task", messages, f"Cancelled: {reason}.")
+
+
+def event_apply(*, event: Event, now: datetime, blocking: bool = False) -> list[int]:
+    """React to a product event: enroll in journeys it triggers, convert on goals, wake waits.
+
+    Runs inside the event's transaction (the signal). Enrollment rows being advanced by a scheduler batch
+    right now are skipped rather than waited for (the event's insert holds the recipient's key lock, which
+    the batch's governor call needs: waiting would deadlock); a follow-up task applies it to those
+    (`blocking=True`). The scheduler also checks goals and awaited events itself before every step.
+    """
+    woken: list[int] = []
+    # Triggers.
+    if not blocking:
+        for journey in Journey.objects.filter(
+            status=JourneyStatus.ACTIVE, trigger_event=event.name
+        ).select_related("live_version"):
+            try:
+                enrollment = enrollment_create(
+                    journey=journey,
+                    recipient=event.recipient,
+                    now=now,
+                    trigger=EnrollmentTrigger.EVENT,
+                    event=event,
+                )
+            except EnrollmentRefused as exc:
+                logger.debug("event %s does not enroll: %s", event.pk, exc.detail)
+            else:
+                woken.append(enrollment.pk)
+    # Goals and awaited events of the recipient's active enrollments.
+    relevant = Enrollment.objects.filter(
+        recipient_id=event.recipient_id, status=EnrollmentStatus.ACTIVE
+    ).filter(Q(version__definition__goal__event=event.name) | Q(waiting=Waiting.EVENT, wait_event=event.name))
+    locked = list(
+        relevant.select_for_update(skip_locked=not blocking, of=("self",))
+        .select_related("version")
+        .order_by("pk")
+    )
+    converted = [e for e in locked if _goal_reached(e, event)]
+    enrollments_convert(
+        enrollments=converted,
+        reason=f"converted: {event.name} at {event.occurred_at:%Y-%m-%d %H:%M}",
+        now=now,
+    )
+    converted_ids = {e.pk for e in converted}
+    wake = [
+        e.pk
+        for e in locked
+        if e.pk not in converted_ids
+        and e.waiting == Waiting.EVENT
+        and e.wait_event == event.name
+        and (e.step_started_at is None or event.occurred_at >= e.step_started_at)
+    ]
+    if wake:
+        Enrollment.objects.filter(pk__in=wake).update(next_run_at=now)
+        woken.extend(wake)
+    if woken:
+        _enqueue("journeys.tasks.enrollments_advance_task", woken)
+    if not blocking and relevant.exclude(pk__in=[e.pk for e in locked]).exists():
+        _enqueue("journeys.tasks.event_apply_task", event.pk)
+    return woken
+
+
+def event_reapply(*, event_id: int, now: datetime) -> list[int]:
+    """The follow-up of `event_apply` for rows that were busy: waits for their locks this time."""
+    event = Event.objects.select_related("recipient").filter(pk=event_id).first()
+    if event is None:
+        return []
+    with transaction.atomic():
+        return event_apply(event=event, now=now, blocking=True)
+
+
+def message_wake(*, message_id: int, now: datetime) -> list[int]:
+    """A journey message left `deferred`: wake the enrollment waiting for it (called from a task)."""
+    with transaction.atomic():
+        ids = list(
+            Enrollment.objects.filter(
+                status=EnrollmentStatus.ACTIVE, waiting=Waiting.MESSAGE, wait_message_id=message_id
+            ).values_list("pk", flat=True)
+        )
+        Enrollment.objects.filter(pk__in=ids).update(next_run_at=now)
+    return ids

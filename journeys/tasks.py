@@ -1,0 +1,32 @@
+"""django-q2 tasks: thin, take ids, call one service. Each is safe to run twice (the record decides)."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+
+from . import scheduler, services
+
+
+def enrollments_advance_task(enrollment_ids: list[int]) -> int:
+    """Advance these enrollments now if they are due (a duplicate finds them no longer due)."""
+    return scheduler.enrollments_advance(now=timezone.now(), ids=list(enrollment_ids)).enrollments
+
+
+def enrollments_advance_due_task() -> int:
+    """Advance whatever is due (after a bulk enrollment)."""
+    return scheduler.enrollments_advance(now=timezone.now()).enrollments
+
+
+def event_apply_task(event_id: int) -> int:
+    """Apply an event to enrollments that were busy when it arrived (waiting for their locks)."""
+    return len(services.event_reapply(event_id=event_id, now=timezone.now()))
+
+
+def messages_cancel_task(message_ids: list[int], reason: str) -> int:
+    """Suppress still-deferred messages of enrollments that ended."""
+    return services.messages_cancel(message_ids=message_ids, reason=reason, now=timezone.now())
+
+
+def message_wake_task(message_id: int) -> int:
+    """A journey message left `deferred`: let its enrollment go on."""
+    return scheduler.enrollments_advance_for_message(message_id=message_id, now=timezone.now())

@@ -1,0 +1,64 @@
+"""Factories for journeys: a journey with a version, enrollments, step runs."""
+
+import factory
+from django.utils import timezone
+
+from journeys.demo import cart_recovery_definition
+from journeys.models import Enrollment, Journey, JourneyStatus, JourneyVersion, StepRun, StepRunStatus
+from tests.orchestrator.factories import ReachableRecipientFactory
+
+
+class JourneyFactory(factory.django.DjangoModelFactory):
+    """A draft journey (use `active_journey()` for one that runs)."""
+
+    class Meta:
+        model = Journey
+
+    slug = factory.Sequence(lambda n: f"journey-{n}")
+    name = factory.LazyAttribute(lambda o: o.slug.replace("-", " ").title())
+    status = JourneyStatus.DRAFT
+
+
+class JourneyVersionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = JourneyVersion
+
+    journey = factory.SubFactory(JourneyFactory)
+    number = 1
+    definition = factory.LazyAttribute(lambda o: {**cart_recovery_definition(), "slug": o.journey.slug})
+
+
+class EnrollmentFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Enrollment
+
+    version = factory.SubFactory(JourneyVersionFactory)
+    journey = factory.SelfAttribute("version.journey")
+    recipient = factory.SubFactory(ReachableRecipientFactory)
+    step_id = "nudge"
+    next_run_at = factory.LazyFunction(timezone.now)
+    entered_at = factory.LazyFunction(timezone.now)
+
+
+class StepRunFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = StepRun
+
+    enrollment = factory.SubFactory(EnrollmentFactory)
+    seq = factory.Sequence(lambda n: n)
+    step_id = "nudge"
+    step_type = "send"
+    status = StepRunStatus.DONE
+    started_at = factory.LazyFunction(timezone.now)
+
+
+def active_journey(definition: dict | None = None, *, now=None, **changes):
+    """A journey taken through propose → approve → activate by the services (as an operator would)."""
+    from journeys.services import journey_create, journey_transition
+
+    now = now or timezone.now()
+    definition = {**(definition or cart_recovery_definition()), **changes}
+    journey = journey_create(definition=definition, now=now)
+    for action in ("propose", "approve", "activate"):
+        journey = journey_transition(journey=journey, action=action, now=now)
+    return journey
