@@ -558,6 +558,9 @@ def _unnest(columns: list[tuple[str, str]]) -> tuple[str, str]:
 
 def _write(batch: list[Enrollment], b: _Batch) -> None:
     """Insert the new StepRuns, finish the settled ones and save the enrollments: three statements."""
+    if connection.vendor != "postgresql":
+        _write_portable(batch, b)
+        return
     if b.new_runs:
         runs = [run for _, run, _ in b.new_runs]
         arrays, select = _unnest(_STEPRUN_COLUMNS)
@@ -609,6 +612,22 @@ def _write(batch: list[Enrollment], b: _Batch) -> None:
                 for name, kind in columns
             ],
         )
+
+
+def _write_portable(batch: list[Enrollment], b: _Batch) -> None:
+    """The same writes through the ORM, for the embedded SQLite database of `make run` (no unnest)."""
+    if b.new_runs:
+        runs = StepRun.objects.bulk_create([run for _, run, _ in b.new_runs])
+        for (e, run, waits), created in zip(b.new_runs, runs, strict=True):
+            run.pk = created.pk
+            if waits and run.finished_at is None:
+                e.waiting_run_id = run.pk
+    for run_id, (status, detail, message_id) in b.run_updates.items():
+        fields = {"status": status, "detail": detail, "finished_at": b.now}
+        if message_id is not None:
+            fields["message_id"] = message_id
+        StepRun.objects.filter(pk=run_id).update(**fields)
+    Enrollment.objects.bulk_update(batch, [name for name, _ in _ENROLLMENT_COLUMNS])
 
 
 def enrollments_advance_for_message(*, message_id: int, now: datetime) -> int:

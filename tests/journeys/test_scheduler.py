@@ -329,3 +329,33 @@ def test_accepted_sends_are_handed_to_delivery_in_one_call_per_batch(monkeypatch
     )
     advance(committed, clock)
     assert len(calls) == 1 and sorted(calls[0]) == sorted(Message.objects.values_list("pk", flat=True))
+
+
+@pytest.mark.django_db
+def test_the_portable_writer_used_on_sqlite_advances_a_batch_like_the_postgresql_one(
+    clock, committed, monkeypatch
+):
+    """`make run` defaults to SQLite, which has no unnest: the ORM writer must give the same records."""
+    monkeypatch.setattr(scheduler, "_write", scheduler._write_portable)
+    journey = active_journey()
+    people = [ReachableRecipientFactory() for _ in range(3)]
+    Enrollment.objects.bulk_create(
+        Enrollment(
+            journey=journey,
+            version=journey.live_version,
+            recipient=r,
+            step_id="nudge",
+            next_run_at=clock.now,
+            entered_at=clock.now,
+        )
+        for r in people
+    )
+    committed(scheduler.enrollments_advance_due, now=clock.now, limit=100)
+    runs = sorted(StepRun.objects.values_list("enrollment__recipient_id", "step_id", "status"))
+    assert runs == sorted(
+        [(r.pk, "nudge", "sent") for r in people] + [(r.pk, "pause", "waiting") for r in people]
+    )
+    for e in Enrollment.objects.all():
+        assert (e.step_id, e.waiting) == ("pause", Waiting.TIME)
+        assert e.waiting_run_id == StepRun.objects.get(enrollment=e, step_id="pause").pk
+        assert e.next_run_at == clock.now + timedelta(hours=2)
