@@ -19,7 +19,8 @@ from . import selectors, services
 from .definition import DefinitionInvalid, step_describe
 from .models import Enrollment, Journey, JourneyStatus, JourneyVersion, StepRun
 
-STEP_ICONS = {"send": "✉", "wait": "⏱", "wait_for_event": "⚑", "branch": "⑂", "exit": "⏹"}
+# Glyphs from the fonts every desktop ships (DejaVu): no missing-glyph boxes.
+STEP_ICONS = {"send": "✉", "wait": "⌛", "wait_for_event": "⚑", "branch": "⑂", "exit": "■"}
 JOURNEY_COLOURS = {
     JourneyStatus.DRAFT: "#6b7280",
     JourneyStatus.PROPOSED: "#d97706",
