@@ -145,11 +145,11 @@ def deliveries_claim(*, message_ids: Iterable[int], now: datetime) -> list[Claim
         )
         if not messages:
             return []
+        # The latest attempt per message (at most RETRY_MAX_ATTEMPTS each): later numbers overwrite
+        # earlier ones. Portable, unlike DISTINCT ON, so delivery works on make run's SQLite too.
         last_attempts = {
             a.message_id: a
-            for a in DeliveryAttempt.objects.filter(message__in=messages)
-            .order_by("message_id", "-number")
-            .distinct("message_id")
+            for a in DeliveryAttempt.objects.filter(message__in=messages).order_by("message_id", "number")
         }
         addresses = _contact_addresses(messages)
         claimable: list[tuple[Message, int]] = []
