@@ -44,8 +44,9 @@ def idempotency_key(request) -> str | None:
 def idempotent_response(request, scope: str, action) -> Response:
     """Run `action` (returning (status, body)) honouring the request's Idempotency-Key."""
     try:
+        # Keys belong to the caller (as Stripe's belong to an account): two services may pick the same one.
         code, body, replayed = services.idempotent_call(
-            scope=scope, key=idempotency_key(request), body=request.data, action=action
+            scope=f"{scope}:{request.user.pk}", key=idempotency_key(request), body=request.data, action=action
         )
     except services.IdempotencyConflict as exc:
         raise Conflict(

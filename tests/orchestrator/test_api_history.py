@@ -168,3 +168,27 @@ def test_schema_and_docs_are_served(client, api):
     assert "/api/v1/recipients/" in paths and "/api/v1/events/" in paths
     docs = client.get("/api/docs/")
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
+
+
+def test_idempotency_keys_belong_to_their_caller(api, django_user_model):
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    RecipientFactory(external_id="e4")
+    other = APIClient()
+    other_user = django_user_model.objects.create_user(username="billing", password="x-pass-123")
+    other.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=other_user).key}")
+    first = api.post(
+        "/api/v1/events/",
+        {"recipient": "e4", "name": "purchase"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="order-1",
+    )
+    second = other.post(
+        "/api/v1/events/",
+        {"recipient": "e4", "name": "refund"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="order-1",
+    )
+    assert first.status_code == second.status_code == 201
+    assert Event.objects.count() == 2
