@@ -680,7 +680,11 @@ def deferred_redrive(*, now: datetime, limit: int) -> int:
         with transaction.atomic():
             claimed = list(
                 Message.objects.select_for_update(skip_locked=True)
-                .filter(status=MessageStatus.DEFERRED, deliver_after__lte=now)
+                .filter(
+                    # Due, or held by a pause (no time) but already past its expiry: expire it now.
+                    Q(deliver_after__lte=now) | Q(deliver_after__isnull=True, expires_at__lte=now),
+                    status=MessageStatus.DEFERRED,
+                )
                 .order_by("recipient_id", "-priority", "created_at", "id")[:size]
             )
             if not claimed:

@@ -132,6 +132,18 @@ def test_resume_releases_what_a_pause_held(no_governor, transitions):
     assert transitions == [(m.pk, MessageStatus.DEFERRED, MessageStatus.ACCEPTED)]
 
 
+def test_a_message_held_by_a_pause_expires_while_the_channel_is_still_paused(no_governor, transitions):
+    r = RecipientFactory()
+    channel_pause(channel="push", mode=PauseMode.DEFER, at=AT)
+    m = decide(r, channel="push", expires_at=AT + 2 * H)
+    assert m.status == MessageStatus.DEFERRED and m.deliver_after is None
+    assert deferred_redrive(now=AT + H, limit=100) == 0  # still fresh: held
+    assert deferred_redrive(now=AT + 2 * H, limit=100) == 1  # past expires_at: expired, pause or not
+    m.refresh_from_db()
+    assert m.status == MessageStatus.EXPIRED and m.expired_at == AT + 2 * H
+    assert transitions == [(m.pk, MessageStatus.DEFERRED, MessageStatus.EXPIRED)]
+
+
 def test_a_suppressing_pause_suppresses_what_comes_due(no_governor, transitions):
     r = RecipientFactory()
     m = waiting(r, priority=50, created_at=AT - H, deliver_after=AT)
