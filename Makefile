@@ -19,9 +19,10 @@ run: $(VENV)/.installed
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py seed_demo
 	@echo "Starting the task cluster (qcluster) and the server on http://127.0.0.1:8000 (Ctrl-C stops both)"
-	@trap 'kill 0' EXIT INT TERM; \
+	@trap 'trap - EXIT INT TERM; kill 0' EXIT INT TERM; \
 	  $(PY) manage.py qcluster & \
-	  $(PY) manage.py runserver 127.0.0.1:8000 --noreload
+	  $(PY) manage.py runserver 127.0.0.1:8000 --noreload & \
+	  wait
 
 browser-deps:
 	@command -v chromium >/dev/null 2>&1 || { \
