@@ -19,9 +19,11 @@ run: $(VENV)/.installed
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py seed_demo
 	@echo "Starting the task cluster (qcluster) and the server on http://127.0.0.1:8000 (Ctrl-C stops both)"
-	@trap 'trap - EXIT INT TERM; kill 0' EXIT INT TERM; \
-	  $(PY) manage.py qcluster & \
-	  $(PY) manage.py runserver 127.0.0.1:8000 --noreload & \
+	@# Stop both on Ctrl-C or SIGTERM: a short grace, then KILL (the qcluster can hang while stopping;
+	@# the database is the record and every task is idempotent, so nothing is lost).
+	@trap 'trap - EXIT INT TERM; kill $$cluster $$server 2>/dev/null; sleep 5; pkill -9 -P $$cluster 2>/dev/null; kill -9 $$cluster $$server 2>/dev/null' EXIT INT TERM; \
+	  $(PY) manage.py qcluster & cluster=$$!; \
+	  $(PY) manage.py runserver 127.0.0.1:8000 --noreload & server=$$!; \
 	  wait
 
 browser-deps:
