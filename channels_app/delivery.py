@@ -28,11 +28,11 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from orchestrator.models import ContactPoint, Message, MessageStatus
+from orchestrator.services import message_status_move
 from orchestrator.signals import message_status_changed
 
 from .backends import BaseBackend, Outgoing, SendResult, backend_for_channel
 from .models import AttemptOutcome, DeliveryAttempt
-from .services import message_status_move
 
 logger = logging.getLogger(__name__)
 

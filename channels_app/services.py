@@ -1,8 +1,9 @@
 """Writes on message status outside the governor: provider results, receipts, the in-app inbox.
 
-Every status change goes through `message_status_move`, which sets the per-status timestamp and sends
-`message_status_changed` inside the caller's transaction. Statuses only move forward (a receipt that
-arrives late never moves a message backwards); the one exception is an operator's "retry now".
+Every status change goes through `orchestrator.services.message_status_move`, which sets the
+per-status timestamp and sends `message_status_changed` inside the caller's transaction. Statuses only
+move forward (a receipt that arrives late never moves a message backwards); the one exception is an
+operator's "retry now".
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from orchestrator.models import Channel, Message, MessageStatus, Recipient
-from orchestrator.signals import message_status_changed
+from orchestrator.services import message_status_move
 
 # Engagement order: a receipt may move a message up this ladder, never down.
 RANK = {
@@ -46,19 +47,6 @@ RECEIPT_STATUS = {
     ReceiptType.BOUNCED: MessageStatus.FAILED,
     ReceiptType.FAILED: MessageStatus.FAILED,
 }
-
-
-def message_status_move(
-    *, message: Message, status: str, at: datetime, update_fields: Iterable[str] = ()
-) -> Message:
-    """Set the status and its timestamp, save, and tell listeners (inside the caller's transaction)."""
-    previous = message.status
-    stamp = f"{status}_at"
-    message.status = status
-    setattr(message, stamp, at)
-    message.save(update_fields=sorted({"status", stamp, "updated_at", *update_fields}))
-    message_status_changed.send(sender=Message, message=message, previous=previous)
-    return message
 
 
 @dataclass(frozen=True)

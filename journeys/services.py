@@ -15,7 +15,7 @@ from django.db.models import Max, Q
 from django_q.tasks import async_task
 
 from orchestrator.models import Event, Message, MessageStatus, Recipient
-from orchestrator.signals import message_status_changed
+from orchestrator.services import message_status_move
 
 from .definition import (
     DefinitionError,
@@ -310,20 +310,18 @@ def messages_cancel(*, message_ids: Iterable[int], reason: str, now: datetime) -
     Runs outside the event's transaction (a task), so it never waits on a message while holding the
     recipient's key lock (the governor's re-drive locks in the other order).
     """
-    changed = []
     with transaction.atomic():
-        for message in Message.objects.select_for_update().filter(
-            pk__in=list(message_ids), status=MessageStatus.DEFERRED
-        ):
-            message.status = MessageStatus.SUPPRESSED
-            message.suppressed_at = now
-            message.rule = "journey"
-            message.reason = reason
-            message.save(update_fields=["status", "suppressed_at", "rule", "reason", "updated_at"])
-            changed.append(message)
-        for message in changed:
-            message_status_changed.send(sender=Message, message=message, previous=MessageStatus.DEFERRED)
-    return len(changed)
+        deferred = list(
+            Message.objects.select_for_update().filter(
+                pk__in=list(message_ids), status=MessageStatus.DEFERRED
+            )
+        )
+        for message in deferred:
+            message.rule, message.reason = "journey", reason
+            message_status_move(
+                message=message, status=MessageStatus.SUPPRESSED, at=now, update_fields=["rule", "reason"]
+            )
+    return len(deferred)
 
 
 def _goal_reached(enrollment: Enrollment, event: Event) -> bool:
