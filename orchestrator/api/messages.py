@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
+from django.urls import path
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
@@ -134,8 +135,6 @@ class MessageDetailView(APIView):
         )
         return Response(MessageDetailSerializer(message).data)
 
-
-from django.urls import path  # noqa: E402
 
 urlpatterns = [
     path("messages/", MessageCreateView.as_view(), name="message-create"),
