@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +60,14 @@ def admin_login(page, live_server, username: str, password: str) -> None:
     page.fill("#id_password", password)
     page.click("input[type=submit]")
     page.wait_for_selector("#site-name")
+
+
+ARTEFACTS = Path(__file__).resolve().parents[1] / "var" / "test-artefacts"
+
+
+def screenshot(page, name: str) -> Path:
+    """Save a full-page screenshot as a test artefact (var/test-artefacts/<name>.png) and return its path."""
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTEFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path

@@ -1,20 +1,17 @@
 """The messaging team's other screens in a real browser: the governor overview and a journey's step flow."""
 
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
 from journeys.models import JourneyStatus
 from orchestrator.pipeline import message_send
-from tests.browser import admin_login, browser_page  # noqa: F401
+from tests.browser import admin_login, browser_page, screenshot  # noqa: F401
 from tests.journeys.factories import active_journey
 from tests.orchestrator.factories import ReachableRecipientFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-SHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 
 
 @pytest.fixture
@@ -42,8 +39,7 @@ def test_governor_overview_shows_the_deferred_queue_and_the_deciding_rule(browse
     assert "capped-carla" in queue.inner_text()
     assert "3 of 3 engagement+promotional messages in the last 24 h" in queue.inner_text()
     assert "Engagement + promotional" in page.locator("section", has_text="Decisions by rule").inner_text()
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "governor-overview.png"), full_page=True)
+    screenshot(page, "governor-overview")
 
 
 def test_journey_page_reads_as_a_step_flow_with_lifecycle_buttons(browser_page, live_server, team):  # noqa: F811
@@ -59,8 +55,7 @@ def test_journey_page_reads_as_a_step_flow_with_lifecycle_buttons(browser_page, 
     flow = page.locator("ol.orch-steps").inner_text()
     assert "Still thinking it over?" in flow and "app_open" in flow
     assert "{" not in flow, "the steps read as prose, not raw JSON"
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "journey.png"), full_page=True)
+    screenshot(page, "journey")
 
     with page.expect_navigation():
         page.locator("#lifecycle input[value=Pause]").click()

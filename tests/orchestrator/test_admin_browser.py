@@ -1,18 +1,15 @@
 """The admin as the messaging team uses it, in a real browser."""
 
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
-from tests.browser import admin_login, browser_page  # noqa: F401
+from tests.browser import admin_login, browser_page, screenshot  # noqa: F401
 
 from .factories import ContactPointFactory, EventFactory, MessageFactory, RecipientFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-SHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 
 
 @pytest.fixture
@@ -58,8 +55,7 @@ def test_team_finds_a_recipient_by_email_and_reads_the_timeline(browser_page, li
     assert "purchase" in rows.nth(1).inner_text()
     assert "Cart saved" in rows.nth(2).inner_text()
     assert "Last 24 h: 2 messages" in page.locator(".orch-today").inner_text()
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "recipient-timeline.png"), full_page=True)
+    screenshot(page, "recipient-timeline")
 
     # From the timeline to the read-only message, and back to the filtered message list.
     rows.nth(2).locator("a").click()
