@@ -293,3 +293,29 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scope}:{self.key}"
+
+
+class SegmentMatch(models.TextChoices):
+    ALL = "all", "All conditions"
+    ANY = "any", "Any condition"
+
+
+class Segment(models.Model):
+    """A saved, named audience: conditions on recipients (see orchestrator.segments), evaluated in the
+    database whenever it is counted, previewed or sent to."""
+
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True, default="")
+    match = models.CharField(max_length=3, choices=SegmentMatch.choices, default=SegmentMatch.ALL)
+    conditions = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=dj_timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(match__in=SegmentMatch.values), name="segment_match_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

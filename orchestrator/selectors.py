@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet, Window
 from django.utils import timezone
 
-from .models import Event, Message, Recipient
+from .models import Event, Message, Recipient, Segment
+from .segments import segment_q
 
 
 def recipient_messages(
@@ -77,3 +79,54 @@ def recipient_timeline(
         reverse=True,
     )
     return list(merged)[:limit]
+
+
+SAMPLE_SIZE = 10
+
+
+def segment_recipients(*, segment: Segment, at: datetime) -> QuerySet[Recipient]:
+    """The segment's members now: one set-based query (no Python loop over recipients)."""
+    return segment_recipients_for(match=segment.match, conditions=segment.conditions, at=at)
+
+
+def segment_recipients_for(*, match: str, conditions: list[Mapping], at: datetime) -> QuerySet[Recipient]:
+    """Members of an unsaved (validated) definition: what the admin previews while editing."""
+    return Recipient.objects.filter(segment_q(match=match, conditions=conditions, at=at))
+
+
+@dataclass(frozen=True)
+class SegmentPreview:
+    count: int
+    sample: list[str]
+
+
+def segment_preview_for(*, match: str, conditions: list[Mapping], at: datetime) -> SegmentPreview:
+    """How many match and the first few external ids, in ONE query (the count is a window over the
+    matching rows, taken before the LIMIT)."""
+    rows = list(
+        segment_recipients_for(match=match, conditions=conditions, at=at)
+        .annotate(total=Window(Count("id")))
+        .order_by("id")
+        .values_list("external_id", "total")[:SAMPLE_SIZE]
+    )
+    return SegmentPreview(count=rows[0][1] if rows else 0, sample=[r[0] for r in rows])
+
+
+def segment_preview(*, segment: Segment, at: datetime) -> SegmentPreview:
+    return segment_preview_for(match=segment.match, conditions=segment.conditions, at=at)
+
+
+def segment_recipient_ids_batches(
+    *, segment: Segment, at: datetime, after_id: int = 0, up_to_id: int | None = None, batch_size: int = 1000
+) -> Iterator[list[int]]:
+    """The members' ids in ascending batches (keyset pagination on the primary key): a campaign streams
+    them; never all in memory at once."""
+    qs = segment_recipients(segment=segment, at=at)
+    if up_to_id is not None:
+        qs = qs.filter(pk__lte=up_to_id)
+    while True:
+        ids = list(qs.filter(pk__gt=after_id).order_by("pk").values_list("pk", flat=True)[:batch_size])
+        if not ids:
+            return
+        yield ids
+        after_id = ids[-1]

@@ -28,8 +28,10 @@ from .models import (
     Preference,
     Purpose,
     Recipient,
+    Segment,
     validate_timezone,
 )
+from .segments import SegmentInvalid, segment_definition_validate
 from .signals import event_ingested, message_status_changed, recipient_changed
 
 
@@ -315,3 +317,57 @@ def idempotent_call(
         record.response_status, record.response_body = status, payload
         record.save(update_fields=["response_status", "response_body"])
     return status, payload, False
+
+
+def _segment_fields_validate(*, name: Any, description: Any, match: Any, conditions: Any) -> dict[str, Any]:
+    errors: dict[str, list[str]] = {}
+    if not isinstance(name, str) or not name.strip() or len(name) > 200 or "\x00" in name:
+        errors["name"] = ["name is required: at most 200 characters."]
+    if not isinstance(description, str) or len(description) > 2000 or "\x00" in description:
+        errors["description"] = ["description is text of at most 2000 characters."]
+    try:
+        segment_definition_validate(match=match, conditions=conditions)
+    except SegmentInvalid as exc:
+        errors.update(exc.errors)
+    if errors:
+        raise SegmentInvalid(errors)
+    return {"name": name.strip(), "description": description, "match": match, "conditions": list(conditions)}
+
+
+def segment_create(*, name: Any, conditions: Any, match: Any = "all", description: Any = "") -> Segment:
+    """Create a segment; SegmentInvalid (by field) writes nothing."""
+    fields = _segment_fields_validate(name=name, description=description, match=match, conditions=conditions)
+    with transaction.atomic():
+        if Segment.objects.filter(name=fields["name"]).exists():
+            raise SegmentInvalid({"name": [f"A segment named {fields['name']!r} already exists."]})
+        try:
+            with transaction.atomic():
+                return Segment.objects.create(**fields)
+        except IntegrityError as exc:  # a concurrent create of the same name
+            raise SegmentInvalid({"name": [f"A segment named {fields['name']!r} already exists."]}) from exc
+
+
+def segment_update(*, segment: Segment, changes: Mapping[str, Any]) -> Segment:
+    """Change a segment's name, description, match or conditions (validated together)."""
+    unknown = set(changes) - {"name", "description", "match", "conditions"}
+    if unknown:
+        raise SegmentInvalid({key: ["unknown field."] for key in sorted(map(str, unknown))})
+    current = {
+        "name": segment.name,
+        "description": segment.description,
+        "match": segment.match,
+        "conditions": segment.conditions,
+    }
+    fields = _segment_fields_validate(**{**current, **changes})
+    with transaction.atomic():
+        segment = Segment.objects.select_for_update().get(pk=segment.pk)
+        if Segment.objects.filter(name=fields["name"]).exclude(pk=segment.pk).exists():
+            raise SegmentInvalid({"name": [f"A segment named {fields['name']!r} already exists."]})
+        for key, value in fields.items():
+            setattr(segment, key, value)
+        try:
+            with transaction.atomic():
+                segment.save()
+        except IntegrityError as exc:
+            raise SegmentInvalid({"name": [f"A segment named {fields['name']!r} already exists."]}) from exc
+    return segment
