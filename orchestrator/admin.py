@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import json
+
+from django import forms
 from django.contrib import admin
 from django.db.models import Count, Q
+from django.http import JsonResponse
+from django.urls import path
 from django.utils import timezone
 from django.utils.html import format_html
 
-from . import selectors
-from .models import ContactPoint, Event, IdempotencyKey, Message, MessageStatus, Preference, Recipient
+from . import selectors, services
+from .models import (
+    Channel,
+    ContactPoint,
+    Event,
+    IdempotencyKey,
+    Message,
+    MessageStatus,
+    Preference,
+    Purpose,
+    Recipient,
+    Segment,
+)
+from .segments import SegmentInvalid, segment_definition_validate, segment_describe
 
 STATUS_COLOURS = {
     MessageStatus.ACCEPTED: "#2563eb",
@@ -157,3 +174,109 @@ class IdempotencyKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["scope", "key", "response_status", "created_at"]
     search_fields = ["key"]
     list_filter = ["scope"]
+
+
+# --- segments --------------------------------------------------------------------------------------
+
+
+class SegmentForm(forms.ModelForm):
+    """The builder (static/orchestrator/segment_builder.js) writes the conditions as JSON into
+    `conditions`; validation is the service's, with the path of every error (conditions[1].op)."""
+
+    conditions = forms.JSONField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 6, "cols": 90, "class": "orch-json"}),
+        help_text="The conditions as JSON (CONTRACT.md); the builder above writes it for you.",
+    )
+
+    class Meta:
+        model = Segment
+        fields = ["name", "description", "match", "conditions"]
+        widgets = {"description": forms.Textarea(attrs={"rows": 2, "cols": 90})}
+
+    def clean_conditions(self):
+        return self.cleaned_data.get("conditions") or []
+
+    def clean(self):
+        data = super().clean()
+        try:
+            segment_definition_validate(match=data.get("match"), conditions=data.get("conditions") or [])
+        except SegmentInvalid as exc:
+            raise forms.ValidationError(
+                [f"{field}: {' '.join(messages)}" for field, messages in exc.errors.items()]
+            ) from exc
+        return data
+
+
+@admin.register(Segment)
+class SegmentAdmin(admin.ModelAdmin):
+    form = SegmentForm
+    list_display = ["name", "match", "summary", "updated_at"]
+    list_filter = ["match"]
+    search_fields = ["name", "description"]
+    change_form_template = "admin/orchestrator/segment/change_form.html"
+    fieldsets = [
+        (None, {"fields": ["name", "description", "match"]}),
+        ("Conditions as JSON", {"fields": ["conditions"], "classes": ["collapse"]}),
+    ]
+
+    @admin.display(description="Who")
+    def summary(self, obj: Segment) -> str:
+        text = segment_describe(match=obj.match, conditions=obj.conditions)
+        return text if len(text) <= 140 else text[:139] + "…"
+
+    def save_model(self, request, obj, form, change):
+        fields = {k: form.cleaned_data[k] for k in ("name", "description", "match", "conditions")}
+        try:
+            if change:
+                saved = services.segment_update(segment=Segment.objects.get(pk=obj.pk), changes=fields)
+            else:
+                saved = services.segment_create(**fields)
+        except SegmentInvalid as exc:  # a concurrent rename took the name: shown as an error
+            raise forms.ValidationError(str(exc)) from exc
+        obj.pk, obj.created_at, obj.updated_at = saved.pk, saved.created_at, saved.updated_at
+
+    def get_urls(self):
+        return [
+            path(
+                "preview/",
+                self.admin_site.admin_view(self.preview_view),
+                name="orchestrator_segment_preview",
+            ),
+            *super().get_urls(),
+        ]
+
+    def preview_view(self, request):
+        """The live count and sample of the definition being edited (POST {match, conditions})."""
+        if request.method != "POST" or not self.has_view_or_change_permission(request):
+            return JsonResponse({"errors": {"": ["POST the definition."]}}, status=405)
+        try:
+            body = json.loads(request.body or b"{}")
+        except ValueError:
+            return JsonResponse({"errors": {"": ["Expected JSON."]}}, status=400)
+        if not isinstance(body, dict):
+            return JsonResponse({"errors": {"": ["Expected a JSON object."]}}, status=400)
+        match, conditions = body.get("match", "all"), body.get("conditions", [])
+        try:
+            segment_definition_validate(match=match, conditions=conditions)
+        except SegmentInvalid as exc:
+            return JsonResponse({"errors": exc.errors}, status=400)
+        preview = selectors.segment_preview_for(match=match, conditions=conditions, at=timezone.now())
+        return JsonResponse(
+            {
+                "count": preview.count,
+                "sample": preview.sample,
+                "summary": segment_describe(match=match, conditions=conditions),
+            }
+        )
+
+    def render_change_form(self, request, context, *args, **kwargs):
+        context.update(
+            builder_options=json.dumps(
+                {
+                    "channels": Channel.values,
+                    "purposes": Purpose.values,
+                }
+            ),
+        )
+        return super().render_change_form(request, context, *args, **kwargs)
