@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import transaction
 from django.http import QueryDict
 from django.shortcuts import get_object_or_404
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import permissions, serializers
 from rest_framework.exceptions import NotFound
@@ -152,6 +152,7 @@ class InboxView(APIView):
 
 
 urlpatterns = [
+    path("", include("channels_app.template_api")),
     path("messages/<int:pk>/events/", MessageEventView.as_view(), name="message-events"),
     path("webhooks/<str:provider>/", WebhookView.as_view(), name="webhook"),
     path("recipients/<str:external_id>/inbox/", InboxView.as_view(), name="recipient-inbox"),
