@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
-from django.urls import path
+from django.urls import include, path
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -207,6 +207,7 @@ class JourneyReportView(APIView):
 
 
 urlpatterns = [
+    path("", include("journeys.campaign_api")),
     path("journeys/", JourneyListView.as_view(), name="journey-list"),
     path("journeys/<slug:slug>/", JourneyDetailView.as_view(), name="journey-detail"),
     path("journeys/<slug:slug>/enrollments/", EnrollmentListView.as_view(), name="journey-enrollments"),

@@ -218,3 +218,142 @@ class StepRun(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.step_id} ({self.status})"
+
+
+# --- campaigns --------------------------------------------------------------------------------------
+
+
+class CampaignStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    PROPOSED = "proposed", "Proposed"
+    APPROVED = "approved", "Approved"
+    SCHEDULED = "scheduled", "Scheduled"
+    SENDING = "sending", "Sending"
+    DONE = "done", "Done"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+CAMPAIGN_FINAL = frozenset({CampaignStatus.DONE, CampaignStatus.CANCELLED})
+
+
+class ScheduleKind(models.TextChoices):
+    NOW = "now", "As soon as approved"
+    AT = "at", "At a time"
+    LOCAL_TIME = "local_time", "At a local time in each recipient's zone"
+
+
+class Campaign(models.Model):
+    """A one-off message to a segment: inline content or a template, sent through the one pipeline.
+
+    Once scheduled, its audience is written down (one CampaignRecipient per member, with the moment it is
+    due: the same for everyone, or the local time in each recipient's zone); the due work claims due
+    members in batches and sends them set-based, so nobody is sent twice and a cancel stops the rest.
+    """
+
+    name = models.CharField(max_length=200)
+    segment = models.ForeignKey("orchestrator.Segment", on_delete=models.PROTECT, related_name="campaigns")
+    channel = models.CharField(max_length=10, help_text="A channel, or auto (the next best per recipient).")
+    purpose = models.CharField(max_length=20)
+    template = models.ForeignKey(
+        "channels_app.MessageTemplate",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="campaigns",
+    )
+    template_revision = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The template revision that was approved."
+    )
+    content = models.JSONField(
+        default=dict, blank=True, help_text="Inline content when there is no template."
+    )
+    data = models.JSONField(default=dict, blank=True, help_text="Variables for the template ({{ data.* }}).")
+    priority = models.PositiveSmallIntegerField(default=50)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    schedule_kind = models.CharField(max_length=10, choices=ScheduleKind.choices, default=ScheduleKind.NOW)
+    send_at = models.DateTimeField(null=True, blank=True, help_text="When it starts (schedule at).")
+    local_time = models.TimeField(null=True, blank=True, help_text="Each recipient's local time.")
+    local_date = models.DateField(
+        null=True, blank=True, help_text="The day of the local time (blank: the next one in each zone)."
+    )
+    throttle_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=CampaignStatus.choices, default=CampaignStatus.DRAFT)
+
+    created_by = models.CharField(max_length=150, blank=True, default="")
+    approved_by = models.CharField(max_length=150, blank=True, default="")
+    created_at = models.DateTimeField(default=dj_timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+    proposed_at = models.DateTimeField(null=True, blank=True)
+    approved_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True, help_text="When its audience was written down.")
+    finished_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+
+    # The due work's bookkeeping.
+    next_run_at = models.DateTimeField(null=True, blank=True, help_text="When the due work looks at it next.")
+    window_started_at = models.DateTimeField(null=True, blank=True)
+    window_sent = models.PositiveIntegerField(default=0)
+    audience = models.PositiveIntegerField(default=0, help_text="Members when the audience was written down.")
+    note = models.TextField(blank=True, default="", help_text="The last thing worth knowing (why it waits).")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["next_run_at"],
+                name="campaign_due",
+                condition=Q(status__in=["scheduled", "sending"]),
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=CampaignStatus.values), name="campaign_status_valid"
+            ),
+            models.CheckConstraint(condition=Q(priority__lte=100), name="campaign_priority_range"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def source_ref(self) -> str:
+        """What its messages carry in Message.source_ref (segments find them by the id prefix)."""
+        return f"{self.pk} · {self.name}"[:200]
+
+
+class MemberState(models.TextChoices):
+    PENDING = "pending", "Not decided yet"
+    DECIDED = "decided", "Decided by the pipeline"
+    REFUSED = "refused", "Refused before the governor"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class CampaignRecipient(models.Model):
+    """One member of a campaign's audience: when it is due and what became of it (exactly once)."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="members")
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="+", db_index=False)
+    due_at = models.DateTimeField()
+    state = models.CharField(max_length=10, choices=MemberState.choices, default=MemberState.PENDING)
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False
+    )
+    detail = models.TextField(blank=True, default="", help_text="Why it was refused.")
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["campaign", "due_at", "recipient"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "recipient"], name="campaignrecipient_once"),
+        ]
+        indexes = [
+            # The claim: a campaign's due members, by due time then recipient id.
+            models.Index(
+                fields=["campaign", "due_at", "recipient"],
+                name="campaignrecipient_due",
+                condition=Q(state="pending"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.recipient_id} in campaign {self.campaign_id} ({self.state})"

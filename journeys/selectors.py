@@ -85,3 +85,46 @@ def journey_report(*, journey: Journey) -> dict[str, Any]:
             "linear": {k: round(v, 3) for k, v in linear.items()},
         },
     }
+
+
+def campaign_progress(*, campaign) -> dict[str, Any]:
+    """Where a campaign stands: members by state, and its messages now by status, channel and the rule
+    that decided them (two grouped queries over its own members)."""
+    from .models import CampaignRecipient, MemberState
+
+    states = dict(
+        CampaignRecipient.objects.filter(campaign=campaign)
+        .values_list("state")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    by_status: Counter = Counter()
+    by_channel: Counter = Counter()
+    by_rule: Counter = Counter()
+    rows = (
+        CampaignRecipient.objects.filter(campaign=campaign, state=MemberState.DECIDED)
+        .values_list("message__status", "message__channel", "message__rule")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    for status, channel, rule, n in rows:
+        by_status[status or "erased"] += n
+        by_channel[channel or "erased"] += n
+        by_rule[rule or "within every cap"] += n
+    refused = (
+        CampaignRecipient.objects.filter(campaign=campaign, state=MemberState.REFUSED)
+        .values_list("detail")
+        .annotate(n=Count("id"))
+        .order_by("-n")[:5]
+    )
+    return {
+        "audience": sum(states.values()),
+        "undecided": states.get(MemberState.PENDING, 0),
+        "decided": states.get(MemberState.DECIDED, 0),
+        "refused": states.get(MemberState.REFUSED, 0),
+        "cancelled": states.get(MemberState.CANCELLED, 0),
+        "by_status": dict(by_status.most_common()),
+        "by_channel": dict(by_channel.most_common()),
+        "by_rule": dict(by_rule.most_common()),
+        "refused_reasons": {detail: n for detail, n in refused},
+    }

@@ -166,8 +166,13 @@ ORCHESTRATOR = {
     "DUE_WORK": [
         "governor.services.deferred_redrive",
         "journeys.scheduler.enrollments_advance_due",
+        "journeys.campaigns.campaigns_advance_due",
         "channels_app.delivery.deliveries_sweep",
     ],
+    # Campaigns: recipients per batch (one pipeline call, one transaction), and how long one task sends
+    # before handing the rest to a new one (keep it below Q_CLUSTER["timeout"]).
+    "CAMPAIGN_BATCH_SIZE": int(os.environ.get("CAMPAIGN_BATCH_SIZE", "1000")),
+    "CAMPAIGN_TASK_TIME_BUDGET_SECONDS": float(os.environ.get("CAMPAIGN_TASK_TIME_BUDGET_SECONDS", "25")),
     # How often the django-q2 schedule runs the due-work pass.
     "DUE_WORK_EVERY_MINUTES": 1,
 }
