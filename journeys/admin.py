@@ -5,19 +5,34 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.http import HttpResponseRedirect
+from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from channels_app.models import MessageTemplate
 from orchestrator.admin import ReadOnlyAdminMixin
-from orchestrator.models import Recipient
+from orchestrator.models import AUTO_CHANNEL, Channel, Purpose, Recipient
+from orchestrator.pipeline import SendRefused
 
-from . import selectors, services
+from . import campaigns, selectors, services
 from .definition import DefinitionInvalid, step_describe
-from .models import Enrollment, Journey, JourneyStatus, JourneyVersion, StepRun
+from .models import (
+    CAMPAIGN_FINAL,
+    Campaign,
+    CampaignRecipient,
+    CampaignStatus,
+    Enrollment,
+    Journey,
+    JourneyStatus,
+    JourneyVersion,
+    MemberState,
+    ScheduleKind,
+    StepRun,
+)
+from .selectors import campaign_progress
 
 # Glyphs from the fonts every desktop ships (DejaVu): no missing-glyph boxes.
 STEP_ICONS = {"send": "✉", "wait": "⌛", "wait_for_event": "⚑", "branch": "⑂", "exit": "■"}
@@ -320,3 +335,260 @@ def _attach_enroll_action() -> None:
 
 
 _attach_enroll_action()
+
+
+# --- campaigns -------------------------------------------------------------------------------------
+
+CAMPAIGN_COLOURS = {
+    CampaignStatus.DRAFT: "#6b7280",
+    CampaignStatus.PROPOSED: "#d97706",
+    CampaignStatus.APPROVED: "#2563eb",
+    CampaignStatus.SCHEDULED: "#7c3aed",
+    CampaignStatus.SENDING: "#0891b2",
+    CampaignStatus.DONE: "#16a34a",
+    CampaignStatus.CANCELLED: "#9ca3af",
+}
+
+
+class CampaignForm(forms.ModelForm):
+    """The campaign as a messaging team writes it; validated by the service (the API's rules)."""
+
+    channel = forms.ChoiceField(choices=[*Channel.choices, (AUTO_CHANNEL, "Auto (next best per recipient)")])
+    purpose = forms.ChoiceField(choices=Purpose.choices)
+    template = forms.ModelChoiceField(
+        queryset=MessageTemplate.objects.all(),
+        required=False,
+        to_field_name="key",
+        help_text="A template with its locale variants — or write the content below.",
+    )
+    subject = forms.CharField(required=False, widget=forms.TextInput(attrs={"size": 80}))
+    title = forms.CharField(required=False, widget=forms.TextInput(attrs={"size": 80}))
+    body = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4, "cols": 80}))
+    action_url = forms.CharField(required=False, widget=forms.TextInput(attrs={"size": 80}))
+    data = forms.JSONField(
+        required=False, help_text='Template variables ({{ data.* }}), e.g. {"sale": "spring"}.'
+    )
+    schedule_kind = forms.ChoiceField(
+        choices=ScheduleKind.choices, widget=forms.RadioSelect, initial=ScheduleKind.NOW, label="Send"
+    )
+    send_at = forms.DateTimeField(required=False, help_text="For 'at a time' (UTC), e.g. 2026-03-02 10:00.")
+    local_time = forms.TimeField(required=False, help_text="For 'at a local time', e.g. 10:00.")
+    local_date = forms.DateField(
+        required=False, help_text="Optional: the day (else the next one in each zone)."
+    )
+
+    class Meta:
+        model = Campaign
+        fields = [
+            "name",
+            "segment",
+            "channel",
+            "purpose",
+            "template",
+            "data",
+            "priority",
+            "expires_at",
+            "throttle_per_minute",
+        ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        instance = self.instance
+        if instance.pk:
+            for key in ("subject", "title", "body", "action_url"):
+                self.fields[key].initial = (instance.content or {}).get(key, "")
+            self.fields["schedule_kind"].initial = instance.schedule_kind
+            self.fields["send_at"].initial = instance.send_at
+            self.fields["local_time"].initial = instance.local_time
+            self.fields["local_date"].initial = instance.local_date
+
+    def input(self) -> dict:
+        data = self.cleaned_data
+        content = {k: data[k] for k in ("subject", "title", "body", "action_url") if data.get(k)}
+        kind = data.get("schedule_kind")
+        schedule: dict = {}
+        if kind == ScheduleKind.AT and data.get("send_at"):
+            schedule = {"at": data["send_at"].isoformat()}
+        elif kind == ScheduleKind.LOCAL_TIME and data.get("local_time"):
+            schedule = {"local_time": data["local_time"].strftime("%H:%M:%S")}
+            if data.get("local_date"):
+                schedule["date"] = data["local_date"].isoformat()
+        return {
+            "name": data.get("name"),
+            "segment": data["segment"].pk if data.get("segment") else None,
+            "channel": data.get("channel"),
+            "purpose": data.get("purpose"),
+            "template": data["template"].key if data.get("template") else None,
+            "content": content or None,
+            "data": data.get("data") or {},
+            "priority": data.get("priority") if data.get("priority") is not None else 50,
+            "expires_at": data.get("expires_at"),
+            "schedule": schedule,
+            "throttle_per_minute": data.get("throttle_per_minute"),
+        }
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        kind = data.get("schedule_kind")
+        if kind == ScheduleKind.AT and not data.get("send_at"):
+            self.add_error("send_at", "Give the time to send at.")
+        if kind == ScheduleKind.LOCAL_TIME and not data.get("local_time"):
+            self.add_error("local_time", "Give the local time, e.g. 10:00.")
+        if self.errors:
+            return data
+        try:
+            campaigns._campaign_fields(self.input(), now=timezone.now())
+        except campaigns.CampaignInvalid as exc:
+            for field, problems in exc.errors.items():
+                target = field.split(".")[0]
+                target = {"content": "body", "schedule": "schedule_kind"}.get(target, target)
+                self.add_error(target if target in self.fields else None, " ".join(problems))
+        return data
+
+
+@admin.register(Campaign)
+class CampaignAdmin(admin.ModelAdmin):
+    form = CampaignForm
+    list_display = ["name", "status_tag", "segment", "channel", "purpose", "when", "audience", "progress_bar"]
+    list_filter = ["status", "channel", "purpose", "schedule_kind"]
+    search_fields = ["name", "segment__name", "template__key"]
+    list_select_related = ["segment", "template"]
+    date_hierarchy = "created_at"
+    change_form_template = "admin/journeys/campaign/change_form.html"
+    fieldsets = [
+        (None, {"fields": ["name", "segment", "channel", "purpose", "priority", "expires_at"]}),
+        (
+            "Content",
+            {
+                "fields": ["template", "data", "subject", "title", "body", "action_url"],
+                "description": "Either a template (rendered per recipient, in their locale) or content here.",
+            },
+        ),
+        ("When", {"fields": ["schedule_kind", "send_at", "local_time", "local_date", "throttle_per_minute"]}),
+    ]
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # cancel instead: what was sent stays in the history
+
+    def has_change_permission(self, request, obj=None):
+        if obj is not None and obj.status != CampaignStatus.DRAFT:
+            return False  # only drafts are edited; the page stays viewable with its lifecycle and progress
+        return super().has_change_permission(request, obj)
+
+    def has_view_permission(self, request, obj=None):
+        return super().has_view_permission(request, obj) or super().has_change_permission(request, obj)
+
+    @admin.display(description="Status", ordering="status")
+    def status_tag(self, obj: Campaign) -> str:
+        colour = CAMPAIGN_COLOURS.get(obj.status, "#374151")
+        return format_html('<span class="orch-badge" style="background:{}">{}</span>', colour, obj.status)
+
+    @admin.display(description="When")
+    def when(self, obj: Campaign) -> str:
+        if obj.schedule_kind == ScheduleKind.LOCAL_TIME:
+            day = f" on {obj.local_date}" if obj.local_date else ""
+            return f"{obj.local_time:%H:%M} local{day}"
+        if obj.schedule_kind == ScheduleKind.AT:
+            return f"{obj.send_at:%Y-%m-%d %H:%M} UTC"
+        return "when approved"
+
+    @admin.display(description="Progress")
+    def progress_bar(self, obj: Campaign) -> str:
+        if not obj.audience:
+            return "—"
+        done = (
+            obj.audience - CampaignRecipient.objects.filter(campaign=obj, state=MemberState.PENDING).count()
+        )
+        width = int(120 * done / obj.audience)
+        return format_html(
+            '<span class="orch-bar" style="width:{}px"></span> {} / {}', width, done, obj.audience
+        )
+
+    def save_model(self, request, obj, form, change):
+        data = form.input()
+        if change:
+            saved = campaigns.campaign_update(campaign=obj, changes=data, now=timezone.now())
+        else:
+            saved = campaigns.campaign_create(data=data, now=timezone.now(), user=request.user)
+        obj.pk = saved.pk
+        obj.refresh_from_db()
+
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/campaign/<str:action>/",
+                self.admin_site.admin_view(self.action_view),
+                name="journeys_campaign_action",
+            ),
+            path(
+                "<path:object_id>/progress/",
+                self.admin_site.admin_view(self.progress_view),
+                name="journeys_campaign_progress",
+            ),
+            *super().get_urls(),
+        ]
+
+    def action_view(self, request, object_id, action):
+        campaign = get_object_or_404(Campaign, pk=object_id)
+        back = HttpResponseRedirect(reverse("admin:journeys_campaign_change", args=[campaign.pk]))
+        if request.method != "POST" or not self.has_view_permission(request, campaign):
+            return back
+        now = timezone.now()
+        try:
+            if action == "test":
+                recipient = Recipient.objects.filter(
+                    external_id=request.POST.get("test_recipient", "")
+                ).first()
+                if recipient is None:
+                    messages.error(request, "Test send: no recipient with that external id.")
+                    return back
+                message = campaigns.campaign_test_send(
+                    campaign=campaign, recipient=recipient, now=now, user=request.user
+                )
+                messages.success(
+                    request,
+                    f"Test sent to {recipient.external_id}: {message.channel}, {message.status}"
+                    f"{' — ' + message.reason if message.reason else ''}.",
+                )
+            else:
+                campaigns.campaign_transition(campaign=campaign, action=action, now=now, user=request.user)
+                messages.success(request, f"{campaign.name}: {action} done.")
+        except campaigns.CampaignConflict as exc:
+            messages.error(request, exc.detail)
+        except SendRefused as exc:
+            messages.error(request, f"Test send refused: {exc}")
+        return back
+
+    def progress_view(self, request, object_id):
+        campaign = get_object_or_404(Campaign, pk=object_id)
+        return JsonResponse(
+            {"status": campaign.status, "note": campaign.note, **campaign_progress(campaign=campaign)}
+        )
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = extra_context or {}
+        campaign = self.get_object(request, object_id)
+        if campaign is not None:
+            progress = campaign_progress(campaign=campaign)
+            extra_context.update(
+                campaign=campaign,
+                progress=progress,
+                bars={
+                    "By status": _bars(progress["by_status"]),
+                    "By channel": _bars(progress["by_channel"]),
+                    "By deciding rule": _bars(progress["by_rule"]),
+                },
+                actions_allowed=[
+                    a for a, (src, _) in campaigns.TRANSITIONS.items() if campaign.status in src
+                ],
+                can_test=campaign.status not in CAMPAIGN_FINAL,
+                schedule_text=self.when(campaign),
+            )
+        return super().change_view(request, object_id, form_url, extra_context=extra_context)
+
+
+def _bars(counts: dict[str, int]) -> list[dict]:
+    top = max(counts.values(), default=0) or 1
+    return [{"label": k, "value": v, "percent": int(100 * v / top)} for k, v in counts.items()]
