@@ -360,7 +360,9 @@ def campaign_transition(*, campaign: Campaign, action: str, now: datetime, user:
     sources, target = TRANSITIONS[action]
     with transaction.atomic():
         # Waits for a batch being sent right now: a cancel lands between batches, never inside one.
-        campaign = Campaign.objects.select_for_update().select_related("template").get(pk=campaign.pk)
+        campaign = (
+            Campaign.objects.select_for_update(of=("self",)).select_related("template").get(pk=campaign.pk)
+        )
         campaign_action_authorize(user=user, action=action, campaign=campaign)
         if campaign.status not in sources:
             allowed = ", ".join(sorted(sources))
@@ -581,7 +583,7 @@ def _campaign_step(*, now: datetime, size: int, work: CampaignWork) -> int:
     (0 and no campaign: nothing is due)."""
     with transaction.atomic():
         campaign = (
-            Campaign.objects.select_for_update(skip_locked=True)
+            Campaign.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(status=CampaignStatus.SENDING, next_run_at__lte=now)
             .select_related("template")
             .order_by("next_run_at", "pk")
