@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from orchestrator.models import Recipient
 
-from .models import Enrollment, EnrollmentTrigger, Journey, JourneyStatus
+from .models import Campaign, Enrollment, EnrollmentTrigger, Journey, JourneyStatus
 from .services import enrollments_create_bulk, journey_create, journey_transition
 
 CART_RECOVERY = {
@@ -77,8 +77,44 @@ def cart_recovery_install(*, now=None) -> Journey:
     return journey
 
 
+DEMO_CAMPAIGN = "Spring update"
+
+
+def demo_campaign_seed(*, now=None) -> Campaign | None:
+    """A real campaign: the demo segment, the two-locale template, approved and sent through the
+    pipeline (lint, governor, delivery) like any other (once)."""
+    from channels_app.demo import demo_template_seed
+    from orchestrator.demo import demo_segments_seed
+
+    from .campaigns import campaign_create, campaign_transition, campaigns_advance
+
+    now = now or timezone.now()
+    campaign = Campaign.objects.filter(name=DEMO_CAMPAIGN).first()
+    if campaign is not None:
+        return campaign
+    campaign = campaign_create(
+        data={
+            "name": DEMO_CAMPAIGN,
+            "segment": demo_segments_seed().pk,
+            "channel": "email",
+            "purpose": "promotional",
+            "template": demo_template_seed().key,
+            "data": {"feature": "shared inboxes"},
+        },
+        now=now,
+    )
+    for action in ("propose", "approve"):
+        campaign = campaign_transition(campaign=campaign, action=action, now=now)
+    campaigns_advance(now=now)
+    campaign.refresh_from_db()
+    return campaign
+
+
 def seed(*, stdout) -> None:
-    """Install cart recovery (active) and enroll a few demo recipients who have never been in it."""
+    """Install cart recovery (active) and enroll a few demo recipients who have never been in it; send
+    the demo campaign."""
+    campaign = demo_campaign_seed()
+    stdout.write(f"Campaign {campaign.name}: {campaign.status}, {campaign.audience} recipients.")
     journey = cart_recovery_install()
     if journey.status != JourneyStatus.ACTIVE:
         stdout.write(f"Journey {journey.slug} is {journey.status}; no demo enrollments.")

@@ -18,6 +18,7 @@ from .models import (
     Preference,
     Purpose,
     Recipient,
+    Segment,
     Source,
 )
 
@@ -121,7 +122,8 @@ def demo_recipients_seed(*, count: int = 40, days: int = 4, seed: int = 7, progr
                     "purpose": rng.choice(PURPOSE_BY_CHANNEL[channel]),
                     "content": rng.choice(CONTENT[channel]),
                     "status": status,
-                    "source": rng.choice([Source.API, Source.API, Source.CAMPAIGN]),
+                    # Campaign history comes from a real campaign (journeys.demo), through the pipeline.
+                    "source": Source.API,
                     "created_at": at,
                     "decided_at": at,
                 }
@@ -162,3 +164,24 @@ def demo_recipients_seed(*, count: int = 40, days: int = 4, seed: int = 7, progr
             Event.objects.bulk_create(events)
             created += 1
     return created
+
+
+DEMO_SEGMENT = "Paying customers on email"
+
+
+def demo_segments_seed() -> Segment:
+    """A real segment for the demo campaign: pro and team plans, reachable by email (once)."""
+    from .services import segment_create
+
+    existing = Segment.objects.filter(name=DEMO_SEGMENT).first()
+    if existing is not None:
+        return existing
+    return segment_create(
+        name=DEMO_SEGMENT,
+        description="Everyone on a paid plan we can email.",
+        match="all",
+        conditions=[
+            {"attribute": "plan", "op": "in", "value": ["pro", "team"]},
+            {"field": "reachable", "op": "eq", "value": "email"},
+        ],
+    )

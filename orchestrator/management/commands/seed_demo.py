@@ -6,7 +6,7 @@ import os
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from orchestrator.demo import demo_recipients_seed
+from orchestrator.demo import demo_recipients_seed, demo_segments_seed
 
 # Each app may ship a `demo` module with `seed(stdout)`; they run in dependency order.
 DEMO_MODULES = ["governor.demo", "channels_app.demo", "journeys.demo"]
@@ -30,6 +30,7 @@ class Command(BaseCommand):
 
         new = demo_recipients_seed(count=options["recipients"], progress=not options["no_progress"])
         self.stdout.write(f"Demo recipients: {new} new ({options['recipients']} in the demo).")
+        self.stdout.write(f"Demo segment: {demo_segments_seed().name}.")
         for path in DEMO_MODULES:
             try:
                 module = importlib.import_module(path)
