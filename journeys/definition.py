@@ -92,6 +92,37 @@ class _Collector:
         return parsed
 
 
+def _send_options_validate(c: _Collector, sid: str, step: dict) -> None:
+    if step.get("on_suppressed", "continue") not in ("continue", "exit"):
+        c.add(sid, "on_suppressed", "invalid_choice", "on_suppressed must be continue or exit.")
+    priority = step.get("priority", 50)
+    if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 100:
+        c.add(sid, "priority", "invalid_priority", "priority must be a whole number from 0 to 100.")
+    if "expires_after" in step:
+        c.duration(sid, "expires_after", step["expires_after"])
+
+
+def _template_validate(c: _Collector, sid: str, step: dict, channel: str) -> None:
+    """A send step may name a template (rendered per recipient at send time, linted then) with `data`."""
+    from channels_app.models import MessageTemplate
+
+    if "content" in step:
+        c.add(sid, "template", "template_and_content", "Give a template or content, not both.")
+        return
+    key = step["template"]
+    template = (
+        MessageTemplate.objects.filter(key=key).first() if isinstance(key, str) and len(key) <= 100 else None
+    )
+    if template is None:
+        c.add(sid, "template", "unknown_template", f"There is no template {str(key)[:100]!r}.")
+        return
+    if template.channel != AUTO_CHANNEL and channel not in (template.channel, AUTO_CHANNEL):
+        c.add(sid, "template", "template_channel", f"{template.key} is written for {template.channel}.")
+    if not isinstance(step.get("data", {}), dict):
+        c.add(sid, "data", "invalid", "data must be an object of template variables.")
+    _send_options_validate(c, sid, step)
+
+
 def _send_validate(c: _Collector, sid: str, step: dict) -> None:
     channel = step.get("channel")
     purpose = step.get("purpose", Purpose.ENGAGEMENT)
@@ -103,17 +134,19 @@ def _send_validate(c: _Collector, sid: str, step: dict) -> None:
     if purpose not in Purpose.values:
         c.add(sid, "purpose", "invalid_purpose", f"purpose must be one of {', '.join(Purpose.values)}.")
         return
+    if "template" in step:
+        _template_validate(c, sid, step, channel)
+        return
     content = step.get("content")
     if not isinstance(content, dict) or not any(content.get(k) for k in ("body", "title", "subject")):
-        c.add(sid, "content", "content_required", "content must be an object with at least a body or title.")
+        c.add(
+            sid,
+            "content",
+            "content_required",
+            "content must be an object with at least a body or title (or name a template).",
+        )
         return
-    if step.get("on_suppressed", "continue") not in ("continue", "exit"):
-        c.add(sid, "on_suppressed", "invalid_choice", "on_suppressed must be continue or exit.")
-    priority = step.get("priority", 50)
-    if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 100:
-        c.add(sid, "priority", "invalid_priority", "priority must be a whole number from 0 to 100.")
-    if "expires_after" in step:
-        c.duration(sid, "expires_after", step["expires_after"])
+    _send_options_validate(c, sid, step)
     channels = list(Channel.values) if channel == AUTO_CHANNEL else [channel]
     blocked: dict[str, list] = {}
     for ch in channels:
@@ -318,6 +351,10 @@ def definition_compile(definition: dict) -> CompiledDefinition:
 def step_describe(step: dict) -> str:
     """One plain line per step for the admin and the report."""
     kind = step.get("type")
+    if kind == "send" and step.get("template"):
+        channel = step.get("channel")
+        channel = "the next best channel" if channel == AUTO_CHANNEL else channel
+        return f"Send on {channel} ({step.get('purpose', 'engagement')}): template {step['template']}"
     if kind == "send":
         content = step.get("content") or {}
         head = content.get("subject") or content.get("title") or ""
