@@ -25,7 +25,7 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import BooleanField, Count, Exists, F, Func, OuterRef, Q
-from django.db.models.fields.json import KeyTransform, compile_json_path
+from django.db.models.fields.json import compile_json_path
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime, parse_duration
 
@@ -312,10 +312,12 @@ class AttributeCompare(Func):
 
     def as_postgresql(self, compiler, connection, **extra):
         (col, _), sql_op = compiler.compile(self.source_expressions[0]), _SQL_OPS[self.op]
+        # COALESCE: a missing attribute is "false", never NULL (so a negated condition includes it).
         if isinstance(self.value, datetime):
-            return f"orch_try_timestamptz({col} ->> %s) {sql_op} %s", [self.key, self.value]
+            return f"COALESCE(orch_try_timestamptz({col} ->> %s) {sql_op} %s, false)", [self.key, self.value]
         return (
-            f"(CASE WHEN jsonb_typeof({col} -> %s) = 'number' THEN ({col} ->> %s)::numeric END) {sql_op} %s",
+            f"COALESCE((CASE WHEN jsonb_typeof({col} -> %s) = 'number' THEN ({col} ->> %s)::numeric END)"
+            f" {sql_op} %s, false)",
             [self.key, self.key, self.value],
         )
 
@@ -325,13 +327,41 @@ class AttributeCompare(Func):
         if isinstance(self.value, datetime):
             julian = self.value.timestamp() / 86400 + 2440587.5
             return (
-                f"(CASE WHEN json_type({col}, %s) = 'text' THEN julianday(json_extract({col}, %s)) END)"
-                f" {sql_op} %s",
+                f"COALESCE((CASE WHEN json_type({col}, %s) = 'text'"
+                f" THEN julianday(json_extract({col}, %s)) END) {sql_op} %s, 0)",
                 [path, path, julian],
             )
         return (
-            f"(CASE WHEN json_type({col}, %s) IN ('integer', 'real') THEN json_extract({col}, %s) END)"
-            f" {sql_op} %s",
+            f"COALESCE((CASE WHEN json_type({col}, %s) IN ('integer', 'real')"
+            f" THEN json_extract({col}, %s) END) {sql_op} %s, 0)",
+            [path, path, self.value],
+        )
+
+
+class AttributeEquals(Func):
+    """`attributes[key] == value` with JSON types respected, where jsonb containment is not available
+    (SQLite: json_type + json_extract)."""
+
+    output_field = BooleanField()
+    conditional = True
+
+    def __init__(self, key: str, value: Any):
+        super().__init__(F("attributes"))
+        self.key, self.value = key, value
+
+    def as_sql(self, compiler, connection, **extra):
+        (col, _) = compiler.compile(self.source_expressions[0])
+        path = compile_json_path([self.key])
+        # COALESCE: a missing attribute is "not equal", never NULL (so `ne` includes it, as on PostgreSQL).
+        if isinstance(self.value, bool):
+            return f"COALESCE(json_type({col}, %s) = %s, 0)", [path, "true" if self.value else "false"]
+        if _is_number(self.value):
+            return (
+                f"COALESCE(json_type({col}, %s) IN ('integer', 'real') AND json_extract({col}, %s) = %s, 0)",
+                [path, path, self.value],
+            )
+        return (
+            f"COALESCE(json_type({col}, %s) = 'text' AND json_extract({col}, %s) = %s, 0)",
             [path, path, self.value],
         )
 
@@ -339,8 +369,7 @@ class AttributeCompare(Func):
 def _attribute_equals(key: str, value: Any) -> Q:
     if connection.vendor == "postgresql":
         return Q(attributes__contains={key: value})  # jsonb @>: the GIN index on attributes
-    lhs = KeyTransform(key, "attributes")
-    return Q(lhs.get_lookup("exact")(lhs, value))
+    return Q(AttributeEquals(key, value))
 
 
 def _compare_value(value: Any, at: datetime) -> float | datetime:

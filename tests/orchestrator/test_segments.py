@@ -98,6 +98,7 @@ def members(*conditions, match="all") -> set[str]:
         ({"attribute": "age", "op": "gte", "value": 19}, {"ana", "ben"}),
         ({"attribute": "age", "op": "lt", "value": 34}, {"ben"}),
         ({"attribute": "age", "op": "lte", "value": 34.0}, {"ana", "ben"}),
+        ({"attribute": "age", "op": "gt", "value": 19, "negate": True}, {"ben", "chi", "dee"}),
         # dates: a date or a date-time; the impossible 2025-02-30 matches nothing instead of failing
         ({"attribute": "signed_up", "op": "gte", "value": "2026-01-01"}, {"ana"}),
         ({"attribute": "signed_up", "op": "lt", "value": "2025-06-01T09:00:00+00:00"}, {"ben"}),
