@@ -370,66 +370,37 @@ def _sample_context(paths: Iterable[list], *, key: str, locale: str) -> dict[str
 
 
 def _static_problems(key: str, locale: str, name: str, bound, source: str) -> list[RenderProblem]:
-    """Unknown variable roots and fields, private names and unknown filters, each with its line."""
-    problems = []
+    """Unknown variable roots and fields, dunder paths and unknown filters, each with its line."""
+    problems: list[RenderProblem] = []
     analysis = bound.analyze()
 
-    def line_of(span) -> int | None:
+    def report(span, code: str, reason: str) -> None:
         try:
-            return span.line_col(source)[0]
+            line = span.line_col(source)[0]
         except ValueError:
-            return None
+            line = None
+        problems.append(RenderProblem(key, locale, name, line, code, reason))
 
     for root, variables in analysis.globals.items():
         for var in variables:
             segments = [str(s) for s in var.segments]
             dotted = ".".join(segments)
-            line = line_of(var.span)
             if _private(dotted):
-                problems.append(
-                    RenderProblem(
-                        key, locale, name, line, "template_sandbox", f"{dotted} is outside the context"
-                    )
-                )
+                report(var.span, "template_sandbox", f"{dotted} is outside the context")
             elif root not in ROOTS:
                 hint = (
                     f" (did you mean recipient.attributes.{root} or data.{root}?)"
                     if len(segments) == 1
                     else ""
                 )
-                problems.append(
-                    RenderProblem(
-                        key,
-                        locale,
-                        name,
-                        line,
-                        "template_undefined",
-                        f"'{root}' is undefined: variables come from {', '.join(ROOTS)}{hint}",
-                    )
-                )
+                reason = f"'{root}' is undefined: variables come from {', '.join(ROOTS)}{hint}"
+                report(var.span, "template_undefined", reason)
             elif ROOTS[root] is not None and len(segments) > 1 and segments[1] not in ROOTS[root]:
-                problems.append(
-                    RenderProblem(
-                        key,
-                        locale,
-                        name,
-                        line,
-                        "template_undefined",
-                        f"'{root}.{segments[1]}' is undefined: {root} has {', '.join(sorted(ROOTS[root]))}",
-                    )
-                )
+                reason = f"'{root}.{segments[1]}' is undefined: {root} has {', '.join(sorted(ROOTS[root]))}"
+                report(var.span, "template_undefined", reason)
     for filter_name, spans in analysis.filters.items():
         if filter_name not in ENV.filters:
-            problems.append(
-                RenderProblem(
-                    key,
-                    locale,
-                    name,
-                    line_of(spans[0]),
-                    "template_unknown_filter",
-                    f"unknown filter '{filter_name}'",
-                )
-            )
+            report(spans[0], "template_unknown_filter", f"unknown filter '{filter_name}'")
     return problems
 
 
