@@ -124,6 +124,9 @@ class CompiledTemplate:
     revision: int
     variants: dict[str, dict[str, Any]]
     sources: dict[str, dict[str, str]]
+    # {locale: {field: the variable paths it reads, or None when a path is dynamic}}: a render depends
+    # only on the values found along these paths, so a batch renders each distinct set of them once.
+    reads: dict[str, dict[str, tuple[tuple[str | int, ...], ...] | None]] = field(default_factory=dict)
 
     def locale_for(self, wanted: str) -> str:
         return locale_choose(wanted=wanted, available=self.variants, default=self.default_locale)
@@ -134,8 +137,18 @@ _cache_lock = Lock()
 CACHE_SIZE = 256
 
 
+def _reads(bound) -> tuple[tuple[str | int, ...], ...] | None:
+    paths = []
+    for variables in bound.analyze().globals.values():
+        for var in variables:
+            if not all(isinstance(s, str | int) for s in var.segments):
+                return None  # a path computed at render time (data[recipient.locale]): not memoised
+            paths.append(tuple(var.segments))
+    return tuple(sorted(set(paths), key=repr))
+
+
 def _compile(template: MessageTemplate, variants: Iterable) -> CompiledTemplate:
-    parsed, sources = {}, {}
+    parsed, sources, reads = {}, {}, {}
     for v in variants:
         fields = {name: getattr(v, name) for name in TEMPLATE_FIELDS if getattr(v, name)}
         sources[v.locale] = fields
@@ -143,7 +156,9 @@ def _compile(template: MessageTemplate, variants: Iterable) -> CompiledTemplate:
             name: ENV.from_string(src, name=f"{template.key}/{v.locale}/{name}")
             for name, src in fields.items()
         }
+        reads[v.locale] = {name: _reads(bound) for name, bound in parsed[v.locale].items()}
     return CompiledTemplate(
+        reads=reads,
         id=template.pk,
         key=template.key,
         channel=template.channel,
@@ -266,6 +281,50 @@ def recipient_context(
     }
 
 
+_MISSING = ("missing",)
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable, type-exact form of a JSON-like value (True and 1 stay apart)."""
+    if isinstance(value, Mapping):
+        return ("map", tuple(sorted((str(k), _frozen(v)) for k, v in value.items())))
+    if isinstance(value, list | tuple):
+        return ("list", tuple(_frozen(v) for v in value))
+    return (
+        type(value).__name__,
+        value if isinstance(value, str | int | float | bool | None) else repr(value),
+    )
+
+
+def _read_key(context: Mapping[str, Any], path: tuple) -> Any:
+    """The value at the deepest part of `path` present in the context (Liquid derives the rest, such
+    as `.size`, from it), with how deep that was."""
+    node: Any = context
+    for depth, segment in enumerate(path):
+        if (
+            isinstance(node, Mapping)
+            and segment in node
+            or (
+                isinstance(node, list | tuple)
+                and isinstance(segment, int)
+                and -len(node) <= segment < len(node)
+            )
+        ):
+            node = node[segment]
+        else:
+            return (depth, _frozen(node) if depth else _MISSING)
+    return (len(path), _frozen(node))
+
+
+class RenderMemo:
+    """Renders of one batch by (template revision, locale, field, values read): many recipients with
+    the same first name get one Liquid render. Scope it to one batch (one `at`)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple, tuple[str, RenderProblem | None, tuple[str, ...]]] = {}
+        self.hits = 0
+
+
 def content_render(
     *,
     compiled: CompiledTemplate,
@@ -275,6 +334,7 @@ def content_render(
     journey: Mapping[str, Any] | None = None,
     campaign: Mapping[str, Any] | None = None,
     locale: str | None = None,
+    memo: RenderMemo | None = None,
 ) -> Rendered:
     """Render every field of the variant for this recipient's locale (or `locale`). Never raises: a
     failure comes back as `problem` with the field, line and reason."""
@@ -293,31 +353,56 @@ def content_render(
         "journey": dict(journey or {}),
         "campaign": dict(campaign or {}),
     }
+    reads = compiled.reads.get(chosen, {})
+    sandbox: set[str] = set()
+    for name, bound in variant.items():
+        key = None
+        paths = reads.get(name)
+        if memo is not None and paths is not None:
+            key = (compiled.id, compiled.revision, chosen, name, tuple(_read_key(context, p) for p in paths))
+            cached = memo.entries.get(key)
+            if cached is not None:
+                memo.hits += 1
+                text, problem, hits = cached
+                sandbox.update(hits)
+                if problem is not None:
+                    result.problem, result.content = problem, {}
+                    break
+                if text:
+                    result.content[name] = text
+                continue
+        text, problem, hits = _field_render(compiled, chosen, name, bound, context)
+        if key is not None:
+            memo.entries[key] = (text, problem, hits)
+        sandbox.update(hits)
+        if problem is not None:
+            result.problem, result.content = problem, {}
+            break
+        if text:
+            result.content[name] = text
+    result.sandbox = sorted(sandbox)
+    return result
+
+
+def _field_render(
+    compiled: CompiledTemplate, locale: str, name: str, bound, context: dict
+) -> tuple[str, RenderProblem | None, tuple[str, ...]]:
     hits: list[str] = []
     token = _sandbox_hits.set(hits)
     try:
-        for name, bound in variant.items():
-            try:
-                text = bound.render(**context).strip()
-            except LiquidError as exc:
-                result.problem = RenderProblem(
-                    compiled.key, chosen, name, _line(exc), _problem_code(exc), _message(exc)
-                )
-                result.content = {}
-                break
-            except Exception as exc:  # a filter's own bug must not take the pipeline down
-                logger.exception("template %s (%s) %s failed to render", compiled.key, chosen, name)
-                result.problem = RenderProblem(
-                    compiled.key, chosen, name, None, "template_error", _message(exc)
-                )
-                result.content = {}
-                break
-            if text:
-                result.content[name] = text
+        return bound.render(**context).strip(), None, tuple(hits)
+    except LiquidError as exc:
+        problem = RenderProblem(compiled.key, locale, name, _line(exc), _problem_code(exc), _message(exc))
+        return "", problem, tuple(hits)
+    except Exception as exc:  # a filter's own bug must not take the pipeline down
+        logger.exception("template %s (%s) %s failed to render", compiled.key, locale, name)
+        return (
+            "",
+            RenderProblem(compiled.key, locale, name, None, "template_error", _message(exc)),
+            tuple(hits),
+        )
     finally:
         _sandbox_hits.reset(token)
-    result.sandbox = sorted(set(hits))
-    return result
 
 
 # ---- authoring -------------------------------------------------------------------------------------

@@ -315,3 +315,38 @@ def test_template_edge_requests(api):
     resp = api.patch(f"{URL}welcome/", {"locales": {"en": {"body": "{{ nope }}"}}}, format="json")
     assert resp.status_code == 400 and resp.json()["errors"][0]["code"] == "template_undefined"
     assert MessageTemplate.objects.get().revision == 1  # nothing half-written
+
+
+# ---- one render per distinct set of values in a batch ----------------------------------------------------
+
+
+def test_a_batch_renders_each_distinct_set_of_values_once_and_never_mixes_them_up():
+    from channels_app.templating import RenderMemo, _reads
+
+    sources = {
+        "en": {
+            "title": "Hi {{ recipient.attributes.name | default: 'there' }}",
+            "body": "{{ data.items.size }} items; vip {{ recipient.attributes.vip }}",
+        }
+    }
+    t = compiled_from(sources)
+    t.reads.update(
+        {loc: {name: _reads(bound) for name, bound in fields.items()} for loc, fields in t.variants.items()}
+    )
+    memo = RenderMemo()
+    people = [
+        (person(name="Ana", vip=True), {"items": [1, 2]}),
+        (person(name="Ana", vip=True), {"items": [1, 2]}),
+        (person(name="Ana", vip=1), {"items": [1, 2]}),
+        (person(name="Bo", vip=True), {"items": [1, 2, 3]}),
+        (person(vip=True), {"items": []}),
+    ]
+    rendered = [content_render(compiled=t, recipient=r, data=d, memo=memo).content for r, d in people]
+    assert rendered == [
+        {"title": "Hi Ana", "body": "2 items; vip true"},
+        {"title": "Hi Ana", "body": "2 items; vip true"},
+        {"title": "Hi Ana", "body": "2 items; vip 1"},
+        {"title": "Hi Bo", "body": "3 items; vip true"},
+        {"title": "Hi there", "body": "0 items; vip true"},
+    ]
+    assert memo.hits == 3  # the second Ana twice (title and body), the third Ana's title
