@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from threading import Lock
@@ -647,3 +647,72 @@ def template_preview(
         )
         lint = [{"code": v.code, "severity": str(v.severity), "detail": v.reason} for v in violations]
     return Preview(rendered=rendered, lint=lint)
+
+
+# ---- many at once (the send pipeline's render stage) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    """One recipient's content from a template: `data` for {{ data.* }}, `context` for the other roots
+    (event, journey, campaign)."""
+
+    template: str
+    recipient_id: int
+    data: Mapping[str, Any] | None = None
+    context: Mapping[str, Any] | None = None
+
+
+def contents_render_bulk(
+    *, items: Sequence[RenderRequest], recipients: Mapping[int, Any] | None = None
+) -> list[Rendered]:
+    """Render many recipients' content, set-based: one query for the templates (parsed once per process
+    and revision), one for the recipients' locale, zone and attributes, and each distinct set of values
+    a template reads rendered once. Identical results share one content object (the pipeline lints and
+    stores each distinct content once). Never raises: failures come back as `problem`."""
+    from orchestrator.models import Recipient
+
+    compiled = templates_compiled(keys={i.template for i in items})
+    known: dict[int, dict[str, Any]] = {}
+    for pk, r in (recipients or {}).items():
+        known[pk] = recipient_context(
+            external_id=r.external_id, locale=r.locale, timezone=r.timezone, attributes=r.attributes
+        )
+    wanted = {i.recipient_id for i in items} - set(known)
+    for pk, external_id, locale, zone, attributes in Recipient.objects.filter(pk__in=wanted).values_list(
+        "pk", "external_id", "locale", "timezone", "attributes"
+    ):
+        known[pk] = recipient_context(
+            external_id=external_id, locale=locale, timezone=zone, attributes=attributes
+        )
+    memo = RenderMemo()
+    shared: dict[tuple, dict[str, str]] = {}
+    out: list[Rendered] = []
+    for item in items:
+        template = compiled.get(item.template)
+        recipient = known.get(item.recipient_id)
+        if template is None or recipient is None:
+            missing = "template" if template is None else "recipient"
+            reason = f"there is no template {item.template!r}" if template is None else "unknown recipient"
+            out.append(
+                Rendered(
+                    item.template,
+                    "",
+                    problem=RenderProblem(item.template, "", "", None, f"unknown_{missing}", reason),
+                )
+            )
+            continue
+        extra = item.context or {}
+        rendered = content_render(
+            compiled=template,
+            recipient=recipient,
+            data=item.data,
+            event=extra.get("event"),
+            journey=extra.get("journey"),
+            campaign=extra.get("campaign"),
+            memo=memo,
+        )
+        if rendered.ok:
+            rendered.content = shared.setdefault(tuple(rendered.content.items()), rendered.content)
+        out.append(rendered)
+    return out
