@@ -69,7 +69,7 @@ def governed_worker(ids: list[int], n: int, offset: int, out) -> None:
     from django.db import connections
     from django.utils import timezone
 
-    from governor.services import message_decide
+    from governor.services import MessageDraft, message_decide
     from orchestrator.models import Recipient
 
     connections.close_all()
@@ -80,21 +80,16 @@ def governed_worker(ids: list[int], n: int, offset: int, out) -> None:
     for i in range(n):
         r = recipients[(i + offset) % len(recipients)]
         t0 = time.perf_counter()
-        message_decide(
-            recipient=r,
+        draft = MessageDraft(
+            recipient_id=r.pk,
             channel="email",
             purpose="engagement",
             content=content,
-            priority=50,
-            expires_at=None,
-            deliver_after=None,
             source="api",
             source_ref="bench",
             requested_channel="email",
-            channel_reason="",
-            warnings=[],
-            at=timezone.now(),
         )
+        message_decide(draft=draft, at=timezone.now())
         latencies.append(time.perf_counter() - t0)
     out.put((time.perf_counter() - start, latencies))
     connections.close_all()

@@ -27,9 +27,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from orchestrator.history import message_status_move
 from orchestrator.models import ContactPoint, Message, MessageStatus
-from orchestrator.services import message_status_move
-from orchestrator.signals import message_status_changed
 
 from .backends import BaseBackend, Outgoing, SendResult, backend_for_channel
 from .models import AttemptOutcome, DeliveryAttempt
@@ -368,11 +367,14 @@ def message_delivery_retry(*, message_id: int, now: datetime | None = None) -> M
         message.last_error = f"Retried by an operator at {now:%Y-%m-%d %H:%M} UTC; was: {message.last_error}"[
             :2000
         ]
-        previous, message.status, message.failed_at = message.status, MessageStatus.ACCEPTED, None
-        # accepted_at stays: it is when the governor cleared it, which is what caps count.
-        message.save(
-            update_fields=["status", "failed_at", "attempts", "next_attempt_at", "last_error", "updated_at"]
+        message.failed_at = None
+        # accepted_at stays: it is when the governor cleared it, which is what caps count. The channels'
+        # receiver hears of the move and enqueues delivery on commit.
+        message_status_move(
+            message=message,
+            status=MessageStatus.ACCEPTED,
+            at=now,
+            stamp=False,
+            update_fields=["failed_at", "attempts", "next_attempt_at", "last_error"],
         )
-        # The receiver sees status accepted and enqueues delivery on commit.
-        message_status_changed.send(sender=Message, message=message, previous=previous)
         return message

@@ -1,6 +1,6 @@
 """Writes on message status outside the governor: provider results, receipts, the in-app inbox.
 
-Every status change goes through `orchestrator.services.message_status_move`, which sets the
+Every status change goes through `orchestrator.history.message_status_move`, which sets the
 per-status timestamp and sends `message_status_changed` inside the caller's transaction. Statuses only
 move forward (a receipt that arrives late never moves a message backwards); the one exception is an
 operator's "retry now".
@@ -15,17 +15,10 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
-from orchestrator.models import Channel, Message, MessageStatus, Recipient
-from orchestrator.services import message_status_move
+from orchestrator.history import message_status_move
+from orchestrator.models import ENGAGEMENT_RANK, Channel, Message, MessageStatus, Recipient
 
-# Engagement order: a receipt may move a message up this ladder, never down.
-RANK = {
-    MessageStatus.ACCEPTED: 0,
-    MessageStatus.SENT: 1,
-    MessageStatus.DELIVERED: 2,
-    MessageStatus.OPENED: 3,
-    MessageStatus.CLICKED: 4,
-}
+RANK = ENGAGEMENT_RANK  # a receipt may move a message up this ladder, never down
 
 
 class ReceiptType:
