@@ -15,8 +15,9 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from orchestrator.models import Channel, MessageStatus, Purpose
+from orchestrator.text import duration_text
 
-from .models import CapRule, ChannelPause, PauseMode, QuietHours, duration_text
+from .models import CapRule, ChannelPause, PauseMode, QuietHours
 
 POLICY_TTL = 5.0  # seconds another process may act on a stale policy after an edit
 

@@ -53,10 +53,10 @@ def ids_in_named(column: str, ids: Sequence[int], name: str = "ids") -> tuple[st
 
 
 def as_datetime(value) -> datetime | None:
-    """Raw cursors on SQLite return timestamps as text."""
-    if value is None or isinstance(value, datetime):
-        return value
-    parsed = parse_datetime(value)
+    """An aware datetime from a raw cursor's value (SQLite gives text, or a naive datetime in UTC)."""
+    if value is None:
+        return None
+    parsed = value if isinstance(value, datetime) else parse_datetime(value)
     return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
 
 

@@ -11,7 +11,9 @@ CONTENT = {"title": "Hello", "body": "A message."}
 def decide(recipient, *, at=AT, channel="email", purpose="engagement", priority=50, **kwargs) -> Message:
     """Decide and record one message through the governor alone (the pipeline's last step)."""
     params = {"content": CONTENT, "requested_channel": channel, **kwargs}
-    draft = MessageDraft(recipient_id=recipient.pk, channel=channel, purpose=purpose, priority=priority, **params)
+    draft = MessageDraft(
+        recipient_id=recipient.pk, channel=channel, purpose=purpose, priority=priority, **params
+    )
     return message_decide(draft=draft, at=at)
 
 
