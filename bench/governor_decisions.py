@@ -112,7 +112,7 @@ def raw_worker(ids: list[int], n: int, offset: int, out) -> None:
         " VALUES (%s, 'email', 'email', '', 'engagement', 50, %s,"
         " %s, %s, %s, %s, NULL, '[]'::jsonb, 'api', 'bench', '', '', 0, '', %s, %s, %s, %s, '')"
         " RETURNING id)"
-        " INSERT INTO orchestrator_messagedecision (message_id, at, outcome, rule, reason, used, \"limit\","
+        ' INSERT INTO orchestrator_messagedecision (message_id, at, outcome, rule, reason, used, "limit",'
         " \"window\", next_slot) SELECT m.id, %s, %s, %s, %s, %s, 3, '24 hours', %s FROM m"
     )
     latencies = []

@@ -18,8 +18,6 @@ from django.utils import timezone
 from orchestrator.history import message_status_move
 from orchestrator.models import ENGAGEMENT_RANK, Channel, Message, MessageStatus, Recipient
 
-RANK = ENGAGEMENT_RANK  # a receipt may move a message up this ladder, never down
-
 
 class ReceiptType:
     DELIVERED = "delivered"
@@ -83,14 +81,18 @@ def message_receipt_apply(
                 return ReceiptResult(message, True, f"{current} → failed")
             return ReceiptResult(message, False, f"a {type} receipt does not apply to a {current} message")
 
-        if current not in RANK:
+        if current not in ENGAGEMENT_RANK:
             return ReceiptResult(message, False, f"a {type} receipt does not apply to a {current} message")
         fills = []
         for status in (MessageStatus.DELIVERED, MessageStatus.OPENED, MessageStatus.CLICKED):
-            if RANK[status] <= RANK[target] and getattr(message, f"{status}_at") is None and status != target:
+            if (
+                ENGAGEMENT_RANK[status] <= ENGAGEMENT_RANK[target]
+                and getattr(message, f"{status}_at") is None
+                and status != target
+            ):
                 setattr(message, f"{status}_at", at)
                 fills.append(f"{status}_at")
-        if RANK[target] > RANK[current]:
+        if ENGAGEMENT_RANK[target] > ENGAGEMENT_RANK[current]:
             message_status_move(message=message, status=target, at=at, update_fields=fills)
             return ReceiptResult(message, True, f"{current} → {target}")
         stamp = f"{target}_at"
