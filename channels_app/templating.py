@@ -390,7 +390,13 @@ def _field_render(
     hits: list[str] = []
     token = _sandbox_hits.set(hits)
     try:
-        return bound.render(**context).strip(), None, tuple(hits)
+        text = bound.render(**context).strip()
+        if "\x00" in text:  # no text field may hold one (PostgreSQL refuses it); say so instead of failing
+            problem = RenderProblem(
+                compiled.key, locale, name, None, "template_nul", "the rendered text contains a NUL character"
+            )
+            return "", problem, tuple(hits)
+        return text, None, tuple(hits)
     except LiquidError as exc:
         problem = RenderProblem(compiled.key, locale, name, _line(exc), _problem_code(exc), _message(exc))
         return "", problem, tuple(hits)

@@ -11,9 +11,9 @@ from django.utils.duration import duration_string
 from django.utils.html import format_html
 
 from orchestrator.models import Channel, Purpose
+from orchestrator.text import duration_text
 
 from .models import CapRule, ChannelPause, GovernorOverview, PauseMode, QuietHours
-from .policy import duration_text
 from .selectors import governor_overview
 from .services import channel_pause, channel_resume
 

@@ -15,7 +15,7 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
-from orchestrator.api.messages import MessageDecisionSerializer, refusal_body
+from orchestrator.api.messages import MessageSendResultSerializer, refusal_body
 from orchestrator.models import Recipient
 from orchestrator.pipeline import SendRefused
 
@@ -173,7 +173,7 @@ class CampaignActionView(GenericAPIView):
                 return _conflict(exc)
             except SendRefused as exc:
                 raise ValidationError(refusal_body(exc)) from exc
-            return Response(MessageDecisionSerializer(message).data, status=status.HTTP_201_CREATED)
+            return Response(MessageSendResultSerializer(message).data, status=status.HTTP_201_CREATED)
         try:
             campaign_transition(campaign=campaign, action=action, now=now, user=request.user)
         except CampaignConflict as exc:

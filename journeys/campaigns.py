@@ -28,7 +28,17 @@ from django.utils.dateparse import parse_date, parse_datetime, parse_time
 
 from channels_app.lint import Severity, message_lint
 from channels_app.models import MessageTemplate
-from orchestrator.models import AUTO_CHANNEL, Channel, Message, MessageStatus, Purpose, Recipient, Segment
+from orchestrator.models import (
+    AUTO_CHANNEL,
+    Channel,
+    Message,
+    MessageStatus,
+    Purpose,
+    Recipient,
+    Segment,
+    Source,
+)
+from orchestrator.pipeline import SendRefused, SendRequest, message_send, messages_send_bulk
 from orchestrator.selectors import segment_recipients
 
 from .models import (
@@ -536,9 +546,6 @@ def _throttle_room(campaign: Campaign, now: datetime) -> int | None:
 
 def _batch_send(campaign: Campaign, members: list[tuple[int, int]], now: datetime) -> tuple[int, int]:
     """Send one batch through the pipeline and record each member's outcome; returns (decided, refused)."""
-    from orchestrator.models import Source
-    from orchestrator.pipeline import SendRefused, SendRequest, messages_send_bulk
-
     template = campaign.template.key if campaign.template_id else None
     context = {"campaign": {"id": campaign.pk, "name": campaign.name}}
     requests = [
@@ -673,25 +680,20 @@ def campaign_test_send(
 ) -> Message:
     """Send the campaign's message to one named recipient now (before approval, to see it for real).
     Through the pipeline like any message; raises SendRefused (nothing written) when it would be refused."""
-    from orchestrator.models import Source
-    from orchestrator.pipeline import SendRequest, message_send
-
     campaign_action_authorize(user=user, action="test", campaign=campaign)
     if campaign.status in CAMPAIGN_FINAL:
         raise CampaignConflict("finished", f"{campaign.name} is {campaign.status}: nothing to test.")
     return message_send(
-        request=SendRequest(
-            recipient_id=recipient.pk,
-            channel=campaign.channel,
-            purpose=campaign.purpose,
-            content=campaign.content or None,
-            template=campaign.template.key if campaign.template_id else None,
-            data=campaign.data,
-            context={"campaign": {"id": campaign.pk, "name": campaign.name}},
-            priority=campaign.priority,
-            expires_at=campaign.expires_at,
-            source=Source.CAMPAIGN,
-            source_ref=f"{campaign.source_ref} · test"[:200],
-        ),
+        recipient=recipient,
+        channel=campaign.channel,
+        purpose=campaign.purpose,
+        content=campaign.content or None,
+        template=campaign.template.key if campaign.template_id else None,
+        data=campaign.data,
+        context={"campaign": {"id": campaign.pk, "name": campaign.name}},
+        priority=campaign.priority,
+        expires_at=campaign.expires_at,
+        source=Source.CAMPAIGN,
+        source_ref=f"{campaign.source_ref} · test"[:200],
         at=now,
     )

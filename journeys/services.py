@@ -14,8 +14,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 from django_q.tasks import async_task
 
+from orchestrator.history import message_status_move
 from orchestrator.models import Event, Message, MessageStatus, Recipient
-from orchestrator.services import message_status_move
 
 from .definition import (
     DefinitionError,

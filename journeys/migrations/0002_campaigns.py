@@ -7,9 +7,9 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("channels_app", "0004_message_templates"),
+        ("channels_app", "0005_message_templates"),
         ("journeys", "0001_initial"),
-        ("orchestrator", "0008_segment_indexes"),
+        ("orchestrator", "0009_segment_indexes"),
     ]
 
     operations = [

@@ -14,7 +14,7 @@ from channels_app.models import DeliveryAttempt
 
 from ..models import AUTO_CHANNEL, Channel, Message, Purpose, Recipient
 from ..pipeline import SendRefused, message_send
-from .serializers import MessageSerializer
+from .serializers import MessageDecisionSerializer, MessageSerializer
 from .views import idempotent_response
 
 
@@ -36,7 +36,13 @@ class MessageCreateSerializer(serializers.Serializer):
     recipient = serializers.CharField(max_length=200)
     channel = serializers.ChoiceField(choices=[*Channel.values, AUTO_CHANNEL])
     purpose = serializers.ChoiceField(choices=Purpose.values)
-    content = ContentSerializer()
+    content = ContentSerializer(required=False)
+    template = serializers.CharField(
+        required=False,
+        max_length=100,
+        help_text="A template key, instead of content: rendered in the pipeline.",
+    )
+    data = serializers.DictField(required=False, help_text="The template's variables ({{ data.* }}).")
     priority = serializers.IntegerField(min_value=0, max_value=100, default=50)
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
     deliver_after = serializers.DateTimeField(required=False, allow_null=True)
@@ -47,8 +53,17 @@ class MessageCreateSerializer(serializers.Serializer):
     )
     source_ref = serializers.CharField(required=False, allow_blank=True, max_length=200)
 
+    def validate(self, attrs):
+        if ("content" in attrs) == ("template" in attrs):
+            raise serializers.ValidationError(
+                {"content": ["Give content, or a template (with data), not both."]}
+            )
+        if "data" in attrs and "template" not in attrs:
+            raise serializers.ValidationError({"data": ["data goes with a template."]})
+        return attrs
 
-class MessageDecisionSerializer(serializers.ModelSerializer):
+
+class MessageSendResultSerializer(serializers.ModelSerializer):
     class Meta:
         model = Message
         fields = [
@@ -80,9 +95,12 @@ class DeliveryAttemptSerializer(serializers.ModelSerializer):
 
 class MessageDetailSerializer(MessageSerializer):
     attempts_detail = DeliveryAttemptSerializer(source="delivery_attempts", many=True, read_only=True)
+    decisions = MessageDecisionSerializer(
+        many=True, read_only=True, help_text="Every decision, oldest first."
+    )
 
     class Meta(MessageSerializer.Meta):
-        fields = [*MessageSerializer.Meta.fields, "attempts_detail"]
+        fields = [*MessageSerializer.Meta.fields, "decisions", "attempts_detail"]
 
 
 def refusal_body(exc: SendRefused) -> dict:
@@ -97,7 +115,7 @@ class MessageCreateView(APIView):
 
     @extend_schema(
         request=MessageCreateSerializer,
-        responses={201: MessageDecisionSerializer},
+        responses={201: MessageSendResultSerializer},
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
     )
     def post(self, request):
@@ -113,7 +131,9 @@ class MessageCreateView(APIView):
                     recipient=recipient,
                     channel=data["channel"],
                     purpose=data["purpose"],
-                    content=data["content"],
+                    content=data.get("content"),
+                    template=data.get("template"),
+                    data=data.get("data"),
                     priority=data["priority"],
                     expires_at=data.get("expires_at"),
                     deliver_after=data.get("deliver_after"),
@@ -122,7 +142,7 @@ class MessageCreateView(APIView):
                 )
             except SendRefused as exc:
                 raise ValidationError(refusal_body(exc)) from exc
-            return status.HTTP_201_CREATED, MessageDecisionSerializer(message).data
+            return status.HTTP_201_CREATED, MessageSendResultSerializer(message).data
 
         return idempotent_response(request, "messages", act)
 
@@ -131,7 +151,8 @@ class MessageDetailView(APIView):
     @extend_schema(responses=MessageDetailSerializer)
     def get(self, request, pk: int):
         message = get_object_or_404(
-            Message.objects.select_related("recipient").prefetch_related("delivery_attempts"), pk=pk
+            Message.objects.select_related("recipient").prefetch_related("delivery_attempts", "decisions"),
+            pk=pk,
         )
         return Response(MessageDetailSerializer(message).data)
 

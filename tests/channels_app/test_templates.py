@@ -14,6 +14,7 @@ from channels_app.templating import (
     locale_normalize,
     templates_compiled,
 )
+from tests.journeys.conftest import clock, committed  # noqa: F401
 from tests.orchestrator.factories import RecipientFactory
 
 URL = "/api/v1/templates/"
@@ -350,3 +351,121 @@ def test_a_batch_renders_each_distinct_set_of_values_once_and_never_mixes_them_u
         {"title": "Hi there", "body": "0 items; vip true"},
     ]
     assert memo.hits == 3  # the second Ana twice (title and body), the third Ana's title
+
+
+# ---- used from POST messages/ and journey send steps ------------------------------------------------------
+
+
+@pytest.fixture
+def restock(db):
+    return template_create(
+        data={
+            "key": "restock",
+            "channel": "push",
+            "purpose": "engagement",
+            "default_locale": "en",
+            "locales": {
+                "en": {
+                    "title": "{{ data.product }} is back",
+                    "body": "Tap to see it.",
+                    "action_url": "app://p",
+                },
+                "pt-BR": {
+                    "title": "{{ data.product }} voltou",
+                    "body": "Toque para ver.",
+                    "action_url": "app://p",
+                },
+            },
+        }
+    )
+
+
+@pytest.mark.django_db
+def test_post_messages_with_a_template_renders_it_for_the_recipient(api, restock):
+    from orchestrator.models import Message
+    from tests.orchestrator.factories import ReachableRecipientFactory
+
+    ReachableRecipientFactory(external_id="ana", locale="pt-BR", timezone="UTC")
+    body = {"recipient": "ana", "channel": "push", "purpose": "engagement", "template": "restock"}
+    resp = api.post("/api/v1/messages/", {**body, "data": {"product": "Tênis"}}, format="json")
+    assert resp.status_code == 201, resp.json()
+    assert Message.objects.get(pk=resp.json()["id"]).content == {
+        "title": "Tênis voltou",
+        "body": "Toque para ver.",
+        "action_url": "app://p",
+    }
+
+
+@pytest.mark.django_db
+def test_the_lint_catches_a_variable_that_makes_a_push_too_long_at_send_time(api, restock):
+    from orchestrator.models import Message
+    from tests.orchestrator.factories import ReachableRecipientFactory
+
+    ReachableRecipientFactory(external_id="bo", locale="en", timezone="UTC")
+    body = {"recipient": "bo", "channel": "push", "purpose": "engagement", "template": "restock"}
+    long_name = "The Extraordinarily Comfortable Walking Shoe, Limited Edition in Every Colour"
+    resp = api.post("/api/v1/messages/", {**body, "data": {"product": long_name}}, format="json")
+    assert resp.status_code == 400, resp.json()
+    assert "push_too_long" in resp.json()["codes"] and "content" in resp.json()
+    missing = api.post("/api/v1/messages/", body, format="json")
+    assert missing.status_code == 400 and "template_missing_value" in missing.json()["codes"]
+    assert "template restock (en) title line 1: data.product is undefined" in missing.json()["template"][0]
+    both = api.post("/api/v1/messages/", {**body, "content": {"title": "x", "body": "y"}}, format="json")
+    assert both.status_code == 400 and "content" in both.json()
+    unknown = api.post("/api/v1/messages/", {**body, "template": "nope"}, format="json")
+    assert unknown.status_code == 400 and "unknown_template" in unknown.json()["codes"]
+    nul = api.post("/api/v1/messages/", {**body, "data": {"product": "a\x00b"}}, format="json")
+    assert nul.status_code == 400 and "template_nul" in nul.json()["codes"]
+    assert not Message.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_journey_send_step_renders_its_template_with_the_journey_and_the_trigger_event(
+    restock,
+    committed,  # noqa: F811
+    clock,  # noqa: F811
+):
+    from journeys.services import journey_create, journey_transition
+    from orchestrator.models import Message
+    from orchestrator.services import event_ingest
+    from tests.orchestrator.factories import ReachableRecipientFactory
+
+    template_create(
+        data={
+            "key": "cart-nudge",
+            "channel": "push",
+            "purpose": "engagement",
+            "default_locale": "en",
+            "locales": {
+                "en": {
+                    "title": "{{ event.properties.item | default: 'Your cart' }} is waiting",
+                    "body": "From {{ journey.name }}.",
+                    "action_url": "app://cart",
+                }
+            },
+        }
+    )
+    definition = {
+        "slug": "nudge",
+        "name": "Cart nudge",
+        "trigger": {"event": "cart_abandoned"},
+        "steps": [
+            {
+                "id": "push",
+                "type": "send",
+                "channel": "push",
+                "purpose": "engagement",
+                "template": "cart-nudge",
+            }
+        ],
+    }
+    journey = journey_create(definition=definition, now=clock.now)
+    for action in ("propose", "approve", "activate"):
+        journey = journey_transition(journey=journey, action=action, now=clock.now)
+    recipient = ReachableRecipientFactory(timezone="UTC")
+    committed(event_ingest, recipient=recipient, name="cart_abandoned", properties={"item": "The red scarf"})
+    message = Message.objects.get(recipient=recipient)
+    assert (
+        message.content["title"] == "The red scarf is waiting"
+        and message.content["body"] == "From Cart nudge."
+    )

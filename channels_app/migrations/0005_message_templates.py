@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("channels_app", "0003_default_policies"),
+        ("channels_app", "0004_channel_purpose_fit"),
     ]
 
     operations = [

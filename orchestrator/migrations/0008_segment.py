@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("orchestrator", "0006_drop_redundant_recipient_fk_indexes"),
+        ("orchestrator", "0007_message_decisions"),
     ]
 
     operations = [
