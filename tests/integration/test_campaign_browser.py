@@ -48,7 +48,10 @@ def test_segment_template_and_campaign_from_the_admin(browser_page, live_server,
     second = page.locator("#segment-rows tr").nth(1)
     second.locator('[data-name="kind"]').select_option("reachable")
     page.locator("#segment-rows tr").nth(1).locator('[data-name="value"]').fill("email")
-    page.wait_for_function("document.getElementById('segment-count').textContent === '3'")
+    page.wait_for_function(
+        "document.getElementById('segment-summary').textContent.includes('reachable on email')"
+    )
+    assert page.inner_text("#segment-count") == "3"
     assert "plan is pro and reachable on email" in page.inner_text("#segment-summary")
     assert "ana" in page.inner_text("#segment-sample")
     screenshot(page, "segment-builder")
