@@ -118,15 +118,15 @@ def campaign_run(at) -> tuple[float, object, object]:
 
 
 def cleanup() -> None:
+    """The campaign's own rows and queued delivery tasks, then the blast's messages (governor_blast's)."""
     from django.db import connection
+    from governor_blast import cleanup as messages_cleanup
 
     with connection.cursor() as cur:
         cur.execute("DELETE FROM journeys_campaignrecipient")
         cur.execute("DELETE FROM journeys_campaign")
-        cur.execute("DELETE FROM orchestrator_message WHERE source = 'campaign'")
         cur.execute("DELETE FROM django_q_ormq")
-    with connection.cursor() as cur:
-        cur.execute("VACUUM ANALYZE orchestrator_message")
+    messages_cleanup()
 
 
 def main() -> None:

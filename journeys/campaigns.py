@@ -565,24 +565,39 @@ def _batch_send(campaign: Campaign, members: list[tuple[int, int]], now: datetim
         for _, rid in members
     ]
     results = messages_send_bulk(requests=requests, at=now)
-    decided: list[CampaignRecipient] = []
-    refused: list[CampaignRecipient] = []
+    outcomes: list[tuple[int, str, int | None, str]] = []
+    refused = 0
     for (member_id, _), result in zip(members, results, strict=True):
         if isinstance(result, SendRefused):
-            refused.append(
-                CampaignRecipient(
-                    pk=member_id, state=MemberState.REFUSED, decided_at=now, detail=str(result)[:2000]
-                )
-            )
+            refused += 1
+            outcomes.append((member_id, MemberState.REFUSED, None, str(result)[:2000]))
         else:
-            decided.append(
-                CampaignRecipient(
-                    pk=member_id, state=MemberState.DECIDED, decided_at=now, message_id=result.pk
-                )
-            )
-    CampaignRecipient.objects.bulk_update(decided, ["state", "decided_at", "message"], batch_size=5000)
-    CampaignRecipient.objects.bulk_update(refused, ["state", "decided_at", "detail"], batch_size=5000)
-    return len(decided), len(refused)
+            outcomes.append((member_id, MemberState.DECIDED, result.pk, ""))
+    _members_record(outcomes, now)
+    return len(members) - refused, refused
+
+
+def _members_record(outcomes: list[tuple[int, str, int | None, str]], now: datetime) -> None:
+    """Each member's outcome in one UPDATE ... FROM unnest (PostgreSQL); through the ORM elsewhere."""
+    if connection.vendor != "postgresql":
+        CampaignRecipient.objects.bulk_update(
+            [
+                CampaignRecipient(pk=pk, state=state, message_id=message_id, detail=detail, decided_at=now)
+                for pk, state, message_id, detail in outcomes
+            ],
+            ["state", "message", "detail", "decided_at"],
+            batch_size=500,
+        )
+        return
+    ids, states, messages, details = (list(column) for column in zip(*outcomes, strict=True))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {CampaignRecipient._meta.db_table} c"
+            " SET state = v.state, message_id = v.message_id, detail = v.detail, decided_at = %s"
+            " FROM unnest(%s::bigint[], %s::varchar[], %s::bigint[], %s::text[])"
+            " AS v(id, state, message_id, detail) WHERE c.id = v.id",
+            [now, ids, states, messages, details],
+        )
 
 
 def _campaign_step(*, now: datetime, size: int, work: CampaignWork) -> int:

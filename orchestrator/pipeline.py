@@ -18,8 +18,9 @@ channels_app (it imports both); journeys and campaigns call it and only map thei
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -81,10 +82,14 @@ class SendRequest:
     context: Mapping[str, Any] | None = None  # its {{ event.* }}, {{ journey.* }}, {{ campaign.* }}
 
 
+_CHANNELS = frozenset((*Channel.values, AUTO_CHANNEL))  # Choices.values builds a new list per call
+_PURPOSES = frozenset(Purpose.values)
+
+
 def _check_fields(r: SendRequest, at: datetime) -> SendRefused | None:
-    if r.channel not in (*Channel.values, AUTO_CHANNEL):
+    if r.channel not in _CHANNELS:
         return _refuse("channel", "invalid_channel", f"Unknown channel {r.channel!r}.")
-    if r.purpose not in Purpose.values:
+    if r.purpose not in _PURPOSES:
         return _refuse("purpose", "invalid_purpose", f"Unknown purpose {r.purpose!r}.")
     if not 0 <= int(r.priority) <= 100:
         return _refuse("priority", "invalid_priority", "priority must be between 0 and 100.")
@@ -97,6 +102,13 @@ def _check_fields(r: SendRequest, at: datetime) -> SendRefused | None:
     if r.template is not None and r.content is not None:
         return _refuse("template", "template_and_content", "Give a template or content, not both.")
     return None
+
+
+def _with_content(r: SendRequest, content: Mapping[str, Any]) -> SendRequest:
+    """The request with its rendered content (a shallow copy: dataclasses.replace re-runs __init__)."""
+    new = copy.copy(r)
+    object.__setattr__(new, "content", content)
+    return new
 
 
 def _render(
@@ -122,7 +134,7 @@ def _render(
     )
     for n, rendered in zip(templated, renders, strict=True):
         if rendered.ok:
-            requests[n] = replace(requests[n], content=rendered.content)
+            requests[n] = _with_content(requests[n], rendered.content)
             if rendered.sandbox:
                 reports[n] = [
                     {

@@ -322,7 +322,7 @@ def test_template_edge_requests(api):
 
 
 def test_a_batch_renders_each_distinct_set_of_values_once_and_never_mixes_them_up():
-    from channels_app.templating import RenderMemo, _reads
+    from channels_app.templating import RenderMemo, _reads, _union
 
     sources = {
         "en": {
@@ -331,8 +331,8 @@ def test_a_batch_renders_each_distinct_set_of_values_once_and_never_mixes_them_u
         }
     }
     t = compiled_from(sources)
-    t.reads.update(
-        {loc: {name: _reads(bound) for name, bound in fields.items()} for loc, fields in t.variants.items()}
+    t.variant_reads.update(
+        {loc: _union(_reads(bound) for bound in fields.values()) for loc, fields in t.variants.items()}
     )
     memo = RenderMemo()
     people = [
@@ -350,7 +350,7 @@ def test_a_batch_renders_each_distinct_set_of_values_once_and_never_mixes_them_u
         {"title": "Hi Bo", "body": "3 items; vip true"},
         {"title": "Hi there", "body": "0 items; vip true"},
     ]
-    assert memo.hits == 3  # the second Ana twice (title and body), the third Ana's title
+    assert memo.hits == 1  # the second Ana; the third reads vip 1, not true
 
 
 # ---- used from POST messages/ and journey send steps ------------------------------------------------------
