@@ -224,6 +224,7 @@ def _recipient_decide(
         at=at,
         uses=uses,
         kth_oldest=kth_oldest,
+        recipient_id=recipient_id,
     )
 
 
@@ -537,6 +538,7 @@ class _Batch:
             at=at,
             uses=uses,
             kth_oldest=kth_oldest,
+            recipient_id=recipient_id,
         )
         if pk is not None:
             self.done.add(pk)
