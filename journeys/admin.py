@@ -309,8 +309,8 @@ class EnrollmentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if obj.held_out:
             return format_html(
                 '<span class="orch-badge" style="background:#7c3aed" title="{}">held out</span>',
-                f"Assigned at entry from (recipient, journey) at a {float(obj.holdout_share) * 100:g} % share: "
-                "no sends from this journey; counted in its report as the control group.",
+                f"Assigned at entry from (recipient, journey) at a {float(obj.holdout_share) * 100:g} % "
+                "share: no sends from this journey; counted in its report as the control group.",
             )
         return f"exposed ({float(obj.holdout_share) * 100:g} % held out)" if obj.holdout_share else "—"
 

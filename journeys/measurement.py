@@ -149,12 +149,11 @@ def journey_conversions(*, journey_ids: Sequence[int], scope: Scope) -> Conversi
     """The goal conversions of the entry cohort (enrollments that entered within the scope)."""
     d = _Dialect()
     versions = _goal_versions(journey_ids) or [(0, "", "")]
-    values = " UNION ALL ".join(
-        [
-            "SELECT CAST(%s AS BIGINT) AS version_id, CAST(%s AS TEXT) AS goal_event, CAST(%s AS TEXT) AS value_key"
-        ]
-        * len(versions)
+    row = (
+        "SELECT CAST(%s AS BIGINT) AS version_id, CAST(%s AS TEXT) AS goal_event,"
+        " CAST(%s AS TEXT) AS value_key"
     )
+    values = " UNION ALL ".join([row] * len(versions))
     cohort, cohort_params = _cohort_where(scope)
     journeys_in, journeys_params = d.in_list("en.journey_id", journey_ids or [0])
     value = d.json_number("ev.properties", "ver.value_key")
@@ -232,7 +231,7 @@ def _touches_sql(conversions: Conversions, scope: Scope) -> tuple[str, list]:
     if conversions.touches == "journey":
         raw = f"""
             SELECT c.kind, c.conv_id, c.value, c.conv_t, c.start_t, m.channel, '' AS journey,
-                   m.source AS source, sr.step_id AS step, {t} AS t
+                   '' AS source, sr.step_id AS step, {t} AS t
               FROM conv c
               JOIN {STEPRUN} sr ON sr.enrollment_id = c.conv_id AND sr.message_id IS NOT NULL
               JOIN {MESSAGE} m ON m.id = sr.message_id

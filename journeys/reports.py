@@ -691,8 +691,7 @@ def report_tables(report: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         "steps": {
             "title": "Credit by step",
             "columns": [
-                ("journey", "Journey"),
-                ("source", "Source"),
+                *([] if "funnel" in report else [("journey", "Journey"), ("source", "Source")]),
                 ("step", "Step"),
                 ("channel", "Channel"),
                 ("touches", "Touches"),

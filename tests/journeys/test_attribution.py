@@ -37,7 +37,10 @@ MODELS = ("first", "last", "linear", "time_decay", "position_based")
 
 def buy(recipient, name, amount=None, at=T):
     return EventFactory(
-        recipient=recipient, name=name, occurred_at=at, properties={} if amount is None else {"amount": amount}
+        recipient=recipient,
+        name=name,
+        occurred_at=at,
+        properties={} if amount is None else {"amount": amount},
     )
 
 
@@ -157,7 +160,9 @@ def test_every_model_side_by_side_over_all_conversions(api, fixture_world):
     for model in MODELS:  # every model hands out exactly one credit per attributed conversion
         assert sum(body[model].values()) == pytest.approx(4)
     # Messages outside journeys are credited by their source.
-    assert [(row["journey"], row["source"], row["linear"]) for row in body["by_journey"]] == [(None, "api", 4.0)]
+    assert [(row["journey"], row["source"], row["linear"]) for row in body["by_journey"]] == [
+        (None, "api", 4.0)
+    ]
     # Plain words for what last touch misses (push: last 50 %, linear 50 %; email 25 % vs 42 %).
     assert "Last touch gives email 25 % of the credit; linear gives it 42 %" in body["insights"][0]
     assert "under-credits email by 17 points" in body["insights"][0]
@@ -184,7 +189,9 @@ def test_a_property_filter_keeps_only_matching_events(api):
 def test_the_date_range_takes_conversions_by_their_time(api, fixture_world):
     assert attribution(api, half_life="P1D", **{"from": "2026-03-11"})["conversions"] == 0
     assert attribution(api, half_life="P1D", to="2026-03-10")["conversions"] == 5  # `to` includes its day
-    assert attribution(api, half_life="P1D", to="2026-03-10T12:00:00Z")["conversions"] == 0  # a moment: excluded
+    assert (
+        attribution(api, half_life="P1D", to="2026-03-10T12:00:00Z")["conversions"] == 0
+    )  # a moment: excluded
 
 
 def test_a_model_filter_returns_only_those_models(api, fixture_world):
@@ -265,15 +272,29 @@ def test_a_journey_report_credits_its_steps_under_every_model(api, journey_world
         "position_based": {"email": 25.0, "push": 45.0},
     }
     assert a["first_touch"] == a["first"] and a["last_touch"] == a["last"]
-    steps = {(row["step"], row["channel"]): (row["first"], row["last"], row["linear"]) for row in report["by_step"]}
+    steps = {
+        (row["step"], row["channel"]): (row["first"], row["last"], row["linear"]) for row in report["by_step"]
+    }
     assert steps == {("nudge", "push"): (3.0, 2.0, 2.5), ("detail", "email"): (0.0, 1.0, 0.5)}
 
 
 def test_a_journey_report_lists_sequences_with_rates_and_median_time_to_convert(api, journey_world):
     report = api.get(f"/api/v1/journeys/{journey_world.slug}/report/").json()
-    assert (report["enrolled"], report["converted"], report["exited"], report["conversion_rate"]) == (5, 4, 1, 0.8)
+    assert (report["enrolled"], report["converted"], report["exited"], report["conversion_rate"]) == (
+        5,
+        4,
+        1,
+        0.8,
+    )
     rows = [
-        (r["sequence"], r["steps"], r["entrants"], r["converted"], r["conversion_rate"], r["median_time_to_convert"])
+        (
+            r["sequence"],
+            r["steps"],
+            r["entrants"],
+            r["converted"],
+            r["conversion_rate"],
+            r["median_time_to_convert"],
+        )
         for r in report["sequences"]
     ]
     assert rows == [

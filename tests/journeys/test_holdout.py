@@ -67,15 +67,21 @@ def test_held_out_entrants_get_no_sends_from_the_journey_but_count_in_its_report
     assert skipped.count() == 3 * len(held)
     assert set(skipped.values_list("status", "detail")) == {(StepRunStatus.SKIPPED, HELD_OUT_DETAIL)}
     # They ran the journey all the same (waits and all) and finished it.
-    assert set(Enrollment.objects.filter(recipient_id__in=held).values_list("status", flat=True)) == {"exited"}
+    assert set(Enrollment.objects.filter(recipient_id__in=held).values_list("status", flat=True)) == {
+        "exited"
+    }
 
     converter = next(r for r in recipients if r.pk in held)
     EventFactory(recipient=converter, name="purchase", occurred_at=clock.now)
-    Enrollment.objects.filter(recipient=converter).update(status=EnrollmentStatus.CONVERTED, converted_at=clock.now)
+    Enrollment.objects.filter(recipient=converter).update(
+        status=EnrollmentStatus.CONVERTED, converted_at=clock.now
+    )
     holdout = api.get(f"/api/v1/journeys/{journey.slug}/report/").json()["holdout"]
     assert (holdout["share"], holdout["held_out"], holdout["exposed"]) == (0.5, len(held), 16 - len(held))
     assert holdout["held_out_converted"] == 1 and holdout["exposed_converted"] == 0
-    enrollment = api.get(f"/api/v1/journeys/{journey.slug}/enrollments/", {"recipient": converter.external_id})
+    enrollment = api.get(
+        f"/api/v1/journeys/{journey.slug}/enrollments/", {"recipient": converter.external_id}
+    )
     assert enrollment.json()["results"][0]["held_out"] is True
 
 
@@ -90,9 +96,13 @@ def test_assignment_is_recorded_and_stable_across_re_entry(clock, committed):
     clock.advance(days=2)  # past the re-entry cool-down
     for r in recipients:
         again = committed(enrollment_create, journey=journey, recipient=r, now=clock.now)
-        assert (again.held_out, again.holdout_share) == first[r.pk] == (
-            by_hand(f"journey:{journey.pk}", r.pk, 0.3),
-            Decimal("0.300"),
+        assert (
+            (again.held_out, again.holdout_share)
+            == first[r.pk]
+            == (
+                by_hand(f"journey:{journey.pk}", r.pk, 0.3),
+                Decimal("0.300"),
+            )
         )
     assert {e.held_out for e in Enrollment.objects.filter(journey=journey)} == {True, False}
 
@@ -155,7 +165,9 @@ def test_the_global_holdout_suppresses_engagement_and_promotion_only(clock):
         m = message_send(recipient=r, channel="email", purpose="engagement", content=content, at=clock.now)
         assert (m.status, m.rule) == (MessageStatus.SUPPRESSED, "global holdout")
         assert "global holdout (50 %" in m.reason
-        receipt = message_send(recipient=r, channel="email", purpose="transactional", content=content, at=clock.now)
+        receipt = message_send(
+            recipient=r, channel="email", purpose="transactional", content=content, at=clock.now
+        )
         assert receipt.status == MessageStatus.ACCEPTED
         check = governor_check(recipient=r, channel="email", purpose="promotional", at=clock.now)
         assert check.rule == "global holdout"
