@@ -20,13 +20,15 @@ Definitions (docs/measurement.md has the long form):
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db import connection
+from django.conf import settings
+from django.db import connection, transaction
 
 from governor.holdout import GLOBAL_SCOPE, holdout_sql
 from orchestrator.models import Event, MessageStatus
@@ -105,15 +107,25 @@ class _Dialect:
 
 
 def _fetch(sql: str, params: Sequence[Any]) -> list[tuple]:
-    with connection.cursor() as cursor:
+    """Run one report statement; on PostgreSQL with more sort memory for its window functions (the
+    default 4 MB spills a 100k-conversion report to disk), for this transaction only."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"SET LOCAL work_mem = '{_work_mem()}'")
         cursor.execute(sql, list(params))
         return cursor.fetchall()
 
 
+def _work_mem() -> str:
+    value = str((getattr(settings, "ORCHESTRATOR", {}).get("REPORTS") or {}).get("WORK_MEM", "64MB"))
+    return value if re.fullmatch(r"\d{1,7}(kB|MB|GB)", value) else "64MB"
+
+
 # --- conversions --------------------------------------------------------------------------------------
 # A conversions query yields (kind, conv_id, recipient_id, conv_at, conv_t, start_t, value): `kind` is 0
-# for journey goals and the definition's id otherwise, conv_t / start_t are epoch seconds (start_t NULL:
-# no lower bound), value a float (0 without a value property).
+# for journey goals and the definition's id otherwise; `conv_id` is unique across kinds (the enrollment's
+# id, or event id × definitions + the definition's index: one event may convert for two definitions);
+# conv_t / start_t are epoch seconds (start_t NULL: no lower bound), value a float (0 without a value).
 
 
 @dataclass(frozen=True)
@@ -121,6 +133,9 @@ class Conversions:
     sql: str
     params: list
     touches: str  # "journey" (the enrollment's own sends) or "all" (every message in the lookback)
+    # Bounds every touch lies within (None: unknown), to skip old and future messages early.
+    earliest: datetime | None = None
+    latest: datetime | None = None
 
 
 def _cohort_where(scope: Scope, column: str = "en.entered_at") -> tuple[str, list]:
@@ -196,7 +211,7 @@ def definition_conversions(*, definitions: Sequence[ConversionDefinition], scope
     """Every event matching one of the definitions within the scope (by the event's time)."""
     d = _Dialect()
     parts, params = [], []
-    for definition in definitions:
+    for index, definition in enumerate(definitions):
         sql, event_params = (
             definition_events(definition, scope)
             .values("id", "recipient_id", "occurred_at", "properties")
@@ -204,7 +219,8 @@ def definition_conversions(*, definitions: Sequence[ConversionDefinition], scope
         )
         value = d.json_number("c.properties", "%s") if definition.value_property else "0"
         parts.append(
-            f"SELECT CAST(%s AS BIGINT) AS kind, c.id AS conv_id, c.recipient_id AS recipient_id,"
+            f"SELECT CAST(%s AS BIGINT) AS kind, c.id * {len(definitions)} + {index} AS conv_id,"
+            " c.recipient_id AS recipient_id,"
             f" c.occurred_at AS conv_at, {d.epoch('c.occurred_at')} AS conv_t,"
             f" {d.epoch('c.occurred_at')} - %s AS start_t, {value} AS value FROM ({sql}) c"
         )
@@ -217,45 +233,64 @@ def definition_conversions(*, definitions: Sequence[ConversionDefinition], scope
             f"SELECT 0 AS kind, id AS conv_id, id AS recipient_id, occurred_at AS conv_at,"
             f" 0.0 AS conv_t, 0.0 AS start_t, 0.0 AS value FROM {EVENT} WHERE 1 = 0"
         )
-    return Conversions(" UNION ALL ".join(parts), params, touches="all")
+    earliest = None
+    if scope.start is not None and definitions:
+        try:
+            earliest = scope.start - max(d.lookback for d in definitions)
+        except OverflowError:
+            earliest = None
+    return Conversions(" UNION ALL ".join(parts), params, touches="all", earliest=earliest, latest=scope.end)
 
 
 # --- touches and credit ---------------------------------------------------------------------------
 
 
-def _touches_sql(conversions: Conversions, scope: Scope) -> tuple[str, list]:
-    """CTEs `conv` and `touch` (kind, conv_id, value, channel, journey, source, step, t, conv_t)."""
+def _touches_sql(conversions: Conversions, scope: Scope) -> tuple[str, list, str]:
+    """CTEs `conv` and `touch` (kind, conv_id, value, t, message_id, channel, source, step), kept narrow
+    for the window sorts, and the body of `labelled` (the credit with its journey and step), which
+    joins the journey of each credited message only after the credit is split."""
     d = _Dialect()
     reached, reached_params = d.in_list("m.status", scope.reached)
     t = d.epoch(TOUCH_AT)
     if conversions.touches == "journey":
         raw = f"""
-            SELECT c.kind, c.conv_id, c.value, c.conv_t, c.start_t, m.channel, '' AS journey,
+            SELECT c.kind, c.conv_id, c.value, c.conv_t, c.start_t, m.id AS message_id, m.channel,
                    '' AS source, sr.step_id AS step, {t} AS t
               FROM conv c
               JOIN {STEPRUN} sr ON sr.enrollment_id = c.conv_id AND sr.message_id IS NOT NULL
               JOIN {MESSAGE} m ON m.id = sr.message_id
              WHERE {reached}
         """
-        labelled = "SELECT * FROM touch_raw WHERE t <= conv_t AND (start_t IS NULL OR t >= start_t)"
+        labelled = "SELECT credit.*, '' AS journey FROM credit"
     else:
+        bounds, bounds_params = "", []
+        if d.pg and conversions.latest is not None:  # a touch is created before its conversion
+            bounds, bounds_params = " AND m.created_at < %s", [conversions.latest]
+        if d.pg and conversions.earliest is not None:  # and reaches the recipient within the lookback
+            bounds, bounds_params = f"{bounds} AND {TOUCH_AT} >= %s", [*bounds_params, conversions.earliest]
+        reached_params = [*reached_params, *bounds_params]
         raw = f"""
             SELECT c.kind, c.conv_id, c.value, c.conv_t, c.start_t, m.id AS message_id, m.channel,
-                   m.source AS source, {t} AS t
+                   m.source AS source, '' AS step, {t} AS t
               FROM conv c
               JOIN {MESSAGE} m ON m.recipient_id = c.recipient_id AND m.created_at <= c.conv_at
-             WHERE {reached}
+             WHERE {reached}{bounds}
         """
+        columns = ", ".join(f"credit.c_{m}" for m in MODELS)
         labelled = f"""
-            SELECT w.kind, w.conv_id, w.value, w.conv_t, w.start_t, w.channel,
-                   COALESCE(j.slug, '') AS journey, w.source, COALESCE(sr.step_id, '') AS step, w.t
-              FROM (SELECT * FROM touch_raw WHERE t <= conv_t AND (start_t IS NULL OR t >= start_t)) w
-              LEFT JOIN {STEPRUN} sr ON sr.message_id = w.message_id
+            SELECT credit.kind, credit.conv_id, credit.value, credit.message_id, credit.channel,
+                   credit.source, COALESCE(sr.step_id, '') AS step, {columns}, COALESCE(j.slug, '') AS journey
+              FROM credit
+              LEFT JOIN {STEPRUN} sr ON sr.message_id = credit.message_id
               LEFT JOIN {ENROLLMENT} en ON en.id = sr.enrollment_id
               LEFT JOIN {JOURNEY} j ON j.id = en.journey_id
         """
-    sql = f"conv AS ({conversions.sql}), touch_raw AS ({raw}), touch AS ({labelled})"
-    return sql, [*conversions.params, *reached_params]
+    touch = (
+        "SELECT kind, conv_id, value, t, message_id, channel, source, step FROM touch_raw"
+        " WHERE t <= conv_t AND (start_t IS NULL OR t >= start_t)"
+    )
+    sql = f"conv AS ({conversions.sql}), touch_raw AS ({raw}), touch AS ({touch})"
+    return sql, [*conversions.params, *reached_params], labelled
 
 
 def _credit_sql(d: _Dialect) -> str:
@@ -267,7 +302,7 @@ def _credit_sql(d: _Dialect) -> str:
                    COUNT(*) OVER w AS n,
                    MIN(t) OVER w AS t_first,
                    MAX(t) OVER w AS t_last
-              FROM touch WINDOW w AS (PARTITION BY kind, conv_id)
+              FROM touch WINDOW w AS (PARTITION BY conv_id)
         ),
         grouped AS (
             SELECT ranked.*,
@@ -276,13 +311,13 @@ def _credit_sql(d: _Dialect) -> str:
                    -- Halved every half-life before the conversion; relative to the latest touch so the
                    -- weights never underflow (a common factor leaves the shares unchanged).
                    POWER(CAST(0.5 AS {f}), (t_last - t) / %s) AS decay
-              FROM ranked WINDOW w AS (PARTITION BY kind, conv_id)
+              FROM ranked WINDOW w AS (PARTITION BY conv_id)
         ),
         weighed AS (
-            SELECT grouped.*, SUM(decay) OVER (PARTITION BY kind, conv_id) AS decay_sum FROM grouped
+            SELECT grouped.*, SUM(decay) OVER (PARTITION BY conv_id) AS decay_sum FROM grouped
         ),
         credit AS (
-            SELECT kind, conv_id, value, channel, journey, source, step,
+            SELECT kind, conv_id, value, message_id, channel, source, step,
                    CASE WHEN t = t_first THEN CAST(1 AS {f}) / n_first ELSE 0 END AS c_first,
                    CASE WHEN t = t_last THEN CAST(1 AS {f}) / n_last ELSE 0 END AS c_last,
                    CAST(1 AS {f}) / n AS c_linear,
@@ -320,17 +355,17 @@ def credit_compute(*, conversions: Conversions, scope: Scope) -> list[CreditRow]
     """Credit (conversions and value) under every model, per channel, per journey (or source) and per
     step, plus one `total` row: one statement."""
     d = _Dialect()
-    touches, params = _touches_sql(conversions, scope)
+    touches, params, labelled = _touches_sql(conversions, scope)
     sums = _sums()
     sql = f"""
-        WITH {touches}, {_credit_sql(d)}
+        WITH {touches}, {_credit_sql(d)}, labelled AS ({labelled})
         SELECT 'channel', channel, '', '', '', {sums} FROM credit GROUP BY channel
         UNION ALL
         SELECT 'journey', '', journey, CASE WHEN journey = '' THEN source ELSE '' END, '', {sums}
-          FROM credit GROUP BY journey, CASE WHEN journey = '' THEN source ELSE '' END
+          FROM labelled GROUP BY journey, CASE WHEN journey = '' THEN source ELSE '' END
         UNION ALL
         SELECT 'step', channel, journey, CASE WHEN journey = '' THEN source ELSE '' END, step, {sums}
-          FROM credit GROUP BY journey, CASE WHEN journey = '' THEN source ELSE '' END, step, channel
+          FROM labelled GROUP BY journey, CASE WHEN journey = '' THEN source ELSE '' END, step, channel
         UNION ALL
         SELECT 'total', '', '', '', '', {sums} FROM credit
     """

@@ -160,3 +160,20 @@ def test_the_admin_lists_reports_under_journeys(admin_client):
     assert timezone.now()  # the default range ends today
     page = admin_client.get(REPORT).content.decode()
     assert (timezone.now().date()).isoformat() in page
+
+
+def test_the_demo_fills_the_reports(client, django_user_model):
+    from django.core.management import call_command
+
+    call_command("seed_demo", "--recipients", "30", "--no-progress", stdout=io.StringIO())
+    call_command("seed_demo", "--recipients", "30", "--no-progress", stdout=io.StringIO())  # idempotent
+    assert ConversionDefinition.objects.filter(name="Purchase").count() == 1
+    from journeys.models import Enrollment
+
+    win_back = Enrollment.objects.filter(journey__slug="win-back")
+    assert win_back.count() == 30 and win_back.filter(held_out=True).exists()
+    assert win_back.filter(status=EnrollmentStatus.CONVERTED).exists()
+    client.force_login(django_user_model.objects.get(username="admin"))  # seed_demo set its password
+    html = client.get(REPORT, {"journey": "win-back"}).content.decode()
+    assert "email → push → in_app" in html and "(held out)" in html
+    assert "Last touch gives" in html
