@@ -426,18 +426,9 @@ REPORT_DEFAULT_DAYS = 30
 
 
 @admin.register(Report)
-class ReportAdmin(admin.ModelAdmin):
+class ReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """The measurement page: listed under Journeys as "Reports", it renders the report for the filters in
     its query string (a journey's, or the overall one) with charts, and each table as CSV."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_view_permission(self, request, obj=None):
         return reports.reports_viewable(user=request.user)

@@ -5,14 +5,10 @@ checks the five models, the sequences (with their median), the funnel and the gl
 """
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.integration.sqlite import sqlite_manage
 
 SCRIPT = r"""
 import json
@@ -107,26 +103,7 @@ print("RESULT " + json.dumps({
 
 @pytest.mark.slow
 def test_the_reports_compute_the_same_numbers_on_sqlite(tmp_path):
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'reports.sqlite3'}",
-        "DJANGO_SETTINGS_MODULE": "orchestrator.settings",
-        "Q_SYNC": "1",
-        "LOG_LEVEL": "WARNING",
-    }
-
-    def manage(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        return done.stdout
-
+    manage = sqlite_manage(tmp_path / "reports.sqlite3")
     manage("migrate", "--noinput", "-v0")
     out = manage("shell", "-c", SCRIPT)
     result = json.loads(out.split("RESULT ", 1)[1])
