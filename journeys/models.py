@@ -249,6 +249,8 @@ def validate_property_filter(value) -> None:
             )
         if isinstance(item, dict | list):
             raise ValidationError(f"{key!r}: compare with a plain value (text, number, true/false).")
+        if isinstance(item, str) and "\x00" in item:
+            raise ValidationError(f"{key!r}: the value contains a NUL character.")
 
 
 def validate_property_key(value) -> None:

@@ -169,6 +169,9 @@ def report_filters_parse(
         for key in ("reached", "model"):
             if key in params:
                 raw[key] = ",".join(_clean_text(v) for v in params.getlist(key))
+    for key in [k for k, v in raw.items() if "\x00" in v]:
+        errors[key] = ["Contains a NUL character."]
+        raw.pop(key)
 
     start = end = None
     for key in ("from", "to"):

@@ -43,6 +43,8 @@ def test_an_unknown_journey_is_a_404(api):
         ({"reached": "accepted"}, "reached"),
         ({"reached": ""}, "reached"),
         ({"conversion": "no such definition"}, "conversion"),
+        ({"conversion": "a\x00b"}, "conversion"),
+        ({"channel": "\x00"}, "channel"),
     ],
 )
 def test_bad_parameters_are_a_400_naming_the_field(api, params, field):
@@ -51,6 +53,11 @@ def test_bad_parameters_are_a_400_naming_the_field(api, params, field):
         response = api.get(url, params)
         assert response.status_code == 400, (url, response.content)
         assert field in response.json(), response.json()
+
+
+def test_a_nul_in_the_journey_parameter_is_a_400(api):
+    response = api.get(ATTRIBUTION, {"journey": "cart\x00recovery"})
+    assert response.status_code == 400 and "journey" in response.json()
 
 
 def test_a_reversed_range_and_an_unknown_model_are_both_named(api):
