@@ -574,6 +574,7 @@ def lift_estimate(*, exposed: int, exposed_converted: int, held_out: int, held_o
         "relative_lift": None,
         "ci95": None,
         "relative_ci95": None,
+        "lift_text": "—",
     }
     if p1 is None or p2 is None:
         result["verdict"] = "no_holdout" if not n2 else "too_small"
@@ -587,6 +588,7 @@ def lift_estimate(*, exposed: int, exposed_converted: int, held_out: int, held_o
     se = math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
     low, high = diff - Z95 * se, diff + Z95 * se
     result["lift"] = round(diff, 4)
+    result["lift_text"] = f"{_points(diff)} points"
     result["ci95"] = [round(low, 4), round(high, 4)]
     if p2 > 0:
         result["relative_lift"] = round(p1 / p2 - 1, 4)
