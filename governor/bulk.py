@@ -141,6 +141,7 @@ class Batch:
             uses=uses,
             kth_oldest=partial(kth_oldest_cleared, recipient_id=recipient_id, at=at),
             shelf_life=shelf_life,
+            recipient_id=recipient_id,
         )
         if preview:
             return decision

@@ -143,6 +143,7 @@ def recipient_decide(
         uses=uses,
         kth_oldest=partial(kth_oldest_cleared, recipient_id=recipient_id, at=at),
         shelf_life=draft.shelf_life,
+        recipient_id=recipient_id,
     )
 
 

@@ -170,6 +170,14 @@ ORCHESTRATOR = {
     ],
     # How often the django-q2 schedule runs the due-work pass.
     "DUE_WORK_EVERY_MINUTES": 1,
+    # Measurement (journeys.reports): the time-decay half-life and the statuses that count as a touch
+    # reaching the recipient, when a report does not say (`half_life`, `reached`); the sort memory a
+    # report statement may use on PostgreSQL.
+    "REPORTS": {
+        "HALF_LIFE": timedelta(days=float(os.environ.get("REPORT_HALF_LIFE_DAYS", "7"))),
+        "REACHED": tuple(env_list("REPORT_REACHED", "delivered,opened,clicked")),
+        "WORK_MEM": os.environ.get("REPORT_WORK_MEM", "64MB"),
+    },
 }
 
 LOGGING = {
