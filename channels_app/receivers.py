@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from anymail.signals import tracking as anymail_tracking
 from django.db import transaction
 from django.dispatch import receiver
 
@@ -9,6 +10,7 @@ from orchestrator.models import Event, Message, MessageStatus
 from orchestrator.signals import event_ingested, message_status_changed
 
 from .delivery import message_deliver_enqueue
+from .esp import anymail_event_apply
 from .services import inbox_messages_deliver
 
 # The product events that mean "the recipient is in the app now": their inbox is shown.
@@ -28,3 +30,9 @@ def inbox_on_visit(sender, event: Event, **kwargs) -> None:
     """An app_open is a visit: queued in-app messages are delivered now."""
     if event.name in VISIT_EVENTS:
         inbox_messages_deliver(recipient=event.recipient, now=event.received_at)
+
+
+@receiver(anymail_tracking, dispatch_uid="channels_anymail_tracking")
+def anymail_tracking_received(sender, event, esp_name: str, **kwargs) -> None:
+    """An ESP's tracking webhook (through django-anymail): receipts, bounces, complaints."""
+    anymail_event_apply(event=event, esp_name=esp_name)

@@ -32,7 +32,7 @@ from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from orchestrator.models import Channel, Message, MessageStatus, Preference, Recipient
+from orchestrator.models import Channel, Message, MessageStatus, Preference, Recipient, Source
 from orchestrator.signals import message_status_changed
 
 from .models import ChannelPause, PauseMode
@@ -320,8 +320,11 @@ def message_decide(
 
     Status: accepted, deferred (deliver_after = the earliest time it could pass; None while its channel
     is paused), suppressed (preferences, pause) or expired (it could not pass before expires_at).
+    A reply to the recipient's own inbound message (source `reply`) is exempt from caps and quiet hours.
     """
     policy = policy_current()
+    if source == Source.REPLY:
+        policy = policy.uncapped()
     with transaction.atomic(), _hot_cursor() as (cursor, prepare):
         decision = _recipient_decide(
             policy=policy,

@@ -28,13 +28,13 @@ from orchestrator.channel_choice import ChoiceRequest, channels_choose_bulk
 from orchestrator.models import (
     AUTO_CHANNEL,
     CLEARED_STATUSES,
-    ContactPoint,
     Event,
     Message,
     MessageStatus,
     Recipient,
     Source,
 )
+from orchestrator.selectors import recipients_reachable_channels
 
 from .definition import CompiledDefinition, CompiledStep, definition_compile, duration_format
 from .models import (
@@ -396,11 +396,7 @@ def _sends_decide(sends: list[_Send], b: _Batch) -> list[tuple[_Send, Message | 
     if not sends:
         return []
     recipient_ids = {s.enrollment.recipient_id for s in sends}
-    reachable: dict[int, set[str]] = defaultdict(set)
-    for rid, channel in ContactPoint.objects.filter(
-        recipient_id__in=recipient_ids, opted_in=True
-    ).values_list("recipient_id", "channel"):
-        reachable[rid].add(channel)
+    reachable = recipients_reachable_channels(recipient_ids=recipient_ids)
     autos = [s for s in sends if s.step.raw.get("channel") == AUTO_CHANNEL]
     choices = dict(
         zip(
@@ -434,7 +430,7 @@ def _sends_decide(sends: list[_Send], b: _Batch) -> list[tuple[_Send, Message | 
                 continue
             channel, reason = choice.channel, choice.reason
         elif channel not in reachable[e.recipient_id]:
-            s.refusal = f"no opted-in {channel} contact point"
+            s.refusal = f"no opted-in {channel} contact point that is deliverable"
             continue
         # Lint each distinct step × channel once per batch (policies are editable: no longer cache).
         key = (e.version_id, step.id, channel)

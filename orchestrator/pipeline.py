@@ -23,7 +23,8 @@ from channels_app.selectors import channel_default_ttl
 from governor.services import message_decide
 
 from .channel_choice import channel_choose
-from .models import AUTO_CHANNEL, Channel, ContactPoint, Message, MessageStatus, Purpose, Recipient, Source
+from .models import AUTO_CHANNEL, Channel, Message, MessageStatus, Purpose, Recipient, Source
+from .selectors import contact_points_reachable, recipient_unreachable_reasons
 
 
 class SendRefused(Exception):
@@ -41,10 +42,30 @@ def _refuse(field: str, code: str, detail: str) -> SendRefused:
     return SendRefused({field: [{"code": code, "detail": detail}]})
 
 
-def recipient_reachable_channels(*, recipient: Recipient) -> set[str]:
-    """Channels on which the recipient has an opted-in contact point."""
+def recipient_reachable_channels(*, recipient: Recipient, source: str = "") -> set[str]:
+    """Channels on which the recipient has a reachable contact point (opted in, not undeliverable)."""
     return set(
-        ContactPoint.objects.filter(recipient=recipient, opted_in=True).values_list("channel", flat=True)
+        contact_points_reachable(source=source).filter(recipient=recipient).values_list("channel", flat=True)
+    )
+
+
+def _unreachable(recipient: Recipient, channel: str, to: str | None = None) -> SendRefused:
+    """The refusal for a channel (or a named contact point) that cannot be reached, saying why."""
+    why = recipient_unreachable_reasons(recipient=recipient).get(channel)
+    label = Channel(channel).label
+    if to is not None:
+        return _refuse(
+            "to",
+            "unknown_contact_point",
+            f"{recipient.external_id} has no reachable {label} contact point {to!r}"
+            + (f" ({why})." if why else "."),
+        )
+    if why and "undeliverable" in why:
+        return _refuse("channel", "undeliverable", f"Not sent to {recipient.external_id} on {label}: {why}.")
+    return _refuse(
+        "channel",
+        "unreachable",
+        f"{recipient.external_id} has no opted-in {label} contact point" + (f" ({why})." if why else "."),
     )
 
 
@@ -77,7 +98,7 @@ def message_send(
     if expires_at is not None and expires_at <= at:
         raise _refuse("expires_at", "already_expired", "expires_at is already in the past.")
 
-    reachable = recipient_reachable_channels(recipient=recipient)
+    reachable = recipient_reachable_channels(recipient=recipient, source=source)
     channel_reason = ""
     requested = channel
     if channel == AUTO_CHANNEL:
@@ -96,24 +117,22 @@ def message_send(
                 f"No channel can carry this {purpose} message to {recipient.external_id}.",
             )
         channel, channel_reason = choice.channel, choice.reason
+        closed = recipient_unreachable_reasons(recipient=recipient)
+        if closed:
+            # Rerouted: say which channels were closed and why (a bounced address, an opted-out number).
+            channel_reason += "; not " + "; not ".join(f"{ch}: {why}" for ch, why in sorted(closed.items()))
     elif channel not in reachable:
-        raise _refuse(
-            "channel",
-            "unreachable",
-            f"{recipient.external_id} has no opted-in {Channel(channel).label} contact point.",
-        )
+        raise _unreachable(recipient, channel)
 
     if to is not None:
         if requested == AUTO_CHANNEL:
             raise _refuse("to", "to_needs_channel", "`to` names a contact point, so name its channel too.")
-        if not ContactPoint.objects.filter(
-            recipient=recipient, channel=channel, address=to, opted_in=True
-        ).exists():
-            raise _refuse(
-                "to",
-                "unknown_contact_point",
-                f"{recipient.external_id} has no opted-in {Channel(channel).label} contact point {to!r}.",
-            )
+        if (
+            not contact_points_reachable(source=source)
+            .filter(recipient=recipient, channel=channel, address=to)
+            .exists()
+        ):
+            raise _unreachable(recipient, channel, to)
 
     violations = message_lint(channel=channel, purpose=purpose, content=content)
     blocking = [v for v in violations if v.severity == Severity.BLOCK]

@@ -1,15 +1,61 @@
-"""Reads on the conversation: a recipient's unified history and timeline."""
+"""Reads on the conversation: reachability, a recipient's unified history and timeline."""
 
 from __future__ import annotations
 
 import heapq
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from .models import Event, Message, Recipient
+from .models import Channel, ContactPoint, Event, Message, Recipient, Source
+
+# Reachability, the one rule: a contact point may be sent to when the recipient keeps it opted in and no
+# provider has marked it undeliverable. The pipeline, `auto` channel choice, the journey scheduler and
+# delivery all read it through the functions below.
+REACHABLE = Q(opted_in=True, undeliverable_at__isnull=True)
+# A reply to the recipient's own inbound message (the STOP confirmation) only needs a working address.
+REACHABLE_FOR_REPLY = Q(undeliverable_at__isnull=True)
+
+
+def reachable_q(*, source: str = "") -> Q:
+    """The reachability condition on ContactPoint for a message from `source`."""
+    return REACHABLE_FOR_REPLY if source == Source.REPLY else REACHABLE
+
+
+def contact_points_reachable(*, source: str = "") -> QuerySet[ContactPoint]:
+    """Contact points a message from `source` may go to."""
+    return ContactPoint.objects.filter(reachable_q(source=source))
+
+
+def recipients_reachable_channels(*, recipient_ids: Iterable[int], source: str = "") -> dict[int, set[str]]:
+    """Channels each recipient can be reached on (set-based: one query for the batch)."""
+    found: dict[int, set[str]] = defaultdict(set)
+    rows = contact_points_reachable(source=source).filter(recipient_id__in=list(recipient_ids))
+    for rid, channel in rows.values_list("recipient_id", "channel").distinct():
+        found[rid].add(channel)
+    return found
+
+
+def recipient_unreachable_reasons(*, recipient: Recipient) -> dict[str, str]:
+    """Why each channel the recipient has contact points on, but cannot be reached on, is closed."""
+    reasons: dict[str, list[str]] = defaultdict(list)
+    open_channels = set()
+    for cp in ContactPoint.objects.filter(recipient=recipient):
+        if cp.reachable:
+            open_channels.add(cp.channel)
+        elif cp.undeliverable_at is not None:
+            who = cp.address or Channel(cp.channel).label
+            reasons[cp.channel].append(
+                f"{who} is undeliverable since {cp.undeliverable_at:%Y-%m-%d %H:%M} UTC: "
+                f"{cp.undeliverable_reason or 'no reason given'}"
+            )
+        else:
+            reasons[cp.channel].append(f"{cp.address or Channel(cp.channel).label} is opted out")
+    return {ch: "; ".join(r) for ch, r in reasons.items() if ch not in open_channels}
 
 
 def recipient_messages(

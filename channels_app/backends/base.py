@@ -23,6 +23,7 @@ class Outgoing:
     to: str
     content: dict[str, Any]
     expires_at: datetime | None = None
+    recipient_id: int | None = None  # for links signed per recipient (List-Unsubscribe)
 
     @property
     def idempotency_key(self) -> str:
@@ -46,8 +47,14 @@ class SendResult:
         return cls(TRANSIENT, "", summary)
 
     @classmethod
-    def permanent(cls, summary: str) -> SendResult:
-        return cls(PERMANENT, "", summary)
+    def permanent(cls, summary: str, *, undeliverable: bool = False) -> SendResult:
+        """A refusal; `undeliverable` when it says the address itself is dead (unknown mailbox,
+        unregistered push token): delivery then suppresses that contact point."""
+        return cls(PERMANENT, "", summary, {"undeliverable": True} if undeliverable else {})
+
+    @property
+    def undeliverable(self) -> bool:
+        return bool(self.extra.get("undeliverable"))
 
 
 class TransientError(Exception):
@@ -66,6 +73,12 @@ class BaseBackend:
     """
 
     name = "base"
+    # Seconds to wait for this provider (set per provider by the chain); None: the backend's default.
+    timeout: float | None = None
+
+    def __init__(self, **options: Any) -> None:
+        # Per-provider options from CHANNELS["BACKENDS"] (e.g. another base URL or SMTP host).
+        self.options = options
 
     def send(self, outgoing: Outgoing) -> SendResult:
         try:

@@ -54,8 +54,9 @@ class WebPushBackend(BaseBackend):
 
     name = "webpush"
 
-    def __init__(self) -> None:
-        self.conf = settings.CHANNELS["WEBPUSH"]
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        self.conf = {**settings.CHANNELS["WEBPUSH"], **{k.upper(): v for k, v in options.items()}}
 
     def build(self, outgoing: Outgoing) -> dict:
         try:
@@ -83,7 +84,7 @@ class WebPushBackend(BaseBackend):
             vapid_private_key=self.conf["VAPID_PRIVATE_KEY"],
             vapid_claims={"sub": self.conf["VAPID_SUBJECT"]},
             ttl=request["ttl"],
-            timeout=self.conf["TIMEOUT"],
+            timeout=self.timeout if self.timeout is not None else self.conf["TIMEOUT"],
             headers={"Topic": f"m{outgoing.message_id}"[:32], "Urgency": "high"},
         )
 
@@ -97,7 +98,8 @@ class WebPushBackend(BaseBackend):
             text = f"HTTP {status}: {(getattr(exc.response, 'text', '') or '')[:200]}"
             if status is None or status == 429 or status >= 500:
                 return SendResult.transient(text if status else str(exc))
-            return SendResult.permanent(text)
+            # 404/410: the browser subscription is gone for good.
+            return SendResult.permanent(text, undeliverable=status in (404, 410))
         import requests
 
         if isinstance(exc, requests.RequestException):

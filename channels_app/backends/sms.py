@@ -9,6 +9,9 @@ from django.conf import settings
 
 from .base import BaseBackend, Outgoing, PermanentError, SendResult, TransientError, content_text
 
+# Twilio error codes meaning the number cannot receive messages (invalid, not mobile, opted out).
+TWILIO_DEAD_NUMBER_CODES = frozenset({21211, 21214, 21610, 21614})
+
 # Every SMS the locmem backend "sent" in this process (like django.core.mail.outbox).
 outbox: list[dict] = []
 
@@ -41,8 +44,13 @@ class TwilioSmsBackend(BaseBackend):
 
     name = "twilio"
 
-    def __init__(self) -> None:
-        self.conf = settings.CHANNELS["SMS_HTTP"]
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        self.conf = {**settings.CHANNELS["SMS_HTTP"], **{k.upper(): v for k, v in options.items()}}
+
+    @property
+    def wait(self) -> float:
+        return self.timeout if self.timeout is not None else self.conf["TIMEOUT"]
 
     def build(self, outgoing: Outgoing) -> dict:
         if not outgoing.to.startswith("+"):
@@ -64,10 +72,10 @@ class TwilioSmsBackend(BaseBackend):
                 data=request["data"],
                 headers=request["headers"],
                 auth=(self.conf["ACCOUNT_SID"], self.conf["AUTH_TOKEN"]),
-                timeout=self.conf["TIMEOUT"],
+                timeout=self.wait,
             )
         except requests.Timeout as exc:
-            raise TransientError(f"no answer within {self.conf['TIMEOUT']} s ({type(exc).__name__})") from exc
+            raise TransientError(f"no answer within {self.wait} s ({type(exc).__name__})") from exc
         except requests.ConnectionError as exc:
             raise TransientError(f"could not connect: {exc}") from exc
 
@@ -89,4 +97,5 @@ class TwilioSmsBackend(BaseBackend):
         text = f"HTTP {response.status_code}" + (f" (code {code})" if code else "") + f": {detail}"
         if response.status_code == 429 or response.status_code >= 500 or response.status_code == 408:
             return SendResult.transient(text)
-        return SendResult.permanent(text)
+        # Twilio's "invalid To number" and "unsubscribed recipient" say the number itself is dead.
+        return SendResult.permanent(text, undeliverable=code in TWILIO_DEAD_NUMBER_CODES)
