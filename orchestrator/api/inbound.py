@@ -9,6 +9,8 @@ is a transactional reply sent through the one send pipeline (exempt from caps an
 
 from __future__ import annotations
 
+import contextlib
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -117,7 +119,8 @@ def inbound_sms_keyword_apply(*, number: str, keyword: str, provider: str) -> No
             text = consent_conf("SMS_START_TEXT")
         else:
             text = consent_conf("SMS_HELP_TEXT")
-        try:
+        # A refusal (e.g. the help text fails the SMS lint after an edit) leaves the keyword applied.
+        with contextlib.suppress(SendRefused):
             message_send(
                 recipient=holder.recipient,
                 channel=Channel.SMS,
@@ -128,8 +131,6 @@ def inbound_sms_keyword_apply(*, number: str, keyword: str, provider: str) -> No
                 to=number,
                 at=now,
             )
-        except SendRefused:
-            pass  # e.g. the help text fails the SMS lint after an edit: the keyword still applies
 
 
 urlpatterns = [
