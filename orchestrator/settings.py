@@ -99,6 +99,7 @@ LANGUAGE_CODE = "en"
 # Translations live in orchestrator/locale/ and are committed compiled (.mo), so a fresh machine needs
 # no gettext; `manage.py compilemessages` (GNU gettext's msgfmt) rebuilds them after an edit.
 LANGUAGES = [("en", "English"), ("fr", "Français"), ("pt-br", "Português (Brasil)")]
+LOCALE_PATHS = [BASE_DIR / "orchestrator" / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
