@@ -189,6 +189,7 @@ class JourneyAdmin(admin.ModelAdmin):
                 counts=[(k, n, int(200 * n / top)) for k, n in counts.items()],
                 report=selectors.journey_report(journey=journey),
                 actions_allowed=[a for a, (src, _) in services.TRANSITIONS.items() if journey.status in src],
+                burn=selectors.journey_burn(journey=journey, now=timezone.now()),
             )
         return super().change_view(request, object_id, form_url, extra_context=extra_context)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from datetime import datetime
 from typing import Any
 
 from django.db.models import Count, Q, QuerySet
 
+from orchestrator.consent import SourceRate, consent_burn_by_source_ref, consent_conf
 from orchestrator.models import CLEARED_STATUSES
 
 from .models import Enrollment, EnrollmentStatus, Journey, StepRun, StepRunStatus, Waiting
@@ -85,3 +87,11 @@ def journey_report(*, journey: Journey) -> dict[str, Any]:
             "linear": {k: round(v, 3) for k, v in linear.items()},
         },
     }
+
+
+def journey_burn(*, journey: Journey, now: datetime) -> list[SourceRate]:
+    """The journey's opt-out rate per channel against each channel's usual rate (its page flags ≥ 2×)."""
+    lookback = consent_conf("BURN_LOOKBACK")
+    return consent_burn_by_source_ref(
+        since=now - lookback, until=now, source_refs=[journey.slug], prefix=f"{journey.slug} · "
+    )

@@ -230,6 +230,15 @@ class PreferenceChange(models.Model):
         return f"{self.get_kind_display()} {what} ({self.get_source_display()})"
 
 
+class PermissionBurn(PreferenceChange):
+    """The permission-burn monitor's place in the admin (a page, not a list)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "permission-burn monitor"
+        verbose_name_plural = "permission-burn monitor"
+
+
 class Event(models.Model):
     """Something the recipient did in the product: triggers journeys, counts as conversions."""
 

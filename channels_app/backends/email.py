@@ -70,7 +70,9 @@ class DjangoEmailBackend(BaseBackend):
             statuses = set(status.status or ())
             if statuses and statuses <= {"rejected", "invalid"}:
                 return SendResult.permanent(f"ESP refused the message: {', '.join(sorted(statuses))}")
-            return SendResult.success(status.message_id or "", f"ESP status {sorted(statuses)}")
+            # An ESP's id may be any value, 0 included (anymail's test backend numbers from 0).
+            esp_id = "" if status.message_id is None else str(status.message_id)
+            return SendResult.success(esp_id, f"ESP status {sorted(statuses)}")
         if not count:
             return SendResult.permanent("The email backend accepted no message.")
         return SendResult.success(message.extra_headers["Message-ID"], "handed to the email backend")

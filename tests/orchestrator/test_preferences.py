@@ -60,7 +60,9 @@ def test_a_tampered_link_is_refused_with_a_clear_page_and_nothing_changes():
     for bad in (forged, token[:-2] + "xx", "not-a-token"):
         page = client.get(page_path(bad))
         assert page.status_code == 400 and b"This link does not work" in page.content
-        assert client.post(page_path(bad, one_click=True), {"List-Unsubscribe": "One-Click"}).status_code == 400
+        assert (
+            client.post(page_path(bad, one_click=True), {"List-Unsubscribe": "One-Click"}).status_code == 400
+        )
     assert not Preference.objects.exists() and not PreferenceChange.objects.exists()
 
 
@@ -104,7 +106,11 @@ def test_the_page_shows_channels_and_purposes_in_plain_words_and_is_not_indexabl
 
 @pytest.mark.parametrize(
     ("locale", "words"),
-    [("fr-FR", "Vos préférences de messages"), ("pt-BR", "Suas preferências de mensagens"), ("de-DE", "Your")],
+    [
+        ("fr-FR", "Vos préférences de messages"),
+        ("pt-BR", "Suas preferências de mensagens"),
+        ("de-DE", "Your"),
+    ],
 )
 def test_the_page_speaks_the_recipients_language(locale, words):
     r = ReachableRecipientFactory(locale=locale)
@@ -125,7 +131,9 @@ def test_unsubscribe_and_resubscribe_per_purpose_and_per_channel_are_recorded_as
     assert opted_out(r, Channel.PUSH) == {"alert", "engagement", "promotional"}  # never transactional
     client.post(page_path(token), {"action": "on", "channel": "email", "purpose": "promotional"})
     assert opted_out(r) == set()
-    changes = list(PreferenceChange.objects.order_by("id").values_list("channel", "purpose", "kind", "source"))
+    changes = list(
+        PreferenceChange.objects.order_by("id").values_list("channel", "purpose", "kind", "source")
+    )
     assert changes == [
         ("email", "promotional", ChangeKind.UNSUBSCRIBE, ChangeSource.LINK),
         ("push", "", ChangeKind.UNSUBSCRIBE, ChangeSource.LINK),
@@ -172,7 +180,9 @@ def test_a_get_on_the_one_click_url_changes_nothing_and_offers_the_button():
 def test_a_link_never_attributes_another_recipients_message():
     r, other = ReachableRecipientFactory(), ReachableRecipientFactory()
     theirs = MessageFactory(recipient=other)
-    token = preference_token_make(recipient_id=r.pk, message_id=theirs.pk, channel="email", purpose="engagement")
+    token = preference_token_make(
+        recipient_id=r.pk, message_id=theirs.pk, channel="email", purpose="engagement"
+    )
     Client().post(page_path(token, one_click=True), {"List-Unsubscribe": "One-Click"})
     assert PreferenceChange.objects.get().message_id is None and not other.preferences.exists()
 
