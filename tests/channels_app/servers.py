@@ -113,3 +113,53 @@ def smtp_server(refuse: str | None = None):
         yield controller, handler
     finally:
         controller.stop()
+
+
+class ProgrammableHTTPServer(ThreadingHTTPServer):
+    """Answers each POST with `answer(path, headers, body) -> (status, json_body, delay_seconds)`;
+    keeps every request. For fake provider APIs whose answers a test scripts (FCM, a token endpoint)."""
+
+    daemon_threads = True
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.requests: list[dict] = []
+        super().__init__(("127.0.0.1", 0), _ProgrammableHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _ProgrammableHandler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        self.server.requests.append({"path": self.path, "headers": headers, "raw": raw})
+        status, body, delay = self.server.answer(self.path, headers, raw)
+        if delay:
+            time.sleep(delay)
+        payload = json.dumps(body).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+@contextmanager
+def programmable_server(answer):
+    server = ProgrammableHTTPServer(answer)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
