@@ -46,7 +46,7 @@ def _service_account_info(value: str) -> dict[str, Any]:
 def _session(value: str) -> tuple[AuthorizedSession, dict[str, Any]]:
     """One authorised session per service account per process (its token is reused until it expires)."""
     info = _service_account_info(value)
-    key = info["client_email"] + info.get("private_key_id", "")
+    key = "|".join(str(info.get(k, "")) for k in ("client_email", "private_key_id", "token_uri"))
     with _lock:
         if key not in _sessions:
             credentials = service_account.Credentials.from_service_account_info(info, scopes=[SCOPE])
