@@ -78,7 +78,7 @@ class ContactPointInline(admin.TabularInline):
 
 def deliverable_badge(obj: ContactPoint) -> str:
     if obj.undeliverable_at is None:
-        return format_html('<span class="orch-badge" style="background:#059669">deliverable</span>')
+        return format_html('<span class="orch-badge" style="background:{}">deliverable</span>', "#059669")
     return format_html(
         '<span class="orch-badge" style="background:#dc2626" title="{}">undeliverable since {}</span> {}',
         obj.undeliverable_reason,
