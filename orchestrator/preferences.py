@@ -152,10 +152,11 @@ def _mask(address: str) -> str:
 
 
 def _private(response: HttpResponse) -> HttpResponse:
-    """Never indexed, cached or leaked through a Referer."""
+    """Never indexed, cached, or leaked to another site through a Referer."""
     response["X-Robots-Tag"] = "noindex, nofollow, noarchive"
     response["Cache-Control"] = "private, no-store"
-    response["Referrer-Policy"] = "no-referrer"
+    # same-origin, not no-referrer: with no-referrer browsers send "Origin: null" and CSRF refuses the form.
+    response["Referrer-Policy"] = "same-origin"
     return response
 
 
