@@ -21,7 +21,7 @@ from orchestrator.consent import (
     contact_point_suppress,
     preferences_set,
 )
-from orchestrator.models import ChangeKind, ChangeSource, Channel, Message
+from orchestrator.models import ChangeKind, ChangeSource, Channel, Message, Recipient
 
 from .services import ReceiptType, message_receipt_apply
 
@@ -116,3 +116,33 @@ def anymail_event_apply(*, event, esp_name: str, now: datetime | None = None) ->
             message_id=message.pk, type=ReceiptType.FAILED, occurred_at=at, detail=where
         ).detail
     return "ignored"
+
+
+def anymail_inbound_apply(*, event, esp_name: str, now: datetime | None = None) -> str:
+    """The `mailto:` of List-Unsubscribe arriving through the ESP's inbound webhook: a subject
+    "unsubscribe <token>" opts out exactly like the one-click link. Anything else is not ours."""
+    from orchestrator.preferences import LinkExpired, LinkInvalid, preference_token_read
+
+    subject = str(getattr(event.message, "subject", "") or "").strip()
+    word, _, token = subject.partition(" ")
+    if word.lower() != "unsubscribe" or not token:
+        return "ignored"
+    try:
+        claims = preference_token_read(token.strip())
+    except (LinkExpired, LinkInvalid):
+        return "ignored: invalid link"
+    message = Message.objects.filter(pk=claims.message_id, recipient_id=claims.recipient_id).first()
+    recipient = message.recipient if message else Recipient.objects.filter(pk=claims.recipient_id).first()
+    if recipient is None:
+        return "ignored: no such recipient"
+    preferences_set(
+        recipient=recipient,
+        channel=claims.channel or Channel.EMAIL,
+        purposes=[claims.purpose] if claims.purpose in OPTIONAL_PURPOSES else None,
+        opted_in=False,
+        source=ChangeSource.LINK,
+        at=now or timezone.now(),
+        message_id=message.pk if message else None,
+        detail=f"List-Unsubscribe mailto via {esp_name}",
+    )
+    return "unsubscribed"

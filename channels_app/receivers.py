@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from anymail.signals import inbound as anymail_inbound
 from anymail.signals import tracking as anymail_tracking
 from django.db import transaction
 from django.dispatch import receiver
@@ -10,7 +11,7 @@ from orchestrator.models import Event, Message, MessageStatus
 from orchestrator.signals import event_ingested, message_status_changed
 
 from .delivery import message_deliver_enqueue
-from .esp import anymail_event_apply
+from .esp import anymail_event_apply, anymail_inbound_apply
 from .services import inbox_messages_deliver
 
 # The product events that mean "the recipient is in the app now": their inbox is shown.
@@ -36,3 +37,9 @@ def inbox_on_visit(sender, event: Event, **kwargs) -> None:
 def anymail_tracking_received(sender, event, esp_name: str, **kwargs) -> None:
     """An ESP's tracking webhook (through django-anymail): receipts, bounces, complaints."""
     anymail_event_apply(event=event, esp_name=esp_name)
+
+
+@receiver(anymail_inbound, dispatch_uid="channels_anymail_inbound")
+def anymail_inbound_received(sender, event, esp_name: str, **kwargs) -> None:
+    """Inbound email (through django-anymail): the List-Unsubscribe mailto."""
+    anymail_inbound_apply(event=event, esp_name=esp_name)

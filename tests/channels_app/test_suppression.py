@@ -272,3 +272,29 @@ def test_a_soft_bounce_for_an_unknown_address_changes_nothing():
         == 0
     )
     assert not Message.objects.exists() and not PreferenceChange.objects.exists()
+
+
+def test_the_list_unsubscribe_mailto_arriving_inbound_opts_out_like_the_link():
+    from anymail.inbound import AnymailInboundMessage
+    from anymail.signals import AnymailInboundEvent, inbound
+
+    from orchestrator.preferences import list_unsubscribe_headers
+
+    r = ReachableRecipientFactory()
+    m = Message.objects.create(
+        recipient=r, channel="email", purpose="promotional", content=NEWS, status="sent"
+    )
+    header = list_unsubscribe_headers(
+        recipient_id=r.pk, message_id=m.pk, channel="email", purpose="promotional"
+    )
+    from urllib.parse import unquote
+
+    subject = unquote(header["List-Unsubscribe"].split("subject=")[1].rstrip(">"))
+    for text in ("hello there", "unsubscribe not-a-token", subject):
+        event = AnymailInboundEvent(
+            event_type="inbound", message=AnymailInboundMessage.construct(subject=text)
+        )
+        inbound.send(sender=object, event=event, esp_name="Postmark")
+    change = PreferenceChange.objects.get()
+    assert (change.purpose, change.source, change.message_id) == ("promotional", "link", m.pk)
+    assert r.preferences.get().opted_in is False
