@@ -55,6 +55,18 @@ def anymail_event_apply(*, event, esp_name: str, now: datetime | None = None) ->
     detail = " ".join(str(x) for x in (event.description, event.mta_response) if x)[:400]
     where = f"{esp_name} {kind}" + (f": {detail}" if detail else "")
 
+    def suppress(change: str, reason: str) -> None:
+        if address:
+            contact_point_suppress(
+                channel=Channel.EMAIL,
+                address=address,
+                kind=change,
+                reason=reason,
+                at=at,
+                recipient_id=recipient_id,
+                message_id=message.pk if message else None,
+            )
+
     if kind in RECEIPTS and message is not None:
         if kind == "delivered" and address:
             contact_point_delivered(channel=Channel.EMAIL, address=address)
@@ -66,16 +78,7 @@ def anymail_event_apply(*, event, esp_name: str, now: datetime | None = None) ->
             message_receipt_apply(
                 message_id=message.pk, type=ReceiptType.BOUNCED, occurred_at=at, detail=where
             )
-        if address:
-            contact_point_suppress(
-                channel=Channel.EMAIL,
-                address=address,
-                kind=ChangeKind.HARD_BOUNCE,
-                reason=f"hard bounce ({where})",
-                at=at,
-                recipient_id=recipient_id,
-                message_id=message.pk if message else None,
-            )
+        suppress(ChangeKind.HARD_BOUNCE, f"hard bounce ({where})")
         return "hard bounce: address suppressed"
     if kind == "deferred" and address:
         count = contact_point_soft_bounce(
@@ -88,15 +91,7 @@ def anymail_event_apply(*, event, esp_name: str, now: datetime | None = None) ->
         )
         return f"soft bounce {count}"
     if kind == "complained" and address:
-        contact_point_suppress(
-            channel=Channel.EMAIL,
-            address=address,
-            kind=ChangeKind.COMPLAINT,
-            reason=f"spam complaint ({esp_name})",
-            at=at,
-            recipient_id=recipient_id,
-            message_id=message.pk if message else None,
-        )
+        suppress(ChangeKind.COMPLAINT, f"spam complaint ({esp_name})")
         return "complaint: address suppressed"
     if kind == "unsubscribed" and message is not None:
         purposes = [message.purpose] if message.purpose in OPTIONAL_PURPOSES else None

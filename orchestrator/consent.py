@@ -7,7 +7,7 @@ The burn monitor (`consent_burn_weekly`) reads that record next to the history.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -151,23 +151,45 @@ def contact_points_opt(
         for cp in points:
             cp.opted_in = opted_in
             cp.save(update_fields=["opted_in", "updated_at"])
-        PreferenceChange.objects.bulk_create(
-            [
-                PreferenceChange(
-                    recipient_id=cp.recipient_id,
-                    channel=channel,
-                    address=address,
-                    kind=kind,
-                    opted_in=opted_in,
-                    source=source,
-                    detail=detail[:500],
-                    message_id=_latest_message_to(cp.recipient_id, channel) if not opted_in else None,
-                    created_at=at,
-                )
-                for cp in points
-            ]
+        _points_record(
+            points,
+            kind=kind,
+            opted_in=opted_in,
+            source=source,
+            detail=detail,
+            at=at,
+            message_of=lambda cp: None if opted_in else _latest_message_to(cp.recipient_id, channel),
         )
     return points
+
+
+def _points_record(
+    points: list[ContactPoint],
+    *,
+    kind: str,
+    opted_in: bool,
+    source: str,
+    detail: str,
+    at: datetime,
+    message_of: Callable[[ContactPoint], int | None],
+) -> None:
+    """One PreferenceChange per contact point that changed (in the caller's transaction)."""
+    PreferenceChange.objects.bulk_create(
+        [
+            PreferenceChange(
+                recipient_id=cp.recipient_id,
+                channel=cp.channel,
+                address=cp.address,
+                kind=kind,
+                opted_in=opted_in,
+                source=source,
+                detail=detail[:500],
+                message_id=message_of(cp),
+                created_at=at,
+            )
+            for cp in points
+        ]
+    )
 
 
 def _points(channel: str, address: str, recipient_id: int | None):
@@ -193,21 +215,14 @@ def contact_point_suppress(
         for cp in points:
             cp.undeliverable_at, cp.undeliverable_reason = at, reason[:500]
             cp.save(update_fields=["undeliverable_at", "undeliverable_reason", "updated_at"])
-        PreferenceChange.objects.bulk_create(
-            [
-                PreferenceChange(
-                    recipient_id=cp.recipient_id,
-                    channel=channel,
-                    address=address,
-                    kind=kind,
-                    opted_in=False,
-                    source=ChangeSource.PROVIDER,
-                    detail=reason[:500],
-                    message_id=message_id,
-                    created_at=at,
-                )
-                for cp in points
-            ]
+        _points_record(
+            points,
+            kind=kind,
+            opted_in=False,
+            source=ChangeSource.PROVIDER,
+            detail=reason,
+            at=at,
+            message_of=lambda cp: message_id,
         )
     return len(points)
 

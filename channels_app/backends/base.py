@@ -112,6 +112,35 @@ class BaseBackend:
         return SendResult.transient(f"{type(exc).__name__}: {_summary(exc)}")
 
 
+class ConfiguredBackend(BaseBackend):
+    """A backend configured by a section of settings.CHANNELS (`settings_key`), which a provider's
+    OPTIONS override key by key (e.g. another base URL for a second account), with its TIMEOUT."""
+
+    settings_key = ""
+
+    def __init__(self, **options: Any) -> None:
+        from django.conf import settings
+
+        super().__init__(**options)
+        self.conf = {**settings.CHANNELS[self.settings_key], **{k.upper(): v for k, v in options.items()}}
+
+    @property
+    def wait(self) -> float:
+        """Seconds to wait for the provider: the chain's per-provider timeout, else the section's."""
+        return self.timeout if self.timeout is not None else self.conf["TIMEOUT"]
+
+    def http_post(self, session: Any, url: str, **kwargs: Any) -> Any:
+        """POST with this provider's timeout; no answer in time or no connection is transient."""
+        import requests
+
+        try:
+            return session.post(url, timeout=self.wait, **kwargs)
+        except requests.Timeout as exc:
+            raise TransientError(f"no answer within {self.wait} s ({type(exc).__name__})") from exc
+        except requests.ConnectionError as exc:
+            raise TransientError(f"could not connect: {exc}") from exc
+
+
 def _summary(exc: Exception, limit: int = 500) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from django.conf import settings
 from google.auth.transport.requests import AuthorizedSession
 from google.oauth2 import service_account
 
-from .base import BaseBackend, Outgoing, PermanentError, SendResult, TransientError
+from .base import ConfiguredBackend, Outgoing, PermanentError, SendResult, TransientError
 from .push import push_ttl_seconds
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -54,16 +53,9 @@ def _session(value: str) -> tuple[AuthorizedSession, dict[str, Any]]:
     return _sessions[key], info
 
 
-class FcmBackend(BaseBackend):
+class FcmBackend(ConfiguredBackend):
     name = "fcm"
-
-    def __init__(self, **options) -> None:
-        super().__init__(**options)
-        self.conf = {**settings.CHANNELS["FCM"], **{k.upper(): v for k, v in options.items()}}
-
-    @property
-    def wait(self) -> float:
-        return self.timeout if self.timeout is not None else self.conf["TIMEOUT"]
+    settings_key = "FCM"
 
     def build(self, outgoing: Outgoing) -> dict:
         if not self.conf.get("SERVICE_ACCOUNT"):
@@ -94,12 +86,7 @@ class FcmBackend(BaseBackend):
         if not project:
             raise PermanentError("No FCM project id (FCM_PROJECT_ID or the service account's project_id).")
         url = f"{self.conf['BASE_URL'].rstrip('/')}/v1/projects/{project}/messages:send"
-        try:
-            return session.post(url, json=request, timeout=self.wait)
-        except requests.Timeout as exc:
-            raise TransientError(f"no answer within {self.wait} s ({type(exc).__name__})") from exc
-        except requests.ConnectionError as exc:
-            raise TransientError(f"could not connect: {exc}") from exc
+        return self.http_post(session, url, json=request)
 
     def parse(self, response: requests.Response, outgoing: Outgoing) -> SendResult:
         try:

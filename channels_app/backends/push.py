@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import uuid
 
-from django.conf import settings
 from django.utils import timezone
 from pywebpush import WebPushException, webpush
 
-from .base import BaseBackend, Outgoing, PermanentError, SendResult
+from .base import BaseBackend, ConfiguredBackend, Outgoing, PermanentError, SendResult
 
 # Every push the locmem backend "sent" in this process.
 outbox: list[dict] = []
@@ -46,7 +45,7 @@ class LocmemPushBackend(BaseBackend):
         return SendResult.success(response, "stored in the in-memory push outbox")
 
 
-class WebPushBackend(BaseBackend):
+class WebPushBackend(ConfiguredBackend):
     """The push token is the browser's subscription JSON ({endpoint, keys: {p256dh, auth}}).
 
     404/410 mean the subscription is gone (permanent); 429 and 5xx are transient.
@@ -54,9 +53,7 @@ class WebPushBackend(BaseBackend):
 
     name = "webpush"
 
-    def __init__(self, **options) -> None:
-        super().__init__(**options)
-        self.conf = {**settings.CHANNELS["WEBPUSH"], **{k.upper(): v for k, v in options.items()}}
+    settings_key = "WEBPUSH"
 
     def build(self, outgoing: Outgoing) -> dict:
         try:
@@ -84,7 +81,7 @@ class WebPushBackend(BaseBackend):
             vapid_private_key=self.conf["VAPID_PRIVATE_KEY"],
             vapid_claims={"sub": self.conf["VAPID_SUBJECT"]},
             ttl=request["ttl"],
-            timeout=self.timeout if self.timeout is not None else self.conf["TIMEOUT"],
+            timeout=self.wait,
             headers={"Topic": f"m{outgoing.message_id}"[:32], "Urgency": "high"},
         )
 

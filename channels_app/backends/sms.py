@@ -5,9 +5,8 @@ from __future__ import annotations
 import uuid
 
 import requests
-from django.conf import settings
 
-from .base import BaseBackend, Outgoing, PermanentError, SendResult, TransientError, content_text
+from .base import BaseBackend, ConfiguredBackend, Outgoing, PermanentError, SendResult, content_text
 
 # Twilio error codes meaning the number cannot receive messages (invalid, not mobile, opted out).
 TWILIO_DEAD_NUMBER_CODES = frozenset({21211, 21214, 21610, 21614})
@@ -35,7 +34,7 @@ class LocmemSmsBackend(BaseBackend):
         return SendResult.success(response, "stored in the in-memory SMS outbox")
 
 
-class TwilioSmsBackend(BaseBackend):
+class TwilioSmsBackend(ConfiguredBackend):
     """POST {BASE_URL}/2010-04-01/Accounts/{SID}/Messages.json, form-encoded, basic auth.
 
     429, 5xx, timeouts and connection errors are transient; other 4xx are permanent (bad number,
@@ -43,14 +42,7 @@ class TwilioSmsBackend(BaseBackend):
     """
 
     name = "twilio"
-
-    def __init__(self, **options) -> None:
-        super().__init__(**options)
-        self.conf = {**settings.CHANNELS["SMS_HTTP"], **{k.upper(): v for k, v in options.items()}}
-
-    @property
-    def wait(self) -> float:
-        return self.timeout if self.timeout is not None else self.conf["TIMEOUT"]
+    settings_key = "SMS_HTTP"
 
     def build(self, outgoing: Outgoing) -> dict:
         if not outgoing.to.startswith("+"):
@@ -66,18 +58,13 @@ class TwilioSmsBackend(BaseBackend):
         }
 
     def transmit(self, request: dict, outgoing: Outgoing) -> requests.Response:
-        try:
-            return requests.post(
-                request["url"],
-                data=request["data"],
-                headers=request["headers"],
-                auth=(self.conf["ACCOUNT_SID"], self.conf["AUTH_TOKEN"]),
-                timeout=self.wait,
-            )
-        except requests.Timeout as exc:
-            raise TransientError(f"no answer within {self.wait} s ({type(exc).__name__})") from exc
-        except requests.ConnectionError as exc:
-            raise TransientError(f"could not connect: {exc}") from exc
+        return self.http_post(
+            requests,
+            request["url"],
+            data=request["data"],
+            headers=request["headers"],
+            auth=(self.conf["ACCOUNT_SID"], self.conf["AUTH_TOKEN"]),
+        )
 
     def parse(self, response: requests.Response, outgoing: Outgoing) -> SendResult:
         try:

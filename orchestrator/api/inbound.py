@@ -31,6 +31,8 @@ from ..services import phone_normalize
 from .errors import error_response
 
 INBOUND_PROVIDERS = ("twilio",)
+# What each keyword does to the number (HELP changes nothing); each answers with CONSENT["SMS_<KW>_TEXT"].
+KEYWORD_OPT = {"STOP": (False, ChangeKind.STOP), "START": (True, ChangeKind.START)}
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
@@ -95,30 +97,19 @@ def inbound_sms_keyword_apply(*, number: str, keyword: str, provider: str) -> No
         )
         if holder is None:
             return
-        if keyword == "STOP":
+        opt = KEYWORD_OPT.get(keyword)
+        if opt is not None:
+            opted_in, kind = opt
             contact_points_opt(
                 channel=Channel.SMS,
                 address=number,
-                opted_in=False,
+                opted_in=opted_in,
                 source=ChangeSource.PROVIDER,
-                kind=ChangeKind.STOP,
+                kind=kind,
                 at=now,
-                detail=f"{provider} inbound STOP",
+                detail=f"{provider} inbound {keyword}",
             )
-            text = consent_conf("SMS_STOP_TEXT")
-        elif keyword == "START":
-            contact_points_opt(
-                channel=Channel.SMS,
-                address=number,
-                opted_in=True,
-                source=ChangeSource.PROVIDER,
-                kind=ChangeKind.START,
-                at=now,
-                detail=f"{provider} inbound START",
-            )
-            text = consent_conf("SMS_START_TEXT")
-        else:
-            text = consent_conf("SMS_HELP_TEXT")
+        text = consent_conf(f"SMS_{keyword}_TEXT")
         # A refusal (e.g. the help text fails the SMS lint after an edit) leaves the keyword applied.
         with contextlib.suppress(SendRefused):
             message_send(
