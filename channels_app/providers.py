@@ -2,7 +2,7 @@
 
 Courier's tiers as the model: a provider has its own timeout (the backend's), a channel tries its
 providers in order within one delivery (a transient failure or an open circuit moves on to the next,
-within the channel's failover budget), and the message keeps its retry budget across deliveries
+within the channel's failover budget; the last provider is always called), and the message keeps its retry budget across deliveries
 (`channels_app.delivery`). Delivery only calls `ProviderChain.send`; it knows nothing of the order,
 the circuits or the timeouts, so a concurrent delivery loop can reuse the chain as it is.
 
@@ -159,7 +159,8 @@ class ChainOutcome:
 
 class ProviderChain:
     """A channel's providers in order. `send` tries them until one answers with success or a permanent
-    refusal; transient failures and open circuits move on to the next."""
+    refusal; transient failures and open circuits move on to the next (the last is always called, so
+    every delivery makes at least one provider call and the retry budget counts real calls)."""
 
     def __init__(self, *, channel: str):
         self.channel = channel
@@ -184,10 +185,13 @@ class ProviderChain:
             if n and time.monotonic() - began > budget:
                 skipped.append(f"{spec.name}: failover budget of {budget:.0f} s spent")
                 continue
-            allowed, why = circuit_allows(provider=spec.name, now=timezone.now())
-            if not allowed:
-                skipped.append(f"{spec.name}: {why}")
-                continue
+            # The last provider is always called: an open circuit moves a message on to another
+            # provider, never leaves it without a call (retries with backoff pace a lone provider).
+            if n < len(self.specs) - 1:
+                allowed, why = circuit_allows(provider=spec.name, now=timezone.now())
+                if not allowed:
+                    skipped.append(f"{spec.name}: {why}")
+                    continue
             started = timezone.now()
             result = _call(spec, self, outgoing)
             finished = timezone.now()

@@ -169,3 +169,17 @@ def test_the_admin_shows_circuits_and_closes_one(admin_client):
     )
     circuit.refresh_from_db()
     assert circuit.state == CircuitState.CLOSED
+
+
+def test_the_last_provider_is_called_even_with_its_circuit_open(settings):
+    now = timezone.now()
+    for _ in range(5):
+        circuit_record(provider="sms-a", result=SendResult.transient("HTTP 503"), now=now)
+        circuit_record(provider="sms-b", result=SendResult.transient("HTTP 503"), now=now)
+    with http_server() as server:
+        two_providers(settings, server, first="broken", second="ok")
+        m = sms_message()
+        message_deliver(message_id=m.pk)
+    m.refresh_from_db()
+    assert (m.status, m.provider) == ("sent", "sms-b") and calls(server, "broken") == []
+    assert ProviderCircuit.objects.get(provider="sms-b").state == CircuitState.CLOSED  # it answered
