@@ -2,9 +2,10 @@
 
 Courier's tiers as the model: a provider has its own timeout (the backend's), a channel tries its
 providers in order within one delivery (a transient failure or an open circuit moves on to the next,
-within the channel's failover budget; the last provider is always called), and the message keeps its retry budget across deliveries
-(`channels_app.delivery`). Delivery only calls `ProviderChain.send`; it knows nothing of the order,
-the circuits or the timeouts, so a concurrent delivery loop can reuse the chain as it is.
+within the channel's failover budget; the last provider is always called), and the message keeps its
+retry budget across deliveries (`channels_app.delivery`). Delivery only calls `ProviderChain.send`;
+it knows nothing of the order, the circuits or the timeouts, so a concurrent delivery loop can reuse
+the chain as it is.
 
 Settings: `CHANNELS["BACKENDS"][channel]` is a dotted path (one provider, as before) or a list of
 paths or of {"BACKEND", "NAME"?, "TIMEOUT"?, "OPTIONS"?} dicts; `CHANNEL_<X>_BACKENDS` in the
