@@ -113,6 +113,10 @@ class Policy:
             found = self._rules_by[key] = [r for r in self.rules if r.applies_to(channel, purpose)]
         return found
 
+    def uncapped(self) -> Policy:
+        """The same pauses without caps or quiet hours: for replies the recipient asked for (STOP/HELP)."""
+        return Policy(rules=(), quiet=(), pauses=self.pauses, holdout=self.holdout)
+
     @property
     def max_window(self) -> timedelta:
         return max((r.window for r in self.rules), default=timedelta(0))

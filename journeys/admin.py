@@ -216,6 +216,7 @@ class JourneyAdmin(admin.ModelAdmin):
                 + "?"
                 + urlencode({"journey": journey.slug}),
                 actions_allowed=[a for a, (src, _) in services.TRANSITIONS.items() if journey.status in src],
+                burn=selectors.journey_burn(journey=journey, now=timezone.now()),
             )
         return super().change_view(request, object_id, form_url, extra_context=extra_context)
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db.models import Count, Q, QuerySet
+
+from orchestrator.consent import SourceRate, consent_burn_by_source_ref, consent_conf
 
 from .models import Enrollment, EnrollmentStatus, Journey, Waiting
 
@@ -30,3 +34,11 @@ def journey_counts(*, journey: Journey) -> dict[str, int]:
         else:
             counts[status] += n
     return counts
+
+
+def journey_burn(*, journey: Journey, now: datetime) -> list[SourceRate]:
+    """The journey's opt-out rate per channel against each channel's usual rate (its page flags ≥ 2×)."""
+    lookback = consent_conf("BURN_LOOKBACK")
+    return consent_burn_by_source_ref(
+        since=now - lookback, until=now, source_refs=[journey.slug], prefix=f"{journey.slug} · "
+    )
