@@ -409,9 +409,10 @@ def _column_q(column: str, op: str, value: Any) -> Q:
 
 
 def _reachable(channels: list[str]) -> Exists:
-    return Exists(
-        ContactPoint.objects.filter(recipient_id=OuterRef("pk"), channel__in=channels, opted_in=True)
-    )
+    """Reachable as sending sees it (the one rule in orchestrator.selectors: opted in, deliverable)."""
+    from .selectors import REACHABLE  # selectors imports this module
+
+    return Exists(ContactPoint.objects.filter(REACHABLE, recipient_id=OuterRef("pk"), channel__in=channels))
 
 
 def _field_q(cond: Mapping) -> Q:

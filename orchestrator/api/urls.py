@@ -12,6 +12,7 @@ urlpatterns = [
     path("events/", EventCreateView.as_view(), name="event-create"),
     path("", include("orchestrator.api.messages")),
     path("", include("orchestrator.api.segments")),
+    path("", include("orchestrator.api.inbound")),
     path("", include("governor.api")),
     path("", include("channels_app.api")),
     path("", include("journeys.api")),

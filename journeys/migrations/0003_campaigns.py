@@ -7,9 +7,9 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("channels_app", "0005_message_templates"),
-        ("journeys", "0001_initial"),
-        ("orchestrator", "0009_segment_indexes"),
+        ("channels_app", "0006_message_templates"),
+        ("journeys", "0002_measurement"),
+        ("orchestrator", "0011_segment_indexes"),
     ]
 
     operations = [

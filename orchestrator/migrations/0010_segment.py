@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("orchestrator", "0007_message_decisions"),
+        ("orchestrator", "0009_permission_burn_page"),
     ]
 
     operations = [

@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("channels_app", "0004_channel_purpose_fit"),
+        ("channels_app", "0005_provider_circuit"),
     ]
 
     operations = [

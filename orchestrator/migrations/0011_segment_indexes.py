@@ -40,5 +40,5 @@ def backwards(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("orchestrator", "0008_segment")]
+    dependencies = [("orchestrator", "0010_segment")]
     operations = [migrations.RunPython(forwards, backwards)]
