@@ -67,8 +67,9 @@ def population(n: int) -> None:
             [NAMES, len(NAMES), n],
         )
         cur.execute(
-            "INSERT INTO orchestrator_contactpoint (recipient_id, channel, address, opted_in, created_at,"
-            " updated_at) SELECT id, 'email', external_id || '@example.com', true, now(), now()"
+            "INSERT INTO orchestrator_contactpoint (recipient_id, channel, address, opted_in,"
+            " undeliverable_reason, soft_bounces, created_at, updated_at)"
+            " SELECT id, 'email', external_id || '@example.com', true, '', 0, now(), now()"
             " FROM orchestrator_recipient"
         )
         cur.execute(

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Case, DateTimeField, Min, Value, When
+from django.db.models import Case, DateTimeField, Min, Q, Value, When
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime, parse_time
 
@@ -629,13 +629,22 @@ def _campaign_step(*, now: datetime, size: int, work: CampaignWork) -> int:
             campaign.save()
             return 0
         take = size if room is None else min(size, room)
+        claim = CampaignRecipient.objects.filter(
+            campaign=campaign, state=MemberState.PENDING, due_at__lte=now
+        )
+        if campaign.cursor_due_at is not None:
+            claim = claim.filter(
+                Q(due_at__gt=campaign.cursor_due_at)
+                | Q(due_at=campaign.cursor_due_at, recipient_id__gt=campaign.cursor_recipient_id)
+            )
         members = list(
-            CampaignRecipient.objects.select_for_update(skip_locked=True)
-            .filter(campaign=campaign, state=MemberState.PENDING, due_at__lte=now)
+            claim.select_for_update(skip_locked=True)
             .order_by("due_at", "recipient_id")
-            .values_list("pk", "recipient_id")[:take]
+            .values_list("pk", "recipient_id", "due_at")[:take]
         )
         if members:
+            campaign.cursor_due_at, campaign.cursor_recipient_id = members[-1][2], members[-1][1]
+            members = [(pk, rid) for pk, rid, _ in members]
             decided, refused = _batch_send(campaign, members, now)
             work.decided += decided
             work.refused += refused
@@ -649,6 +658,10 @@ def _campaign_step(*, now: datetime, size: int, work: CampaignWork) -> int:
             if nxt is None:
                 campaign.status, campaign.finished_at, campaign.next_run_at = CampaignStatus.DONE, now, None
                 campaign.note = "Every member was decided."
+            elif nxt <= now:
+                # A due member behind the cursor (it cannot happen while one worker holds the campaign
+                # per batch; a safety net): start the walk over.
+                campaign.cursor_due_at, campaign.cursor_recipient_id = None, 0
             else:
                 campaign.next_run_at = nxt
                 campaign.note = f"Waiting: the next members are due at {nxt:%Y-%m-%d %H:%M} UTC."
@@ -663,8 +676,8 @@ def campaigns_advance(
     `time_budget` seconds, or nothing is due. `more` says whether due work was left."""
     work = CampaignWork(started=_campaigns_start(now=now))
     size = batch_size or int(_setting("CAMPAIGN_BATCH_SIZE", BATCH_SIZE))
-    handled, began = 0, time_module.monotonic()
-    while handled < limit:
+    handled, began, idle = 0, time_module.monotonic(), 0
+    while handled < limit and idle < 20:
         if time_budget is not None and time_module.monotonic() - began > time_budget:
             work.more = True
             break
@@ -672,6 +685,7 @@ def campaigns_advance(
         if n < 0:
             return work
         handled += n
+        idle = 0 if n else idle + 1  # steps that only re-schedule a campaign: never spin on them
     work.more = (
         work.more or Campaign.objects.filter(status=CampaignStatus.SENDING, next_run_at__lte=now).exists()
     )
