@@ -54,7 +54,7 @@ NAMES = ["Ana", "Bruno", "Carla", "Diego", "Eva", "Felipe", "Grace", "Hugo", "Ir
 
 def population(n: int) -> None:
     from django.db import connection
-    from governor_blast import COLUMNS
+    from governor_blast import history_seed
 
     with connection.cursor() as cur:
         cur.execute(
@@ -72,19 +72,7 @@ def population(n: int) -> None:
             " SELECT id, 'email', external_id || '@example.com', true, '', 0, now(), now()"
             " FROM orchestrator_recipient"
         )
-        cur.execute(
-            f"INSERT INTO orchestrator_message ({COLUMNS})"
-            " SELECT r.id, 'email', 'email', '', 'engagement', 50,"
-            " '{\"subject\": \"Earlier\", \"body\": \"...\"}'::jsonb, 'delivered', '', 'Within every cap.',"
-            " NULL, NULL, '[]'::jsonb, 'api', '', '', '', 0, '', now() - k * interval '5 hours',"
-            " now() - k * interval '5 hours', now() - k * interval '5 hours', NULL, now(), ''"
-            " FROM orchestrator_recipient r CROSS JOIN generate_series(1, 3) k WHERE k <= r.id % 4"
-        )
-        cur.execute(
-            "INSERT INTO orchestrator_preference (recipient_id, channel, purpose, opted_in, updated_at)"
-            " SELECT id, 'email', 'promotional', false, now() FROM orchestrator_recipient WHERE id % 50 = 0"
-        )
-        cur.execute("ANALYZE")
+    history_seed()
 
 
 def campaign_run(at) -> tuple[float, object, object]:
