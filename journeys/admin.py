@@ -725,6 +725,35 @@ class CampaignAdmin(admin.ModelAdmin):
         ("When", {"fields": ["schedule_kind", "send_at", "local_time", "local_date", "throttle_per_minute"]}),
     ]
 
+    def get_fieldsets(self, request, obj=None):
+        if obj is None or obj.status == CampaignStatus.DRAFT:
+            return self.fieldsets
+        # Past the draft the page reads, it is not edited: the message and the schedule in plain words.
+        return [
+            (None, {"fields": ["name", "segment", "channel", "purpose", "priority", "expires_at"]}),
+            ("Message", {"fields": ["message_view", "data"]}),
+            ("When", {"fields": ["when", "throttle_per_minute"]}),
+        ]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["message_view", "when"] if obj is not None and obj.status != CampaignStatus.DRAFT else []
+
+    @admin.display(description="Content")
+    def message_view(self, obj: Campaign) -> str:
+        if obj.template_id:
+            url = reverse("admin:channels_app_messagetemplate_change", args=[obj.template_id])
+            return format_html(
+                'Template <a href="{}">{}</a> (revision {}), in each recipient\'s locale',
+                url,
+                obj.template.key,
+                obj.template_revision or obj.template.revision,
+            )
+        rows = format_html("").join(
+            format_html("<div><strong>{}</strong>: {}</div>", key, value)
+            for key, value in obj.content.items()
+        )
+        return rows or "—"
+
     def has_delete_permission(self, request, obj=None):
         return False  # cancel instead: what was sent stays in the history
 
