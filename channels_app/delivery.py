@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django_q.tasks import async_task
@@ -41,6 +41,7 @@ TASK = "channels_app.tasks.messages_deliver_task"
 
 # Fallbacks for knobs a deployment's CHANNELS setting may not name.
 DEFAULTS = {
+    "DELIVERY_LEASE": timedelta(seconds=30),
     "CLAIM_CHUNK": 10,
     "TASK_TIME_BUDGET": timedelta(seconds=30),
     "TASK_BATCH_SIZE": 50,
@@ -132,7 +133,9 @@ def deliveries_claim(*, message_ids: Iterable[int], now: datetime) -> list[Claim
     """Claim each message that is accepted and due for one provider call, in one short transaction.
 
     Rows another worker holds are skipped (SKIP LOCKED); a message with a live claim or a retry not yet
-    due is left alone (a duplicate task); a claim older than the lease is closed as lost and replaced.
+    due is left alone (a duplicate task); a claim not renewed within the lease (its worker died, maybe
+    after the provider accepted it) is closed as lost and replaced: the repeat carries the same
+    idempotency key, which providers that support one treat as a no-op.
     Expired messages become expired and unreachable ones failed here, without a provider call.
     """
     lease = conf("DELIVERY_LEASE")
@@ -319,6 +322,7 @@ def messages_deliver(*, message_ids: Iterable[int]) -> int:
     ids = list(message_ids)
     chunk = max(1, conf("CLAIM_CHUNK"))
     budget = conf("TASK_TIME_BUDGET").total_seconds()
+    renew_every = conf("DELIVERY_LEASE").total_seconds() / 3
     started = time.monotonic()
     backends: dict[str, BaseBackend] = {}
     done = 0
@@ -326,10 +330,36 @@ def messages_deliver(*, message_ids: Iterable[int]) -> int:
         if time.monotonic() - started > budget:
             messages_deliver_enqueue(message_ids=ids[i:])
             break
-        for claim in deliveries_claim(message_ids=ids[i : i + chunk], now=timezone.now()):
-            delivery_record(claim=claim, result=_send(claim, backends), now=timezone.now())
+        claims = deliveries_claim(message_ids=ids[i : i + chunk], now=timezone.now())
+        renewed = time.monotonic()
+        for n, claim in enumerate(claims):
+            if time.monotonic() - renewed > renew_every:
+                claims_renew(claims=claims[n:], now=timezone.now())
+                renewed = time.monotonic()
+            result = _send(claim, backends)
+            try:
+                delivery_record(claim=claim, result=result, now=timezone.now())
+            except DatabaseError:
+                raise  # the task fails; the claim's short lease lets the sweeper re-drive it soon
+            except Exception:  # noqa: BLE001 - one message's bad row must not stop the batch
+                logger.exception("recording the delivery of message %s failed", claim.outgoing.message_id)
+                continue
             done += 1
     return done
+
+
+def claims_renew(*, claims: list[Claim], now: datetime) -> None:
+    """The heartbeat: a worker still going through a chunk renews the lease of the claims ahead of it,
+    so a lease covers about one provider call (CHANNELS["DELIVERY_LEASE"]) however long the chunk is.
+    A worker that dies stops renewing, and its claims are re-driven a lease later."""
+    lease = conf("DELIVERY_LEASE")
+    with transaction.atomic():
+        DeliveryAttempt.objects.filter(
+            pk__in=[c.attempt_id for c in claims], outcome=AttemptOutcome.IN_PROGRESS
+        ).update(started_at=now)
+        Message.objects.filter(
+            pk__in=[c.outgoing.message_id for c in claims], status=MessageStatus.ACCEPTED
+        ).update(next_attempt_at=now + lease)
 
 
 # --- the sweeper and the dead letter ------------------------------------------------------------------

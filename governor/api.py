@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.shortcuts import get_object_or_404
 from django.urls import path
 from django.utils import timezone
-from django.utils.duration import duration_iso_string
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import permissions, serializers, status, viewsets
 from rest_framework.exceptions import ValidationError
@@ -13,6 +12,8 @@ from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
 from rest_framework.views import APIView
 
+from orchestrator import limits
+from orchestrator.api.fields import BoundedDateTimeField, DurationISOField
 from orchestrator.models import Channel, Purpose, Recipient
 
 from .models import (
@@ -25,6 +26,9 @@ from .models import (
     validate_purposes,
 )
 from .services import PauseError, channel_pause, channel_resume, governor_check
+
+# Cap rule limits fit the column with room to spare; nobody caps at more than a million per window.
+CAP_LIMIT_MAX = 1_000_000
 
 
 class GovernorPermission(permissions.DjangoModelPermissions):
@@ -39,13 +43,6 @@ class GovernorPermission(permissions.DjangoModelPermissions):
     }
 
 
-class DurationISOField(serializers.DurationField):
-    """ISO 8601 in and out (`PT4H`, `P1D`); `02:00:00` also accepted."""
-
-    def to_representation(self, value):
-        return duration_iso_string(value)
-
-
 def _list_validated(value, validator):
     from django.core.exceptions import ValidationError as DjangoValidationError
 
@@ -57,8 +54,12 @@ def _list_validated(value, validator):
 
 
 class CapRuleSerializer(serializers.ModelSerializer):
-    limit = serializers.IntegerField(min_value=1, help_text="Messages allowed per window (at least 1).")
-    window = DurationISOField(help_text="Rolling window, ISO 8601 (PT4H, P1D) or 02:00:00.")
+    limit = serializers.IntegerField(
+        min_value=1,
+        max_value=CAP_LIMIT_MAX,
+        help_text=f"Messages allowed per window (1 to {CAP_LIMIT_MAX:,}).",
+    )
+    window = DurationISOField(help_text="Rolling window, ISO 8601 (PT4H, P1D); at most P365D.")
     channels = serializers.JSONField(required=False, help_text="Channels the rule covers; empty: all.")
     purposes = serializers.JSONField(help_text="Purposes that count against the rule and are limited by it.")
 
@@ -76,11 +77,6 @@ class CapRuleSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = ["id", "created_at", "updated_at"]
-
-    def validate_window(self, value):
-        if value.total_seconds() <= 0:
-            raise ValidationError("The window must be a positive duration (e.g. PT4H, P1D).")
-        return value
 
     def validate_channels(self, value):
         return _list_validated(value, validate_channels)
@@ -209,8 +205,15 @@ class GovernorCheckSerializer(serializers.Serializer):
     channel = serializers.ChoiceField(choices=Channel.values)
     purpose = serializers.ChoiceField(choices=Purpose.values)
     priority = serializers.IntegerField(min_value=0, max_value=100, default=50)
-    at = serializers.DateTimeField(required=False, help_text="When to judge; default now.")
-    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    at = BoundedDateTimeField(required=False, help_text="When to judge; default now (within a year of now).")
+    expires_at = BoundedDateTimeField(required=False, allow_null=True)
+
+    def validate_at(self, value):
+        now = timezone.now()
+        if abs(value - now) > limits.CHECK_AT_RANGE:
+            span = limits.duration_iso(limits.CHECK_AT_RANGE)
+            raise ValidationError(f"at must be within {span} of now.")
+        return value
 
 
 class GovernorDecisionSerializer(serializers.Serializer):

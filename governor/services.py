@@ -16,6 +16,7 @@ recipient, priority (highest first) and age (oldest first).
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
@@ -37,6 +38,8 @@ from orchestrator.signals import message_status_changed
 
 from .models import ChannelPause, PauseMode
 from .policy import Decision, Policy, Rule, RuleUse, decide, policy_cache_clear, policy_current
+
+logger = logging.getLogger(__name__)
 
 CHUNK = 5000  # recipients per set-based query (keeps IN lists and parameters bounded)
 REDRIVE_BATCH = 500
@@ -692,15 +695,21 @@ def deferred_redrive(*, now: datetime, limit: int) -> int:
             batch = _Batch(policy=policy, at=now, recipient_ids=(m.recipient_id for m in claimed), lock=True)
             changed = []
             for m in claimed:
-                decision = batch.decide(
-                    recipient_id=m.recipient_id,
-                    channel=m.channel,
-                    purpose=m.purpose,
-                    priority=m.priority,
-                    expires_at=m.expires_at,
-                    created_at=m.created_at,
-                    pk=m.pk,
-                )
+                try:
+                    decision = batch.decide(
+                        recipient_id=m.recipient_id,
+                        channel=m.channel,
+                        purpose=m.purpose,
+                        priority=m.priority,
+                        expires_at=m.expires_at,
+                        created_at=m.created_at,
+                        pk=m.pk,
+                    )
+                except Exception as exc:  # noqa: BLE001 - one bad row must not stop the re-drive
+                    # Never sent, and it says why (an out-of-range time overflowing the arithmetic...).
+                    logger.exception("deferred message %s could not be re-decided; suppressed", m.pk)
+                    why = f"Could not be decided ({type(exc).__name__}: {exc}); it will not be sent."
+                    decision = Decision(MessageStatus.SUPPRESSED, "error", why[:1000])
                 previous = m.status
                 m.status, m.rule, m.reason = decision.status, decision.rule, decision.reason
                 m.decided_at = m.updated_at = now

@@ -99,6 +99,8 @@ class EnrollmentStatus(models.TextChoices):
     ACTIVE = "active", "Active"
     CONVERTED = "converted", "Converted"
     EXITED = "exited", "Exited"
+    # Stopped because advancing it raised: `error` says why; the rest of its batch went on.
+    ERRORED = "errored", "Errored"
 
 
 class Waiting(models.TextChoices):
@@ -158,6 +160,9 @@ class Enrollment(models.Model):
     goal_deadline = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     exit_reason = models.CharField(max_length=300, blank=True, default="")
+    error = models.TextField(
+        blank=True, default="", help_text="Why the scheduler stopped this enrollment (status errored)."
+    )
 
     class Meta:
         ordering = ["-entered_at", "-id"]

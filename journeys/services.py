@@ -97,6 +97,8 @@ def _definition_fields(definition: Mapping[str, Any]) -> dict[str, Any]:
 
 def journey_create(*, definition: Mapping[str, Any], now: datetime) -> Journey:
     """Create a draft journey with its first version. Raises DefinitionInvalid (nothing saved)."""
+    if not isinstance(definition, Mapping):
+        raise DefinitionInvalid([DefinitionError("", "definition", "invalid", "Expected a JSON object.")])
     definition = dict(definition)
     slug = definition.get("slug")
     if not isinstance(slug, str) or not SLUG_RE.fullmatch(slug):
@@ -118,6 +120,8 @@ def journey_latest_version(*, journey: Journey) -> JourneyVersion:
 
 def journey_update(*, journey: Journey, changes: Mapping[str, Any], now: datetime) -> JourneyVersion:
     """Edit a draft journey: its draft version in place, or a new version if the last one was approved."""
+    if not isinstance(changes, Mapping):
+        raise DefinitionInvalid([DefinitionError("", "definition", "invalid", "Expected a JSON object.")])
     with transaction.atomic():
         journey = Journey.objects.select_for_update().get(pk=journey.pk)
         if journey.status != JourneyStatus.DRAFT:

@@ -18,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from channels_app.delivery import message_deliver_enqueue
+from channels_app.limits import message_input_problems
 from channels_app.lint import Severity, message_lint
 from channels_app.selectors import channel_default_ttl
 from governor.services import message_decide
@@ -76,6 +77,14 @@ def message_send(
         raise _refuse("priority", "invalid_priority", "priority must be between 0 and 100.")
     if expires_at is not None and expires_at <= at:
         raise _refuse("expires_at", "already_expired", "expires_at is already in the past.")
+    problems = message_input_problems(
+        channel=channel, content=content, deliver_after=deliver_after, expires_at=expires_at, at=at
+    )
+    if problems:
+        errors: dict[str, list[dict[str, str]]] = {}
+        for p in problems:
+            errors.setdefault(p.field, []).append({"code": p.code, "detail": p.detail})
+        raise SendRefused(errors)
 
     reachable = recipient_reachable_channels(recipient=recipient)
     channel_reason = ""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from .. import limits
 from ..models import Channel, ContactPoint, Event, Message, Preference, Recipient
+from .fields import BoundedDateTimeField, ExternalIdField, JSONObjectField
 
 
 class ContactPointSerializer(serializers.ModelSerializer):
@@ -16,13 +18,18 @@ class ContactPointSerializer(serializers.ModelSerializer):
 class RecipientWriteSerializer(serializers.Serializer):
     """Shape-checks an upsert/patch; the service validates values (time zone, email, phone)."""
 
-    external_id = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    external_id = ExternalIdField(required=False)
     timezone = serializers.CharField(max_length=64, required=False)
     locale = serializers.CharField(max_length=35, required=False, allow_blank=True)
-    attributes = serializers.JSONField(required=False)
+    attributes = JSONObjectField(required=False, help_text="A JSON object of at most 32 KB.")
     email = serializers.CharField(max_length=254, required=False, allow_blank=True)
     phone = serializers.CharField(max_length=32, required=False, allow_blank=True)
-    push_tokens = serializers.ListField(child=serializers.CharField(allow_blank=True), required=False)
+    push_tokens = serializers.ListField(
+        child=serializers.CharField(max_length=512),
+        required=False,
+        max_length=limits.MAX_PUSH_TOKENS,
+        help_text=f"At most {limits.MAX_PUSH_TOKENS} tokens of at most 512 characters.",
+    )
     in_app = serializers.BooleanField(required=False)
     preferences = serializers.JSONField(required=False)
 
@@ -127,8 +134,8 @@ class EventSerializer(serializers.ModelSerializer):
 class EventWriteSerializer(serializers.Serializer):
     recipient = serializers.CharField(max_length=200)
     name = serializers.CharField(max_length=200)
-    properties = serializers.DictField(required=False)
-    occurred_at = serializers.DateTimeField(required=False)
+    properties = JSONObjectField(required=False, help_text="A JSON object of at most 32 KB.")
+    occurred_at = BoundedDateTimeField(required=False)
     create_recipient = serializers.BooleanField(required=False, default=False)
     timezone = serializers.CharField(max_length=64, required=False, help_text="Used with create_recipient.")
 

@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import selectors, services
-from ..models import ContactPoint, Preference, Recipient
+from ..models import ContactPoint, IdempotencyKey, Preference, Recipient
 from .errors import Conflict
 from .filters import MessageFilter
 from .serializers import (
@@ -37,8 +37,24 @@ def recipient_get_or_404(external_id: str) -> Recipient:
     )
 
 
+IDEMPOTENCY_KEY_MAX = IdempotencyKey._meta.get_field("key").max_length
+IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
+    "Idempotency-Key",
+    {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX, "pattern": "^[ -~]+$"},
+    OpenApiParameter.HEADER,
+    required=False,
+    description="Repeat the request safely: the same key and body within 24 h return the first response.",
+)
+
+
 def idempotency_key(request) -> str | None:
-    return request.headers.get("Idempotency-Key") or None
+    """The request's Idempotency-Key: 1-255 printable characters (a UUID is the usual choice)."""
+    key = request.headers.get("Idempotency-Key") or None
+    if key is not None and (len(key) > IDEMPOTENCY_KEY_MAX or not key.isprintable()):
+        raise ValidationError(
+            {"Idempotency-Key": [f"At most {IDEMPOTENCY_KEY_MAX} printable characters (e.g. a UUID)."]}
+        )
+    return key
 
 
 def idempotent_response(request, scope: str, action) -> Response:
@@ -163,7 +179,9 @@ class RecipientViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
 class EventCreateView(APIView):
     """Ingest a product event; refuses unknown recipients unless `create_recipient` is true."""
 
-    @extend_schema(request=EventWriteSerializer, responses={201: EventSerializer})
+    @extend_schema(
+        request=EventWriteSerializer, responses={201: EventSerializer}, parameters=[IDEMPOTENCY_KEY_PARAMETER]
+    )
     def post(self, request):
         def act():
             incoming = EventWriteSerializer(data=request.data)
