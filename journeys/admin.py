@@ -99,6 +99,7 @@ class JourneyAdmin(admin.ModelAdmin):
         "waiting",
         "converted",
         "exited",
+        "errored",
         "conversion",
     ]
     list_filter = ["status", "owner_channel"]
@@ -152,6 +153,18 @@ class JourneyAdmin(admin.ModelAdmin):
     @admin.display(description="Exited", ordering="n_exited")
     def exited(self, obj: Journey) -> int:
         return obj.n_exited
+
+    @admin.display(description="Errored", ordering="n_errored")
+    def errored(self, obj: Journey) -> str:
+        if not obj.n_errored:
+            return "0"
+        url = reverse("admin:journeys_enrollment_changelist")
+        return format_html(
+            '<a href="{}?journey__id__exact={}&status__exact=errored" class="orch-errored">{}</a>',
+            url,
+            obj.pk,
+            obj.n_errored,
+        )
 
     @admin.display(description="Conversion")
     def conversion(self, obj: Journey) -> str:
@@ -240,7 +253,17 @@ class StepRunInline(admin.TabularInline):
 
 @admin.register(Enrollment)
 class EnrollmentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["id", "journey", "recipient", "status", "step_id", "waiting", "next_run_at", "entered_at"]
+    list_display = [
+        "id",
+        "journey",
+        "recipient",
+        "status",
+        "step_id",
+        "waiting",
+        "next_run_at",
+        "entered_at",
+        "exit_reason",
+    ]
     list_filter = ["journey", "status", "waiting", "trigger"]
     search_fields = ["recipient__external_id", "journey__slug"]
     list_select_related = ["journey", "recipient"]
@@ -262,6 +285,7 @@ class EnrollmentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "goal_deadline",
         "ended_at",
         "exit_reason",
+        "error",
     ]
     readonly_fields = fields
 

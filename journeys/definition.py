@@ -92,7 +92,7 @@ class _Collector:
         try:
             return limits.duration_parse(value)
         except limits.LimitError as exc:
-            self.add(step, field_, "invalid_duration", str(exc))
+            self.add(step, field_, exc.code or "invalid_duration", str(exc))
             return None
 
     def text(
@@ -294,7 +294,7 @@ def _cycle_find(graph: dict[str, list[str]]) -> list[str] | None:
         if root in state:
             continue
         path: list[str] = [root]
-        pending: list[list[str]] = [list(graph.get(root, []))]
+        pending: list[list[str]] = [list(reversed(graph.get(root, [])))]
         state[root] = 1
         while path:
             if not pending[-1]:
@@ -309,7 +309,7 @@ def _cycle_find(graph: dict[str, list[str]]) -> list[str] | None:
             if nxt not in state:
                 state[nxt] = 1
                 path.append(nxt)
-                pending.append(list(graph.get(nxt, [])))
+                pending.append(list(reversed(graph.get(nxt, []))))
     return None
 
 
@@ -357,8 +357,21 @@ class CompiledDefinition:
     trigger_event: str = ""
 
 
+def _compiled_duration(step_id: str, field_: str, value: Any) -> timedelta | None:
+    if not value:
+        return None
+    parsed = duration_parse(value)
+    if parsed is None:
+        raise ValueError(
+            f"step {step_id!r}: {field_} {value!r} is not a duration this version can run "
+            f"(ISO 8601, at most {limits.duration_iso(limits.MAX_DURATION)})"
+        )
+    return parsed
+
+
 def definition_compile(definition: dict) -> CompiledDefinition:
-    """The form the scheduler walks: steps by id with parsed durations."""
+    """The form the scheduler walks: steps by id with parsed durations. Raises ValueError for a stored
+    definition that validation would refuse today (e.g. a wait longer than the documented bound)."""
     raw_steps = definition["steps"]
     steps = {}
     for i, s in enumerate(raw_steps):
@@ -368,16 +381,16 @@ def definition_compile(definition: dict) -> CompiledDefinition:
             index=i,
             raw=s,
             next_id=raw_steps[i + 1]["id"] if i + 1 < len(raw_steps) else "",
-            duration=duration_parse(s.get("duration")) if s.get("duration") else None,
-            timeout=duration_parse(s.get("timeout")) if s.get("timeout") else None,
-            expires_after=duration_parse(s.get("expires_after")) if s.get("expires_after") else None,
+            duration=_compiled_duration(s["id"], "duration", s.get("duration")),
+            timeout=_compiled_duration(s["id"], "timeout", s.get("timeout")),
+            expires_after=_compiled_duration(s["id"], "expires_after", s.get("expires_after")),
         )
     goal = definition.get("goal") or {}
     return CompiledDefinition(
         steps=steps,
         first=raw_steps[0]["id"],
         goal_event=goal.get("event", "") or "",
-        goal_within=duration_parse(goal["within"]) if goal.get("within") else None,
+        goal_within=_compiled_duration("", "goal.within", goal.get("within")),
         trigger_event=(definition.get("trigger") or {}).get("event", "") or "",
     )
 

@@ -215,7 +215,7 @@ def enrollment_create(
     if refusal:
         raise EnrollmentRefused("reentry_refused", f"{recipient.external_id} {refusal}.")
     version = journey.live_version
-    compiled = definition_compile(version.definition)
+    compiled = _live_compiled(journey)
     try:
         with transaction.atomic():
             enrollment = Enrollment.objects.create(
@@ -237,6 +237,16 @@ def enrollment_create(
     return enrollment
 
 
+def _live_compiled(journey: Journey):
+    """The live version, compiled; a stored version that cannot run refuses enrollment (never a 500, and
+    an event that triggers it still records)."""
+    try:
+        return definition_compile(journey.live_version.definition)
+    except (ValueError, KeyError, TypeError) as exc:
+        detail = f"{journey.slug} cannot run its live version: {exc}"
+        raise EnrollmentRefused("journey_broken", detail) from exc
+
+
 @dataclass(frozen=True)
 class BulkEnrollResult:
     enrolled: int
@@ -251,7 +261,7 @@ def enrollments_create_bulk(
         raise EnrollmentRefused("journey_not_active", f"{journey.slug} is {journey.status}, not active.")
     ids = set(recipient_ids)
     version = journey.live_version
-    compiled = definition_compile(version.definition)
+    compiled = _live_compiled(journey)
     with transaction.atomic():
         previous = Enrollment.objects.filter(journey=journey, recipient_id__in=ids)
         blocked = set(previous.filter(status=EnrollmentStatus.ACTIVE).values_list("recipient_id", flat=True))

@@ -46,7 +46,11 @@ DURATION_HELP = "ISO 8601 duration, e.g. PT2H or P1D; at most P365D."
 
 
 class LimitError(ValueError):
-    """A value outside its documented limit; the message is the plain reason."""
+    """A value outside its documented limit; the message is the plain reason, `code` a stable word."""
+
+    def __init__(self, message: str, code: str = ""):
+        super().__init__(message)
+        self.code = code
 
 
 # --- durations ------------------------------------------------------------------------------------
@@ -63,15 +67,20 @@ def duration_parse(value: Any, *, allow_zero: bool = False) -> timedelta:
         try:
             parsed = parse_duration(value.strip())
         except (OverflowError, ValueError) as exc:
-            raise LimitError(f"{value!r} is longer than {duration_iso(MAX_DURATION)} (the limit).") from exc
+            raise LimitError(
+                f"{value!r} is longer than {duration_iso(MAX_DURATION)} (the limit).", "duration_too_long"
+            ) from exc
         if parsed is None:
             raise LimitError(f"{value!r} is not an ISO 8601 duration (e.g. PT2H or P1D).")
     else:
         raise LimitError(f"{_short(value)} is not an ISO 8601 duration (e.g. PT2H or P1D).")
     if parsed < timedelta(0) or (parsed == timedelta(0) and not allow_zero):
-        raise LimitError(f"{duration_iso(parsed)} must be longer than zero.")
+        raise LimitError(f"{duration_iso(parsed)} must be longer than zero.", "non_positive_duration")
     if parsed > MAX_DURATION:
-        raise LimitError(f"{duration_iso(parsed)} is longer than {duration_iso(MAX_DURATION)} (the limit).")
+        raise LimitError(
+            f"{duration_iso(parsed)} is longer than {duration_iso(MAX_DURATION)} (the limit).",
+            "duration_too_long",
+        )
     return parsed
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.utils import timezone
+from django.utils.duration import duration_iso_string
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -37,7 +38,8 @@ class DurationISOField(serializers.Field):
             self.fail("invalid", reason=str(exc))
 
     def to_representation(self, value: timedelta) -> str:
-        return limits.duration_iso(value)
+        # Django's full ISO form (P1DT00H00M00S), as the API has always answered.
+        return duration_iso_string(value)
 
 
 class BoundedDateTimeField(serializers.DateTimeField):
