@@ -321,7 +321,7 @@ def _cycles_check(c: _Collector, steps: list[dict]) -> None:
 
     def without(kinds: frozenset[str]) -> dict[str, list[str]]:
         keep = {sid for sid in successors if steps[index[sid]]["type"] not in kinds}
-        return {sid: [n for n in successors[sid] if n in keep] for sid in keep}
+        return {sid: [n for n in nexts if n in keep] for sid, nexts in successors.items() if sid in keep}
 
     loop = _cycle_find(without(WAIT_TYPES))
     if loop:

@@ -179,6 +179,8 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # The API is JSON: forms are still read (provider webhooks post them) but not advertised.
+    "PARSER_WHITELIST": ["orchestrator.api.parsers.JSONParser"],
     # Swagger UI served from vendored static files, never a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -10,6 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -88,6 +89,7 @@ def json_error(code: str, detail: str, http_status: int, **extra) -> JsonRespons
     return JsonResponse({"code": code, "detail": detail, **extra}, status=http_status)
 
 
+@csrf_exempt  # a JSON 404, never Django's CSRF page, whatever the method and cookies
 def api_not_found(request, *args, **kwargs):
     """Every /api/ path no route matched: a JSON 404 (a GET missing its trailing slash is redirected)."""
     from django.http import HttpResponsePermanentRedirect

@@ -49,7 +49,7 @@ def error_responses_add(result, generator, request, public):
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     schemas.setdefault("Error", ERROR)
     schemas.setdefault("ValidationError", VALIDATION_ERROR)
-    for path, operations in result.get("paths", {}).items():
+    for operations in result.get("paths", {}).values():
         for method, operation in operations.items():
             if method not in WRITES | {"get", "head"}:
                 continue
@@ -58,8 +58,8 @@ def error_responses_add(result, generator, request, public):
             statuses = {"401", "403", "500", "503"}
             if has_body or method in WRITES or any(p.get("in") in ("query", "header") for p in params):
                 statuses.add("400")
-            if "{" in path or has_body:
-                statuses.add("404")
+            # Any path may name a missing resource (or a missing page of a list).
+            statuses.add("404")
             if method in WRITES:
                 statuses |= {"409", "413", "415"}
             responses = operation.setdefault("responses", {})

@@ -6,6 +6,7 @@ from django.db.models import Prefetch
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -14,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import selectors, services
-from ..models import ContactPoint, IdempotencyKey, Preference, Recipient
+from ..models import Channel, ContactPoint, IdempotencyKey, MessageStatus, Preference, Purpose, Recipient
 from .errors import Conflict
 from .filters import MessageFilter
 from .serializers import (
@@ -127,11 +128,11 @@ class RecipientViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     @extend_schema(
         responses=MessageSerializer(many=True),
         parameters=[
-            OpenApiParameter("channel", str, many=True),
-            OpenApiParameter("status", str, many=True),
-            OpenApiParameter("purpose", str, many=True),
-            OpenApiParameter("since", str, description="ISO 8601 date-time, inclusive"),
-            OpenApiParameter("until", str, description="ISO 8601 date-time, exclusive"),
+            OpenApiParameter("channel", str, many=True, enum=Channel.values),
+            OpenApiParameter("status", str, many=True, enum=MessageStatus.values),
+            OpenApiParameter("purpose", str, many=True, enum=Purpose.values),
+            OpenApiParameter("since", OpenApiTypes.DATETIME, description="ISO 8601 date-time, inclusive"),
+            OpenApiParameter("until", OpenApiTypes.DATETIME, description="ISO 8601 date-time, exclusive"),
         ],
         filters=False,
     )
@@ -149,13 +150,15 @@ class RecipientViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     @extend_schema(
         responses=TimelineEntrySerializer(many=True),
         parameters=[
-            OpenApiParameter("since", str),
-            OpenApiParameter("until", str),
-            OpenApiParameter("limit", int, description="At most 500; default 100."),
+            OpenApiParameter("since", OpenApiTypes.DATETIME),
+            OpenApiParameter("until", OpenApiTypes.DATETIME),
+            OpenApiParameter(
+                "limit", {"type": "integer", "minimum": 1, "maximum": 500}, description="Default 100."
+            ),
         ],
         filters=False,
     )
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def timeline(self, request, external_id: str):
         """Messages and events interleaved in time order, newest first."""
         recipient = get_object_or_404(Recipient, external_id=external_id)
