@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.shortcuts import get_object_or_404
 from django.urls import path
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import permissions, serializers, status, viewsets
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -85,9 +85,19 @@ class CapRuleSerializer(serializers.ModelSerializer):
         return _list_validated(value, validate_purposes)
 
 
+@extend_schema_field(
+    {"type": "string", "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$", "example": "21:00"}
+)
+class LocalTimeField(serializers.TimeField):
+    """A wall-clock time, `HH:MM` out, `HH:MM` or `HH:MM:SS` in (no offset: each recipient's own zone)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(format="%H:%M", input_formats=["%H:%M", "%H:%M:%S"], **kwargs)
+
+
 class QuietHoursSerializer(serializers.ModelSerializer):
-    start = serializers.TimeField(format="%H:%M", input_formats=["%H:%M", "%H:%M:%S"])
-    end = serializers.TimeField(format="%H:%M", input_formats=["%H:%M", "%H:%M:%S"])
+    start = LocalTimeField()
+    end = LocalTimeField()
     channels = serializers.JSONField(required=False, help_text="Channels kept quiet; empty: all.")
     exempt_purposes = serializers.JSONField(required=False, help_text="Purposes that may still go out.")
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from django.db.models import Prefetch
 from django.http import Http404
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -14,7 +17,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import selectors, services
+from .. import limits, selectors, services
 from ..models import Channel, ContactPoint, IdempotencyKey, MessageStatus, Preference, Purpose, Recipient
 from .errors import Conflict
 from .filters import MessageFilter
@@ -50,10 +53,10 @@ IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
 
 def idempotency_key(request) -> str | None:
     """The request's Idempotency-Key: 1-255 printable characters (a UUID is the usual choice)."""
-    key = request.headers.get("Idempotency-Key") or None
-    if key is not None and (len(key) > IDEMPOTENCY_KEY_MAX or not key.isprintable()):
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and (not key or len(key) > IDEMPOTENCY_KEY_MAX or not key.isprintable()):
         raise ValidationError(
-            {"Idempotency-Key": [f"At most {IDEMPOTENCY_KEY_MAX} printable characters (e.g. a UUID)."]}
+            {"Idempotency-Key": [f"1 to {IDEMPOTENCY_KEY_MAX} printable characters (e.g. a UUID)."]}
         )
     return key
 
@@ -74,6 +77,30 @@ def idempotent_response(request, scope: str, action) -> Response:
     if replayed:
         response["Idempotent-Replayed"] = "true"
     return response
+
+
+def query_datetimes(request, *names: str) -> dict[str, datetime]:
+    """ISO 8601 date-time query parameters; one given but unreadable is a 400 naming it. As filters, values
+    beyond the supported range (orchestrator.limits) are clamped to it: the answer is the same, and the
+    database never sees a year it cannot store."""
+    found = {}
+    for name in names:
+        raw = request.query_params.get(name)
+        if raw is None:
+            continue
+        try:
+            parsed = parse_datetime(raw)
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            raise ValidationError({name: ["Expected an ISO 8601 date-time, e.g. 2026-03-02T10:00:00Z."]})
+        if timezone.is_naive(parsed):
+            parsed = timezone.make_aware(parsed, UTC)
+        try:
+            found[name] = min(max(parsed, limits.DATETIME_MIN), limits.DATETIME_MAX)
+        except OverflowError:
+            found[name] = limits.DATETIME_MIN if parsed.year < 2000 else limits.DATETIME_MAX
+    return found
 
 
 def _upsert_kwargs(data: dict) -> dict:
@@ -140,8 +167,12 @@ class RecipientViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     def messages(self, request, external_id: str):
         """The unified cross-channel history, newest first."""
         recipient = get_object_or_404(Recipient, external_id=external_id)
-        qs = selectors.recipient_messages(recipient=recipient).select_related("recipient")
-        filterset = MessageFilter(request.query_params, queryset=qs)
+        bounds = query_datetimes(request, "since", "until")
+        qs = selectors.recipient_messages(recipient=recipient, **bounds).select_related("recipient")
+        params = request.query_params.copy()
+        for name in bounds:
+            params.pop(name, None)
+        filterset = MessageFilter(params, queryset=qs)
         if not filterset.is_valid():
             raise ValidationError(filterset.errors)
         page = self.paginate_queryset(filterset.qs)
@@ -162,18 +193,13 @@ class RecipientViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     def timeline(self, request, external_id: str):
         """Messages and events interleaved in time order, newest first."""
         recipient = get_object_or_404(Recipient, external_id=external_id)
-        bounds = {}
-        for name in ("since", "until"):
-            raw = request.query_params.get(name)
-            if raw:
-                parsed = parse_datetime(raw)
-                if parsed is None:
-                    raise ValidationError({name: ["Expected an ISO 8601 date-time."]})
-                bounds[name] = parsed
+        bounds = query_datetimes(request, "since", "until")
         try:
-            limit = min(max(int(request.query_params.get("limit", 100)), 1), 500)
-        except ValueError as exc:
-            raise ValidationError({"limit": ["Expected a whole number."]}) from exc
+            limit = int(request.query_params.get("limit", "100"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 500:
+            raise ValidationError({"limit": ["Expected a whole number from 1 to 500."]})
         entries = selectors.recipient_timeline(recipient=recipient, limit=limit, **bounds)
         data = [{"kind": e.kind, "at": e.at, "message": e.message, "event": e.event} for e in entries]
         return Response(TimelineEntrySerializer(data, many=True).data)
