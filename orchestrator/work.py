@@ -12,6 +12,7 @@ import logging
 from datetime import datetime
 
 from django.conf import settings
+from django.db import connections
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -42,6 +43,9 @@ def due_work_run(
             handled[path] = import_string(path)(now=now, limit=limit)
         except Exception as exc:
             logger.exception("due work %s failed; the pass goes on", path)
+            # A lost connection is replaced before the next job (outside a request nothing else does it).
+            for conn in connections.all(initialized_only=True):
+                conn.close_if_unusable_or_obsolete()
             handled[path] = -1
             if errors is not None:
                 errors[path] = f"{type(exc).__name__}: {exc}"
