@@ -212,8 +212,8 @@ class ChannelPauseViewSet(viewsets.GenericViewSet):
 
 class GovernorCheckSerializer(serializers.Serializer):
     recipient = serializers.CharField(max_length=200, help_text="The recipient's external_id.")
-    channel = serializers.ChoiceField(choices=Channel.values)
-    purpose = serializers.ChoiceField(choices=Purpose.values)
+    channel = serializers.ChoiceField(choices=Channel.choices)
+    purpose = serializers.ChoiceField(choices=Purpose.choices)
     priority = serializers.IntegerField(min_value=0, max_value=100, default=50)
     at = BoundedDateTimeField(required=False, help_text="When to judge; default now (within a year of now).")
     expires_at = BoundedDateTimeField(required=False, allow_null=True)

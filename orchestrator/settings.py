@@ -181,6 +181,13 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # The API is JSON: forms are still read (provider webhooks post them) but not advertised.
     "PARSER_WHITELIST": ["orchestrator.api.parsers.JSONParser"],
+    # One name per shared choice set (else drf-spectacular warns and `check --deploy` is not clean).
+    "ENUM_NAME_OVERRIDES": {
+        "ChannelEnum": "orchestrator.models.Channel",
+        "ChannelOrAutoEnum": ["email", "push", "sms", "in_app", "auto"],
+        "PurposeEnum": "orchestrator.models.Purpose",
+        "MessageStatusEnum": "orchestrator.models.MessageStatus",
+    },
     # Swagger UI served from vendored static files, never a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

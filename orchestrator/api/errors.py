@@ -8,7 +8,7 @@ import logging
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
@@ -66,12 +66,8 @@ def exception_handler(exc, context):
     response = drf_exception_handler(exc, context)
     if response is None:
         request = context.get("request")
+        # A broken connection is replaced by Django's end-of-request check (CONN_HEALTH_CHECKS).
         body, code, headers = unexpected_error_body(exc, getattr(request, "path", ""))
-        if isinstance(exc, DatabaseError):
-            # The transaction (if any) is gone with the connection; make sure Django does not reuse it.
-            from django.db import connection
-
-            connection.close_if_unusable_or_obsolete()
         return Response(body, status=code, headers=headers)
     if not isinstance(exc, exceptions.ValidationError) and isinstance(response.data, dict):
         codes = exc.get_codes() if isinstance(exc, exceptions.APIException) else None

@@ -50,7 +50,7 @@ class ContentSerializer(serializers.Serializer):
 class MessageCreateSerializer(serializers.Serializer):
     recipient = serializers.CharField(max_length=200)
     channel = serializers.ChoiceField(choices=[*Channel.values, AUTO_CHANNEL])
-    purpose = serializers.ChoiceField(choices=Purpose.values)
+    purpose = serializers.ChoiceField(choices=Purpose.choices)
     content = ContentSerializer()
     priority = serializers.IntegerField(min_value=0, max_value=100, default=50)
     expires_at = BoundedDateTimeField(
