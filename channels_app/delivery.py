@@ -16,23 +16,27 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from orchestrator.models import ContactPoint, Message, MessageStatus
-from orchestrator.services import message_status_move
-from orchestrator.signals import message_status_changed
+from orchestrator.consent import contact_point_suppress
+from orchestrator.history import message_status_move
+from orchestrator.models import ChangeKind, Channel, Message, MessageStatus
+from orchestrator.selectors import reachable_kind, recipient_unreachable_reasons, recipients_reachable_points
 
-from .backends import BaseBackend, Outgoing, SendResult, backend_for_channel
+from .backends import Outgoing, SendResult
 from .models import AttemptOutcome, DeliveryAttempt
+from .providers import ChainOutcome, ProviderChain, ProviderTry, provider_chain
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +80,6 @@ def messages_deliver_enqueue(*, message_ids: Iterable[int]) -> None:
 class Claim:
     attempt_id: int
     number: int
-    backend_path: str
     provider: str
     started_at: datetime
     outgoing: Outgoing
@@ -90,20 +93,17 @@ def retry_delay(*, attempts: int, rng: random.Random | None = None) -> timedelta
 
 
 def _contact_addresses(messages: list[Message]) -> dict[int, str]:
-    """Where each message goes: its named contact point, else its channel's newest opted-in one.
-    Messages whose contact point is gone are missing from the result. One query for the batch."""
-    recipients = {m.recipient_id for m in messages}
-    channels = {m.channel for m in messages}
-    points: dict[tuple[int, str], list[str]] = {}
-    for recipient_id, channel, address in (
-        ContactPoint.objects.filter(recipient_id__in=recipients, channel__in=channels, opted_in=True)
-        .order_by("-created_at", "-id")
-        .values_list("recipient_id", "channel", "address")
-    ):
-        points.setdefault((recipient_id, channel), []).append(address)
+    """Where each message goes: its named contact point, else its channel's newest reachable one (the
+    reachability rule of orchestrator.selectors). Messages whose contact point is gone, opted out or
+    undeliverable are missing from the result. One query per kind of source in the batch."""
+    points: dict[tuple[str, int], dict[str, list[str]]] = {}
+    for kind in {reachable_kind(m.source) for m in messages}:
+        ids = {m.recipient_id for m in messages if reachable_kind(m.source) == kind}
+        for rid, channels in recipients_reachable_points(recipient_ids=ids, source=kind).items():
+            points[(kind, rid)] = channels
     found = {}
     for m in messages:
-        candidates = points.get((m.recipient_id, m.channel), [])
+        candidates = points.get((reachable_kind(m.source), m.recipient_id), {}).get(m.channel, [])
         if m.to_address:
             candidates = [a for a in candidates if a == m.to_address]
         if candidates:
@@ -117,16 +117,6 @@ def _fail(message: Message, *, error: str, at: datetime) -> None:
     message_status_move(
         message=message, status=MessageStatus.FAILED, at=at, update_fields=["last_error", "next_attempt_at"]
     )
-
-
-def _backend_name(channel: str) -> str:
-    """The backend's name for the record; a backend that cannot even be loaded is named by its path
-    (its send then fails as transient and, retries exhausted, the message ends in the dead letter)."""
-    try:
-        return backend_for_channel(channel=channel).name
-    except Exception:  # noqa: BLE001 - a misconfigured backend must not lose the message
-        logger.exception("cannot load the %s backend", channel)
-        return f"unloadable:{settings.CHANNELS['BACKENDS'].get(channel, '?')}"[:100]
 
 
 def deliveries_claim(*, message_ids: Iterable[int], now: datetime) -> list[Claim]:
@@ -190,14 +180,18 @@ def deliveries_claim(*, message_ids: Iterable[int], now: datetime) -> list[Claim
             if message.pk not in addresses:
                 wanted = f" {message.to_address!r}" if message.to_address else ""
                 who = message.recipient.external_id
+                why = recipient_unreachable_reasons(recipient=message.recipient).get(message.channel)
                 _fail(
-                    message, error=f"{who} has no opted-in {message.channel} contact point{wanted}.", at=now
+                    message,
+                    error=f"{who} has no opted-in {message.channel} contact point{wanted} that is deliverable"
+                    + (f": {why}." if why else "."),
+                    at=now,
                 )
                 continue
             claimable.append((message, (last.number if last else 0) + 1))
         if not claimable:
             return []
-        names = {ch: _backend_name(ch) for ch in {m.channel for m, _ in claimable}}
+        names = {ch: provider_chain(channel=ch).first for ch in {m.channel for m, _ in claimable}}
         attempts = DeliveryAttempt.objects.bulk_create(
             [
                 DeliveryAttempt(
@@ -217,7 +211,6 @@ def deliveries_claim(*, message_ids: Iterable[int], now: datetime) -> list[Claim
             Claim(
                 attempt_id=attempt.pk,
                 number=n,
-                backend_path=conf("BACKENDS")[m.channel],
                 provider=names[m.channel],
                 started_at=now,
                 outgoing=Outgoing(
@@ -225,6 +218,7 @@ def deliveries_claim(*, message_ids: Iterable[int], now: datetime) -> list[Claim
                     channel=m.channel,
                     purpose=m.purpose,
                     recipient=m.recipient.external_id,
+                    recipient_id=m.recipient_id,
                     to=addresses[m.pk],
                     content=dict(m.content or {}),
                     expires_at=m.expires_at,
@@ -240,12 +234,20 @@ def delivery_claim(*, message_id: int, now: datetime) -> Claim | None:
     return claims[0] if claims else None
 
 
-def delivery_record(*, claim: Claim, result: SendResult, now: datetime) -> Message:
-    """Record the provider's answer on the attempt and move the message on (second short transaction)."""
+def delivery_record(*, claim: Claim, result: SendResult | ChainOutcome, now: datetime) -> Message:
+    """Record the providers' answers on the attempt rows and move the message on (second short
+    transaction). The claimed row takes the first provider's answer; each failover call gets a row of its
+    own after it, so the rows say which provider answered what and the last row is the deciding one."""
+    if isinstance(result, SendResult):
+        result = ChainOutcome(
+            result, claim.provider, [ProviderTry(claim.provider, result, claim.started_at, now)], []
+        )
+    outcome = result
+    result = outcome.result
     retry_at = None
     with transaction.atomic():
         message = Message.objects.select_for_update().get(pk=claim.outgoing.message_id)
-        message.provider = claim.provider
+        message.provider = outcome.provider
         if message.status != MessageStatus.ACCEPTED:
             # A receipt got here first (delivered before we heard back) or an operator acted: record the
             # attempt, fill in what the provider told us, and leave the status where it is.
@@ -284,25 +286,57 @@ def delivery_record(*, claim: Claim, result: SendResult, now: datetime) -> Messa
                 error = result.summary
             message.save(update_fields=["provider"])
             _fail(message, error=error, at=now)
+        if result.undeliverable:
+            # The provider says the address itself is dead: nothing more goes to it until cleared.
+            contact_point_suppress(
+                channel=message.channel,
+                address=claim.outgoing.to,
+                kind=ChangeKind.TOKEN_LOST if message.channel == Channel.PUSH else ChangeKind.HARD_BOUNCE,
+                reason=f"{outcome.provider}: {result.summary}",
+                at=now,
+                recipient_id=message.recipient_id,
+                message_id=message.pk,
+            )
+        tries = outcome.tries or [ProviderTry(outcome.provider, result, claim.started_at, now)]
+        first, rest = tries[0], tries[1:]
+        last_retry = retry_at if not rest else None
         DeliveryAttempt.objects.filter(pk=claim.attempt_id).update(
-            outcome=result.outcome,
-            finished_at=now,
-            provider_message_id=result.provider_message_id[:255],
-            response=result.summary[:2000],
-            retry_at=retry_at,
+            provider=first.provider,
+            outcome=first.result.outcome,
+            finished_at=now if not rest else first.finished_at,
+            provider_message_id=first.result.provider_message_id[:255],
+            response=_response(first.result, outcome.skipped if not rest else [])[:2000],
+            retry_at=last_retry,
         )
+        if rest:
+            DeliveryAttempt.objects.bulk_create(
+                [
+                    DeliveryAttempt(
+                        message_id=message.pk,
+                        number=claim.number + n,
+                        provider=t.provider,
+                        started_at=t.started_at,
+                        finished_at=now if n == len(rest) else t.finished_at,
+                        outcome=t.result.outcome,
+                        provider_message_id=t.result.provider_message_id[:255],
+                        response=_response(t.result, outcome.skipped if n == len(rest) else [])[:2000],
+                        retry_at=retry_at if n == len(rest) else None,
+                    )
+                    for n, t in enumerate(rest, start=1)
+                ]
+            )
         return message
 
 
-def _send(claim: Claim, backends: dict[str, BaseBackend]) -> SendResult:
-    """The provider call (outside any transaction); a backend that raises counts as transient."""
-    channel = claim.outgoing.channel
-    try:
-        backend = backends.get(channel) or backends.setdefault(channel, backend_for_channel(channel=channel))
-        return backend.send(claim.outgoing)
-    except Exception as exc:  # noqa: BLE001 - send() maps errors; this guards a broken backend
-        logger.exception("backend %s raised for message %s", claim.backend_path, claim.outgoing.message_id)
-        return SendResult.transient(f"{type(exc).__name__}: {exc}")
+def _response(result: SendResult, skipped: list[str]) -> str:
+    if not skipped or "(skipped " in result.summary:
+        return result.summary
+    return f"{result.summary} (skipped {'; '.join(skipped)})"
+
+
+def _send(claim: Claim, chains: dict[str, ProviderChain]) -> ChainOutcome:
+    """The provider calls (outside any transaction): the channel's providers in order, with failover."""
+    return provider_chain(channel=claim.outgoing.channel, chains=chains).send(claim.outgoing)
 
 
 def message_deliver(*, message_id: int, now: datetime | None = None) -> Message | None:
@@ -310,7 +344,9 @@ def message_deliver(*, message_id: int, now: datetime | None = None) -> Message 
     claim = delivery_claim(message_id=message_id, now=now or timezone.now())
     if claim is None:
         return None
-    return delivery_record(claim=claim, result=_send(claim, {}), now=now or timezone.now())
+    with _lease_heartbeat([claim]):
+        result = _send(claim, {})
+    return delivery_record(claim=claim, result=result, now=now or timezone.now())
 
 
 def messages_deliver(*, message_ids: Iterable[int]) -> int:
@@ -322,44 +358,65 @@ def messages_deliver(*, message_ids: Iterable[int]) -> int:
     ids = list(message_ids)
     chunk = max(1, conf("CLAIM_CHUNK"))
     budget = conf("TASK_TIME_BUDGET").total_seconds()
-    renew_every = conf("DELIVERY_LEASE").total_seconds() / 3
     started = time.monotonic()
-    backends: dict[str, BaseBackend] = {}
+    chains: dict[str, ProviderChain] = {}
     done = 0
     for i in range(0, len(ids), chunk):
         if time.monotonic() - started > budget:
             messages_deliver_enqueue(message_ids=ids[i:])
             break
         claims = deliveries_claim(message_ids=ids[i : i + chunk], now=timezone.now())
-        renewed = time.monotonic()
-        for n, claim in enumerate(claims):
-            if time.monotonic() - renewed > renew_every:
-                claims_renew(claims=claims[n:], now=timezone.now())
-                renewed = time.monotonic()
-            result = _send(claim, backends)
-            try:
-                delivery_record(claim=claim, result=result, now=timezone.now())
-            except DatabaseError:
-                raise  # the task fails; the claim's short lease lets the sweeper re-drive it soon
-            except Exception:  # noqa: BLE001 - one message's bad row must not stop the batch
-                logger.exception("recording the delivery of message %s failed", claim.outgoing.message_id)
-                continue
-            done += 1
+        with _lease_heartbeat(claims) as finished:
+            for claim in claims:
+                result = _send(claim, chains)
+                try:
+                    delivery_record(claim=claim, result=result, now=timezone.now())
+                except DatabaseError:
+                    raise  # the task fails; the claim's short lease lets the sweeper re-drive it soon
+                except Exception:  # noqa: BLE001 - one message's bad row must not stop the batch
+                    logger.exception("recording the delivery of message %s failed", claim.outgoing.message_id)
+                    continue
+                finally:
+                    finished.add(claim.attempt_id)
+                done += 1
     return done
 
 
-def claims_renew(*, claims: list[Claim], now: datetime) -> None:
-    """The heartbeat: a worker still going through a chunk renews the lease of the claims ahead of it,
-    so a lease covers about one provider call (CHANNELS["DELIVERY_LEASE"]) however long the chunk is.
-    A worker that dies stops renewing, and its claims are re-driven a lease later."""
-    lease = conf("DELIVERY_LEASE")
-    with transaction.atomic():
-        DeliveryAttempt.objects.filter(
-            pk__in=[c.attempt_id for c in claims], outcome=AttemptOutcome.IN_PROGRESS
-        ).update(started_at=now)
-        Message.objects.filter(
-            pk__in=[c.outgoing.message_id for c in claims], status=MessageStatus.ACCEPTED
-        ).update(next_attempt_at=now + lease)
+def claims_renew(*, attempt_ids: list[int], now: datetime) -> int:
+    """Renew the lease of claims still in progress: their worker is alive and busy with them."""
+    return DeliveryAttempt.objects.filter(pk__in=attempt_ids, outcome=AttemptOutcome.IN_PROGRESS).update(
+        started_at=now
+    )
+
+
+@contextmanager
+def _lease_heartbeat(claims: list[Claim]) -> Iterator[set[int]]:
+    """While a worker goes through its claims (a slow provider, a failover chain, a long chunk), a
+    heartbeat renews the claims it has not finished every third of the lease, so the lease only has to
+    cover a worker that stopped beating — one that died, maybe after the provider accepted a message.
+    Yields the set the caller adds each finished attempt id to."""
+    finished: set[int] = set()
+    stop = threading.Event()
+    every = conf("DELIVERY_LEASE").total_seconds() / 3
+
+    def beat() -> None:
+        try:
+            while not stop.wait(every):
+                pending = [c.attempt_id for c in claims if c.attempt_id not in finished]
+                if pending:
+                    claims_renew(attempt_ids=pending, now=timezone.now())
+        except Exception:  # noqa: BLE001 - a missed beat only shortens the lease
+            logger.exception("delivery lease heartbeat failed")
+        finally:
+            connections.close_all()  # this thread's own connection
+
+    thread = threading.Thread(target=beat, name="delivery-lease-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield finished
+    finally:
+        stop.set()
+        thread.join()
 
 
 # --- the sweeper and the dead letter ------------------------------------------------------------------
@@ -398,11 +455,14 @@ def message_delivery_retry(*, message_id: int, now: datetime | None = None) -> M
         message.last_error = f"Retried by an operator at {now:%Y-%m-%d %H:%M} UTC; was: {message.last_error}"[
             :2000
         ]
-        previous, message.status, message.failed_at = message.status, MessageStatus.ACCEPTED, None
-        # accepted_at stays: it is when the governor cleared it, which is what caps count.
-        message.save(
-            update_fields=["status", "failed_at", "attempts", "next_attempt_at", "last_error", "updated_at"]
+        message.failed_at = None
+        # accepted_at stays: it is when the governor cleared it, which is what caps count. The channels'
+        # receiver hears of the move and enqueues delivery on commit.
+        message_status_move(
+            message=message,
+            status=MessageStatus.ACCEPTED,
+            at=now,
+            stamp=False,
+            update_fields=["failed_at", "attempts", "next_attempt_at", "last_error"],
         )
-        # The receiver sees status accepted and enqueues delivery on commit.
-        message_status_changed.send(sender=Message, message=message, previous=previous)
         return message

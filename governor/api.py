@@ -236,6 +236,10 @@ class GovernorDecisionSerializer(serializers.Serializer):
     rule = serializers.CharField()
     reason = serializers.CharField()
     deliver_after = serializers.DateTimeField(allow_null=True)
+    used = serializers.IntegerField(allow_null=True, help_text="What the deciding (or tightest) cap counts.")
+    limit = serializers.IntegerField(allow_null=True)
+    window = DurationISOField(allow_null=True)
+    next_slot = serializers.DateTimeField(allow_null=True, help_text="When it could go (deferred).")
 
 
 class GovernorCheckView(APIView):

@@ -12,11 +12,14 @@ import time as monotonic_time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from orchestrator.models import Channel, MessageStatus, Purpose
+from orchestrator.text import duration_text
 
-from .models import CapRule, ChannelPause, PauseMode, QuietHours, duration_text
+from .holdout import GLOBAL_SCOPE, holdout_assigned
+from .models import CapRule, ChannelPause, GlobalHoldout, PauseMode, QuietHours
 
 POLICY_TTL = 5.0  # seconds another process may act on a stale policy after an edit
 
@@ -83,10 +86,24 @@ class Quiet:
 
 
 @dataclass(frozen=True)
+class Holdout:
+    """The global holdout in force: `share` of recipients get none of `purposes`."""
+
+    share: Decimal
+    purposes: frozenset[str]
+
+    def holds(self, *, recipient_id: int, purpose: str) -> bool:
+        return purpose in self.purposes and holdout_assigned(
+            scope=GLOBAL_SCOPE, recipient_id=recipient_id, share=self.share
+        )
+
+
+@dataclass(frozen=True)
 class Policy:
     rules: tuple[Rule, ...]
     quiet: tuple[Quiet, ...]
     pauses: dict[str, str] = field(default_factory=dict)  # channel -> PauseMode
+    holdout: Holdout | None = None
     _rules_by: dict[tuple[str, str], list[Rule]] = field(default_factory=dict, compare=False, repr=False)
 
     def rules_for(self, channel: str, purpose: str) -> list[Rule]:
@@ -95,6 +112,10 @@ class Policy:
         if found is None:
             found = self._rules_by[key] = [r for r in self.rules if r.applies_to(channel, purpose)]
         return found
+
+    def uncapped(self) -> Policy:
+        """The same pauses without caps or quiet hours: for replies the recipient asked for (STOP/HELP)."""
+        return Policy(rules=(), quiet=(), pauses=self.pauses, holdout=self.holdout)
 
     @property
     def max_window(self) -> timedelta:
@@ -106,7 +127,7 @@ _cached: tuple[float, Policy] | None = None
 
 
 def policy_load() -> Policy:
-    """Read the enabled rules, quiet hours and active pauses (three small queries)."""
+    """Read the enabled rules, quiet hours, active pauses and the global holdout (four small queries)."""
     rules = tuple(
         Rule(r.pk, r.name, r.limit, r.window, frozenset(r.channels), frozenset(r.purposes))
         for r in CapRule.objects.filter(enabled=True).order_by("pk")
@@ -116,7 +137,9 @@ def policy_load() -> Policy:
         for q in QuietHours.objects.filter(enabled=True).order_by("pk")
     )
     pauses = dict(ChannelPause.objects.filter(resumed_at__isnull=True).values_list("channel", "mode"))
-    return Policy(rules=rules, quiet=quiet, pauses=pauses)
+    held = GlobalHoldout.current()
+    holdout = Holdout(held.share, frozenset(held.purposes)) if held.share > 0 and held.purposes else None
+    return Policy(rules=rules, quiet=quiet, pauses=pauses, holdout=holdout)
 
 
 def policy_current() -> Policy:
@@ -156,10 +179,20 @@ class RuleUse:
 
 @dataclass(frozen=True)
 class Decision:
+    """The outcome, the deciding rule and the plain reason, with the numbers behind it: for a cap, `used`
+    of `limit` in `window` and the `next_slot`; for quiet hours the window's end as `next_slot`. An accepted
+    message carries the numbers of its tightest cap (counting itself). `expires_at` is the expiry the
+    message gets (the caller's, or the channel's shelf life counted from when it may first go out)."""
+
     status: str
     rule: str = ""
     reason: str = ""
     deliver_after: datetime | None = None
+    expires_at: datetime | None = None
+    used: int | None = None
+    limit: int | None = None
+    window: timedelta | None = None
+    next_slot: datetime | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -167,12 +200,38 @@ class Decision:
             "rule": self.rule,
             "reason": self.reason,
             "deliver_after": self.deliver_after,
+            "used": self.used,
+            "limit": self.limit,
+            "window": self.window,
+            "next_slot": self.next_slot,
+        }
+
+    def record(self, *, at: datetime) -> dict:
+        """The fields of its MessageDecision row."""
+        return {
+            "at": at,
+            "outcome": self.status,
+            "rule": self.rule,
+            "reason": self.reason,
+            "used": self.used,
+            "limit": self.limit,
+            "window": self.window,
+            "next_slot": self.next_slot,
         }
 
 
 def when_text(t: datetime, at: datetime) -> str:
     t = t.astimezone(UTC)
     return f"{t:%H:%M} UTC" if t.date() == at.astimezone(UTC).date() else f"{t:%Y-%m-%d %H:%M} UTC"
+
+
+def local_text(t: datetime, tz: ZoneInfo, at: datetime) -> str:
+    """'23:30 Europe/Paris (22:30 UTC)': the recipient's wall clock first, then UTC."""
+    local = t.astimezone(tz)
+    if tz.key == "UTC":
+        return when_text(t, at)
+    day = "" if local.date() == at.astimezone(tz).date() else f"{local:%Y-%m-%d} "
+    return f"{day}{local:%H:%M} {tz.key} ({when_text(t, at)})"
 
 
 def quiet_push(
@@ -194,6 +253,29 @@ def quiet_push(
 
 KthOldest = Callable[[Rule, int], datetime]
 
+GLOBAL_HOLDOUT_RULE = "global holdout"
+
+
+def global_holdout_decision(policy: Policy, *, recipient_id: int | None, purpose: str) -> Decision | None:
+    """Suppressed when the recipient is in the global holdout for this purpose, else None.
+
+    The one check behind the global holdout: every governed send passes it (the journeys' own holdouts
+    are applied before a send is built, in the journey scheduler).
+    """
+    holdout = policy.holdout
+    if (
+        holdout is None
+        or recipient_id is None
+        or not holdout.holds(recipient_id=recipient_id, purpose=purpose)
+    ):
+        return None
+    return Decision(
+        MessageStatus.SUPPRESSED,
+        GLOBAL_HOLDOUT_RULE,
+        f"The recipient is in the global holdout ({float(holdout.share) * 100:g} % of recipients get no "
+        f"{'/'.join(sorted(holdout.purposes, key=PURPOSE_ORDER.get))} messages, to measure the lift).",
+    )
+
 
 def decide(
     policy: Policy,
@@ -207,11 +289,21 @@ def decide(
     at: datetime,
     uses: dict[int, RuleUse],
     kth_oldest: KthOldest,
+    shelf_life: timedelta | None = None,
+    recipient_id: int | None = None,
 ) -> Decision:
     """The governor's decision for one message, from its inputs only (reproducible, no I/O but
-    `kth_oldest`, asked only when a recipient is over a cap by more than one message)."""
+    `kth_oldest`, asked only when a recipient is over a cap by more than one message).
+
+    `shelf_life` (the channel's default, used when `expires_at` is None) counts from when the message may
+    first go out: its requested time, pushed past quiet hours. So a push that quiet hours hold overnight
+    is still worth sending at 08:00, while one that a cap holds past its shelf life expires.
+    """
     if expires_at is not None and expires_at <= at:
         return Decision(MessageStatus.EXPIRED, "expiry", f"Expired at {when_text(expires_at, at)}.")
+    held_out = global_holdout_decision(policy, recipient_id=recipient_id, purpose=purpose)
+    if held_out is not None:
+        return held_out
     if opted_out:
         return Decision(
             MessageStatus.SUPPRESSED,
@@ -221,31 +313,50 @@ def decide(
     pause = policy.pauses.get(channel)
     if pause == PauseMode.SUPPRESS:
         return Decision(MessageStatus.SUPPRESSED, "channel pause", "channel paused")
+    requested = deliver_after if deliver_after is not None and deliver_after > at else None
     if pause == PauseMode.DEFER:
         # Held with no time (resuming makes it due); a caller's later requested time is kept.
-        later = deliver_after if deliver_after is not None and deliver_after > at else None
+        if expires_at is None and shelf_life is not None:
+            expires_at = (requested or at) + shelf_life
         return Decision(
             MessageStatus.DEFERRED,
             "channel pause",
             "channel paused; held until the channel is resumed",
-            later,
+            requested,
+            expires_at=expires_at,
         )
 
-    if deliver_after is not None and deliver_after > at:
-        # Caps are judged when the requested time comes; quiet hours are known already.
-        t, quiet = quiet_push(policy, t=deliver_after, tz=tz, channel=channel, purpose=purpose)
-        reason = f"Held until the requested time {when_text(deliver_after, at)}"
-        if quiet is not None:
-            reason += f", then quiet hours {_quiet_text(quiet, t, tz, at)}"
-        return _deferred_or_expired(t, expires_at, at, quiet.name if quiet else "deliver_after", reason)
+    # When it may first go out, caps aside: the requested time, past any quiet window.
+    first, quiet = quiet_push(policy, t=requested or at, tz=tz, channel=channel, purpose=purpose)
+    if expires_at is None and shelf_life is not None:
+        expires_at = first + shelf_life
 
-    blocked: list[tuple[datetime, Rule, str]] = []
+    if requested is not None:
+        # Caps are judged when the requested time comes; quiet hours are known already.
+        reason = f"Held until the requested time {when_text(requested, at)}"
+        if quiet is not None:
+            reason += f", then quiet hours {_quiet_text(quiet, first, tz, at)}"
+        return _deferred_or_expired(
+            first,
+            expires_at,
+            at,
+            tz,
+            quiet.name if quiet else "deliver_after",
+            reason,
+            next_slot=first,
+        )
+
+    blocked: list[tuple[datetime, Rule, str, int]] = []
+    tightest: tuple[float, Rule, int] | None = None
     within: list[str] = []
     for rule in policy.rules_for(channel, purpose):
         use = uses.get(rule.id) or RuleUse()
         used = use.count + use.taken + use.ahead
         if used < rule.limit:
             within.append(rule.describe(used + 1))
+            share = (used + 1) / rule.limit
+            if tightest is None or share > tightest[0]:
+                tightest = (share, rule, used + 1)
             continue
         # The slot frees when enough of the oldest leave the window: the k-th oldest plus the window.
         k = used - rule.limit + 1
@@ -255,15 +366,17 @@ def decide(
             oldest = use.oldest
         else:
             oldest = kth_oldest(rule, k)
-        free = oldest + rule.window
-        blocked.append((free, rule, rule.describe(used, use.ahead)))
+        free = max(oldest + rule.window, at)
+        blocked.append((free, rule, rule.describe(used, use.ahead), used))
 
     t = at
     rule_name, reason = "", ""
+    numbers: dict = {}
     if blocked:
-        free, rule, text = max(blocked, key=lambda b: (b[0], b[1].id))
+        free, rule, text, used = max(blocked, key=lambda b: (b[0], b[1].id))
         t, rule_name = free, rule.name
         reason = f"{text}; next slot at {when_text(free, at)}"
+        numbers = {"used": used, "limit": rule.limit, "window": rule.window}
     t2, quiet = quiet_push(policy, t=t, tz=tz, channel=channel, purpose=purpose)
     if quiet is not None:
         if blocked:
@@ -275,8 +388,11 @@ def decide(
             reason = "Within every cap, counting this one: " + "; ".join(within) + "."
         else:
             reason = f"No cap applies to {purpose} messages on {channel}."
-        return Decision(MessageStatus.ACCEPTED, "", reason)
-    return _deferred_or_expired(t2, expires_at, at, rule_name, reason)
+        if tightest is not None:
+            _, rule, used = tightest
+            numbers = {"used": used, "limit": rule.limit, "window": rule.window}
+        return Decision(MessageStatus.ACCEPTED, "", reason, expires_at=expires_at, **numbers)
+    return _deferred_or_expired(t2, expires_at, at, tz, rule_name, reason, next_slot=t2, **numbers)
 
 
 def _quiet_text(quiet: Quiet, end: datetime, tz: ZoneInfo, at: datetime) -> str:
@@ -288,12 +404,20 @@ def _quiet_text(quiet: Quiet, end: datetime, tz: ZoneInfo, at: datetime) -> str:
 
 
 def _deferred_or_expired(
-    t: datetime, expires_at: datetime | None, at: datetime, rule: str, reason: str
+    t: datetime,
+    expires_at: datetime | None,
+    at: datetime,
+    tz: ZoneInfo,
+    rule: str,
+    reason: str,
+    **numbers,
 ) -> Decision:
     if expires_at is not None and t > expires_at:
         return Decision(
             MessageStatus.EXPIRED,
             rule,
-            f"{reason}; that is after it expires at {when_text(expires_at, at)}, so it will not be sent.",
+            f"{reason}; it expires at {local_text(expires_at, tz, at)} first, so it will not be sent.",
+            expires_at=expires_at,
+            **numbers,
         )
-    return Decision(MessageStatus.DEFERRED, rule, reason, t)
+    return Decision(MessageStatus.DEFERRED, rule, reason, t, expires_at=expires_at, **numbers)

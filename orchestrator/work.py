@@ -45,7 +45,8 @@ def due_work_run(
             logger.exception("due work %s failed; the pass goes on", path)
             # A lost connection is replaced before the next job (outside a request nothing else does it).
             for conn in connections.all(initialized_only=True):
-                conn.close_if_unusable_or_obsolete()
+                if not conn.in_atomic_block:
+                    conn.close_if_unusable_or_obsolete()
             handled[path] = -1
             if errors is not None:
                 errors[path] = f"{type(exc).__name__}: {exc}"

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.utils import timezone
-from django.utils.duration import duration_iso_string
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -38,8 +37,7 @@ class DurationISOField(serializers.Field):
             self.fail("invalid", reason=str(exc))
 
     def to_representation(self, value: timedelta) -> str:
-        # Django's full ISO form (P1DT00H00M00S), as the API has always answered.
-        return duration_iso_string(value)
+        return limits.duration_iso(value)
 
 
 class BoundedDateTimeField(serializers.DateTimeField):

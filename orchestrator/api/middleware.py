@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
-from django.http import HttpResponse
+from django.http import HttpResponse, JsonResponse
 
 from .errors import RETRY_AFTER_SECONDS, json_error, unexpected_error_body
 
@@ -44,12 +44,9 @@ class ApiGuardMiddleware:
             return json_error("invalid_path", "NUL characters are not allowed in a path.", 400)
         for name, values in request.GET.lists():
             if "\x00" in name or any("\x00" in v for v in values):
-                return json_error(
-                    "invalid_query",
-                    f"NUL characters are not allowed in query parameter {name!r}.",
-                    400,
-                    field=name.replace("\x00", ""),
-                )
+                # {field: [messages]}, as every bad input is answered.
+                field = name.replace("\x00", "") or "query"
+                return JsonResponse({field: ["NUL characters (\\u0000) are not allowed."]}, status=400)
         return None
 
     def process_exception(self, request, exception):

@@ -5,14 +5,32 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from .. import limits
-from ..models import Channel, ContactPoint, Event, Message, Preference, Recipient
-from .fields import BoundedDateTimeField, ExternalIdField, JSONObjectField
+from ..models import Channel, ContactPoint, Event, Message, MessageDecision, Preference, Recipient
+from .fields import BoundedDateTimeField, DurationISOField, ExternalIdField, JSONObjectField
+
+
+class MessageDecisionSerializer(serializers.ModelSerializer):
+    """One governor decision on a message, with the numbers behind its reason."""
+
+    window = DurationISOField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = MessageDecision
+        fields = ["at", "outcome", "rule", "reason", "used", "limit", "window", "next_slot"]
 
 
 class ContactPointSerializer(serializers.ModelSerializer):
     class Meta:
         model = ContactPoint
-        fields = ["channel", "address", "opted_in"]
+        fields = [
+            "channel",
+            "address",
+            "opted_in",
+            "undeliverable_at",
+            "undeliverable_reason",
+            "soft_bounces",
+        ]
+        read_only_fields = ["undeliverable_at", "undeliverable_reason", "soft_bounces"]
 
 
 class RecipientWriteSerializer(serializers.Serializer):

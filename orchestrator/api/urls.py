@@ -11,6 +11,7 @@ router.register("recipients", RecipientViewSet, basename="recipient")
 urlpatterns = [
     path("events/", EventCreateView.as_view(), name="event-create"),
     path("", include("orchestrator.api.messages")),
+    path("", include("orchestrator.api.inbound")),
     path("", include("governor.api")),
     path("", include("channels_app.api")),
     path("", include("journeys.api")),

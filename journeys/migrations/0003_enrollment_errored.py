@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("journeys", "0001_initial"),
+        ("journeys", "0002_measurement"),
         ("orchestrator", "0006_drop_redundant_recipient_fk_indexes"),
     ]
 
