@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from orchestrator.admin import ReadOnlyAdminMixin
+from orchestrator.limits import duration_iso
 from orchestrator.models import Channel, Recipient
 
 from . import reports, selectors, services
@@ -126,7 +127,7 @@ class JourneyAdmin(admin.ModelAdmin):
         "live_version",
         "trigger_event",
         "reentry",
-        "reentry_cooldown",
+        "cooldown",
         "created_at",
         "updated_at",
     ]
@@ -167,6 +168,10 @@ class JourneyAdmin(admin.ModelAdmin):
     @admin.display(description="Exited", ordering="n_exited")
     def exited(self, obj: Journey) -> int:
         return obj.n_exited
+
+    @admin.display(description="Re-entry cool-down")
+    def cooldown(self, obj: Journey) -> str:
+        return duration_iso(obj.reentry_cooldown) if obj.reentry_cooldown else "—"
 
     @admin.display(description="Errored", ordering="n_errored")
     def errored(self, obj: Journey) -> str:

@@ -32,6 +32,8 @@ STATUS_TEXT = {
     "503": ("Error", "The database was unavailable; retry after Retry-After seconds."),
 }
 WRITES = {"post", "put", "patch", "delete"}
+# The server refuses a NUL character in any path or query value (PostgreSQL text cannot hold one).
+NO_NUL = "^[^\\u0000]*$"
 
 
 def _error(status: str) -> dict:
@@ -54,6 +56,12 @@ def error_responses_add(result, generator, request, public):
             if method not in WRITES | {"get", "head"}:
                 continue
             params = operation.get("parameters", [])
+            for param in params:
+                schema = param.get("schema", {})
+                constrained = {"enum", "format", "pattern"} & set(schema)
+                plain_string = schema.get("type") == "string" and not constrained
+                if param.get("in") in ("path", "query") and plain_string:
+                    schema["pattern"] = NO_NUL
             has_body = "requestBody" in operation
             statuses = {"401", "403", "500", "503"}
             if has_body or method in WRITES or any(p.get("in") in ("query", "header") for p in params):

@@ -53,8 +53,9 @@ def _send(url: str, token: str, body: dict, key: str) -> tuple[int, dict, str]:
         return exc.code, json.loads(exc.read() or b"{}"), exc.headers.get("Retry-After", "")
 
 
-def _terminator(stop: threading.Event, killed: list[int]) -> None:
-    """Every 150 ms, end every backend of the server and the workers (not the test's own)."""
+def _terminator(stop: threading.Event, killed: list[int], rounds: int = 30) -> None:
+    """Every 150 ms for `rounds` rounds (mid-load), end every backend of the server and the workers (not
+    the test's own)."""
     dsn = connection.settings_dict
     with psycopg.connect(
         host=dsn["HOST"] or "127.0.0.1",
@@ -63,7 +64,7 @@ def _terminator(stop: threading.Event, killed: list[int]) -> None:
         dbname=dsn["NAME"],
         autocommit=True,
     ) as conn:
-        while not stop.wait(0.15):
+        while len(killed) < rounds and not stop.wait(0.15):
             rows = conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND application_name = ANY(%s)",
@@ -113,7 +114,7 @@ def test_lost_connections_answer_503_and_nothing_is_lost(tmp_path, django_user_m
                         "purpose": "transactional",
                         "content": {"body": f"Your code is {n:04d}."},
                     }
-                    for _ in range(40):
+                    for _ in range(150):
                         status, answer, retry_after = _send(url, token, body, key)
                         statuses[status] += 1
                         if status == 201:
@@ -126,7 +127,7 @@ def test_lost_connections_answer_503_and_nothing_is_lost(tmp_path, django_user_m
                             problems.append(f"503 without Retry-After: {answer}")
                         time.sleep(0.2)  # a test's patience; a client would wait Retry-After seconds
                     else:
-                        problems.append(f"{key}: still 503 after 40 tries")
+                        problems.append(f"{key}: still 503 after 150 tries")
 
             stop, killed = threading.Event(), []
             terminator = threading.Thread(target=_terminator, args=(stop, killed))

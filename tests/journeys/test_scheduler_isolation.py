@@ -28,17 +28,22 @@ def enroll_three(journey, clock, committed):
     return enrollments
 
 
-def test_a_step_that_raises_errors_its_enrollment_and_the_batch_goes_on(monkeypatch, clock, committed):
-    journey = active_journey()
-    good_a, bad, good_b = enroll_three(journey, clock, committed)
+def resume_fails_for(monkeypatch, enrollment, error: Exception) -> None:
+    """This enrollment's step raises `error` when the scheduler runs it; the others run as usual."""
     original = scheduler._resume
 
     def resume(e, b):
-        if e.pk == bad.pk:
-            raise OverflowError("date value out of range")
+        if e.pk == enrollment.pk:
+            raise error
         return original(e, b)
 
     monkeypatch.setattr(scheduler, "_resume", resume)
+
+
+def test_a_step_that_raises_errors_its_enrollment_and_the_batch_goes_on(monkeypatch, clock, committed):
+    journey = active_journey()
+    good_a, bad, good_b = enroll_three(journey, clock, committed)
+    resume_fails_for(monkeypatch, bad, OverflowError("date value out of range"))
     committed(scheduler.enrollments_advance, now=clock.now)
 
     bad.refresh_from_db()
@@ -152,14 +157,7 @@ def test_the_due_work_pass_runs_every_job_even_when_one_raises(settings, clock, 
 def test_errored_enrollments_are_counted_and_listed_in_the_admin(admin_client, monkeypatch, clock, committed):
     journey = active_journey(cart_recovery_definition())
     _, bad, _ = enroll_three(journey, clock, committed)
-    original = scheduler._resume
-
-    def resume(e, b):
-        if e.pk == bad.pk:
-            raise ValueError("bad")
-        return original(e, b)
-
-    monkeypatch.setattr(scheduler, "_resume", resume)
+    resume_fails_for(monkeypatch, bad, ValueError("bad"))
     committed(scheduler.enrollments_advance, now=clock.now)
     page = admin_client.get("/admin/journeys/enrollment/?status__exact=errored").content.decode()
     assert "ValueError: bad" in page or "error: step" in page
@@ -167,3 +165,5 @@ def test_errored_enrollments_are_counted_and_listed_in_the_admin(admin_client, m
     assert "Errored" in listing
     detail = admin_client.get(f"/admin/journeys/enrollment/{bad.pk}/change/").content.decode()
     assert "ValueError: bad" in detail
+    home = admin_client.get("/admin/").content.decode()
+    assert "1 enrollment stopped by an error" in home
