@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from django import forms
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import Count, Q
 from django.http import JsonResponse
 from django.template.response import TemplateResponse
@@ -15,6 +16,8 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from orchestrator.admin import ReadOnlyAdminMixin, status_badge
+from orchestrator.forms import ISO_DURATION
+from orchestrator.limits import duration_iso
 from orchestrator.models import Channel, Purpose, Recipient
 
 from .delivery import message_delivery_retry
@@ -77,7 +80,13 @@ class LintTryForm(forms.Form):
 
 @admin.register(ChannelPolicy)
 class ChannelPolicyAdmin(admin.ModelAdmin):
-    list_display = ["channel", "job", "purposes", "limits", "default_ttl", "updated_at"]
+    formfield_overrides = {models.DurationField: ISO_DURATION}
+
+    @admin.display(description="Shelf life", ordering="default_ttl")
+    def shelf_life(self, obj: ChannelPolicy) -> str:
+        return duration_iso(obj.default_ttl) if obj.default_ttl else "—"
+
+    list_display = ["channel", "job", "purposes", "limits", "shelf_life", "updated_at"]
     readonly_fields = ["updated_at", "try_it"]
     actions = ["restore_defaults"]
     change_list_template = "admin/channels_app/channelpolicy/change_list.html"

@@ -77,6 +77,7 @@ class TemplateListView(GenericAPIView):
     serializer_class = TemplateSerializer
     queryset = MessageTemplate.objects.prefetch_related("variants").order_by("key")
 
+    @extend_schema(operation_id="templates_list", responses=TemplateSerializer(many=True))
     def get(self, request):
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(TemplateSerializer(page, many=True).data)

@@ -10,9 +10,10 @@ from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.duration import duration_string
 from django.utils.html import format_html
 
+from orchestrator.forms import ISODurationFormField
+from orchestrator.limits import duration_iso
 from orchestrator.models import Channel, Purpose
 from orchestrator.text import duration_text
 
@@ -45,7 +46,8 @@ class CapRuleForm(forms.ModelForm):
     class Meta:
         model = CapRule
         fields = ["name", "limit", "window", "channels", "purposes", "enabled"]
-        help_texts = {"window": "A rolling duration: 24:00:00 for a day, 4:00:00 for four hours, 7 00:00:00."}
+        field_classes = {"window": ISODurationFormField}
+        help_texts = {"window": "A rolling window: P1D for a day, PT4H for four hours, P7D for a week."}
 
     def clean_limit(self):
         limit = self.cleaned_data["limit"]
@@ -64,7 +66,7 @@ class CapRuleAdmin(admin.ModelAdmin):
 
     @admin.display(description="Window", ordering="window")
     def window_text(self, obj: CapRule) -> str:
-        return f"{duration_text(obj.window)} ({duration_string(obj.window)})"
+        return f"{duration_text(obj.window)} ({duration_iso(obj.window)})"
 
     @admin.display(description="Channels")
     def channels_text(self, obj: CapRule) -> str:

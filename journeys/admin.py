@@ -19,6 +19,7 @@ from django.utils.html import format_html
 
 from channels_app.models import MessageTemplate
 from orchestrator.admin import ReadOnlyAdminMixin
+from orchestrator.limits import duration_iso
 from orchestrator.models import AUTO_CHANNEL, Channel, Purpose, Recipient
 from orchestrator.pipeline import SendRefused
 
@@ -122,6 +123,7 @@ class JourneyAdmin(admin.ModelAdmin):
         "waiting",
         "converted",
         "exited",
+        "errored",
         "conversion",
     ]
     list_filter = ["status", "owner_channel"]
@@ -134,7 +136,7 @@ class JourneyAdmin(admin.ModelAdmin):
         "live_version",
         "trigger_event",
         "reentry",
-        "reentry_cooldown",
+        "cooldown",
         "created_at",
         "updated_at",
     ]
@@ -175,6 +177,22 @@ class JourneyAdmin(admin.ModelAdmin):
     @admin.display(description="Exited", ordering="n_exited")
     def exited(self, obj: Journey) -> int:
         return obj.n_exited
+
+    @admin.display(description="Re-entry cool-down")
+    def cooldown(self, obj: Journey) -> str:
+        return duration_iso(obj.reentry_cooldown) if obj.reentry_cooldown else "—"
+
+    @admin.display(description="Errored", ordering="n_errored")
+    def errored(self, obj: Journey) -> str:
+        if not obj.n_errored:
+            return "0"
+        url = reverse("admin:journeys_enrollment_changelist")
+        return format_html(
+            '<a href="{}?journey__id__exact={}&status__exact=errored" class="orch-errored">{}</a>',
+            url,
+            obj.pk,
+            obj.n_errored,
+        )
 
     @admin.display(description="Conversion")
     def conversion(self, obj: Journey) -> str:
@@ -287,6 +305,7 @@ class EnrollmentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "waiting",
         "next_run_at",
         "entered_at",
+        "exit_reason",
     ]
     list_filter = ["journey", "status", "held_out", "waiting", "trigger"]
     search_fields = ["recipient__external_id", "journey__slug"]
@@ -311,6 +330,7 @@ class EnrollmentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "converted_at",
         "exit_reason",
         "holdout",
+        "error",
     ]
     readonly_fields = fields
 

@@ -12,6 +12,7 @@ from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from orchestrator.api.fields import DurationISOField
 from orchestrator.models import Recipient
 
 from . import reports, selectors, services
@@ -22,6 +23,7 @@ ACTIONS = tuple(services.TRANSITIONS)
 
 
 class JourneySerializer(serializers.ModelSerializer):
+    reentry_cooldown = DurationISOField(read_only=True, allow_null=True)
     # Plain strings in the schema: the shared enum names (status, channel) belong to the conversation.
     status = serializers.CharField(
         read_only=True, help_text="draft, proposed, approved, active, paused, archived"

@@ -109,6 +109,7 @@ class CampaignListView(GenericAPIView):
     serializer_class = CampaignSerializer
     queryset = Campaign.objects.select_related("segment", "template").order_by("-created_at", "-id")
 
+    @extend_schema(operation_id="campaigns_list", responses=CampaignSerializer(many=True))
     def get(self, request):
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(CampaignSerializer(page, many=True).data)

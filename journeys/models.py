@@ -102,6 +102,8 @@ class EnrollmentStatus(models.TextChoices):
     ACTIVE = "active", "Active"
     CONVERTED = "converted", "Converted"
     EXITED = "exited", "Exited"
+    # Stopped because advancing it raised: `error` says why; the rest of its batch went on.
+    ERRORED = "errored", "Errored"
 
 
 class Waiting(models.TextChoices):
@@ -161,6 +163,9 @@ class Enrollment(models.Model):
     goal_deadline = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     exit_reason = models.CharField(max_length=300, blank=True, default="")
+    error = models.TextField(
+        blank=True, default="", help_text="Why the scheduler stopped this enrollment (status errored)."
+    )
     converted_at = models.DateTimeField(
         null=True, blank=True, help_text="When the goal event happened (the conversion's time)."
     )

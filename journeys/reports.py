@@ -20,6 +20,7 @@ from django.db.models.functions import TruncDate
 from django.utils.dateparse import parse_date, parse_datetime
 
 from governor.models import GlobalHoldout
+from orchestrator.limits import duration_iso  # noqa: F401 - re-exported for the admin
 from orchestrator.models import Channel
 
 from . import measurement
@@ -41,16 +42,6 @@ def default_half_life() -> timedelta:
 
 def default_reached() -> tuple[str, ...]:
     return tuple(_reports_setting("REACHED", measurement.DEFAULT_REACHED))
-
-
-def duration_iso(value: timedelta) -> str:
-    """`P7D`, `PT12H`, `P1DT2H30M`: the ISO 8601 form of CONTRACT.md's durations."""
-    seconds = int(value.total_seconds())
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    clock = "".join(f"{n}{u}" for n, u in ((hours, "H"), (minutes, "M"), (secs, "S")) if n)
-    return "P" + (f"{days}D" if days else "") + (f"T{clock}" if clock else "") if seconds else "PT0S"
 
 
 # --- who may read reports ---------------------------------------------------------------------------

@@ -24,18 +24,24 @@ def journeys_with_counts() -> QuerySet[Journey]:
         ),
         n_converted=Count("enrollments", filter=Q(enrollments__status=EnrollmentStatus.CONVERTED)),
         n_exited=Count("enrollments", filter=Q(enrollments__status=EnrollmentStatus.EXITED)),
+        n_errored=Count("enrollments", filter=Q(enrollments__status=EnrollmentStatus.ERRORED)),
     )
 
 
 def journey_counts(*, journey: Journey) -> dict[str, int]:
     rows = Enrollment.objects.filter(journey=journey).values_list("status", "waiting").annotate(n=Count("id"))
-    counts = {"active": 0, "waiting": 0, "converted": 0, "exited": 0}
+    counts = {"active": 0, "waiting": 0, "converted": 0, "exited": 0, "errored": 0}
     for status, waiting, n in rows:
         if status == EnrollmentStatus.ACTIVE:
             counts["waiting" if waiting != Waiting.NOTHING else "active"] += n
         else:
             counts[status] += n
     return counts
+
+
+def enrollments_errored_count() -> int:
+    """Enrollments the scheduler stopped on an error (for the admin's home and the journey list)."""
+    return Enrollment.objects.filter(status=EnrollmentStatus.ERRORED).count()
 
 
 def journey_burn(*, journey: Journey, now: datetime) -> list[SourceRate]:

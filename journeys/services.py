@@ -98,6 +98,8 @@ def _definition_fields(definition: Mapping[str, Any]) -> dict[str, Any]:
 
 def journey_create(*, definition: Mapping[str, Any], now: datetime) -> Journey:
     """Create a draft journey with its first version. Raises DefinitionInvalid (nothing saved)."""
+    if not isinstance(definition, Mapping):
+        raise DefinitionInvalid([DefinitionError("", "definition", "invalid", "Expected a JSON object.")])
     definition = dict(definition)
     slug = definition.get("slug")
     if not isinstance(slug, str) or not SLUG_RE.fullmatch(slug):
@@ -119,6 +121,8 @@ def journey_latest_version(*, journey: Journey) -> JourneyVersion:
 
 def journey_update(*, journey: Journey, changes: Mapping[str, Any], now: datetime) -> JourneyVersion:
     """Edit a draft journey: its draft version in place, or a new version if the last one was approved."""
+    if not isinstance(changes, Mapping):
+        raise DefinitionInvalid([DefinitionError("", "definition", "invalid", "Expected a JSON object.")])
     with transaction.atomic():
         journey = Journey.objects.select_for_update().get(pk=journey.pk)
         if journey.status != JourneyStatus.DRAFT:
@@ -218,7 +222,7 @@ def enrollment_create(
     if refusal:
         raise EnrollmentRefused("reentry_refused", f"{recipient.external_id} {refusal}.")
     version = journey.live_version
-    compiled = definition_compile(version.definition)
+    compiled = _live_compiled(journey)
     try:
         with transaction.atomic():
             enrollment = Enrollment.objects.create(
@@ -244,6 +248,16 @@ def enrollment_create(
     return enrollment
 
 
+def _live_compiled(journey: Journey):
+    """The live version, compiled; a stored version that cannot run refuses enrollment (never a 500, and
+    an event that triggers it still records)."""
+    try:
+        return definition_compile(journey.live_version.definition)
+    except (ValueError, KeyError, TypeError) as exc:
+        detail = f"{journey.slug} cannot run its live version: {exc}"
+        raise EnrollmentRefused("journey_broken", detail) from exc
+
+
 @dataclass(frozen=True)
 class BulkEnrollResult:
     enrolled: int
@@ -258,7 +272,7 @@ def enrollments_create_bulk(
         raise EnrollmentRefused("journey_not_active", f"{journey.slug} is {journey.status}, not active.")
     ids = set(recipient_ids)
     version = journey.live_version
-    compiled = definition_compile(version.definition)
+    compiled = _live_compiled(journey)
     with transaction.atomic():
         previous = Enrollment.objects.filter(journey=journey, recipient_id__in=ids)
         blocked = set(previous.filter(status=EnrollmentStatus.ACTIVE).values_list("recipient_id", flat=True))

@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class OrchestratorConfig(AppConfig):
     name = "orchestrator"
     verbose_name = "Conversation"
+
+    def ready(self) -> None:
+        from .api import strict
+
+        strict.install()

@@ -26,6 +26,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from channels_app.limits import content_problems, schedule_problems
 from channels_app.lint import Severity, channel_policy_views, message_lint
 from channels_app.templating import RenderRequest, contents_render_bulk
 from governor.services import MessageDraft, messages_decide
@@ -86,6 +87,13 @@ _CHANNELS = frozenset((*Channel.values, AUTO_CHANNEL))  # Choices.values builds 
 _PURPOSES = frozenset(Purpose.values)
 
 
+def _problems_refusal(problems) -> SendRefused:
+    errors: dict[str, list[dict[str, str]]] = {}
+    for p in problems:
+        errors.setdefault(p.field, []).append({"code": p.code, "detail": p.detail})
+    return SendRefused(errors)
+
+
 def _check_fields(r: SendRequest, at: datetime) -> SendRefused | None:
     if r.channel not in _CHANNELS:
         return _refuse("channel", "invalid_channel", f"Unknown channel {r.channel!r}.")
@@ -101,6 +109,13 @@ def _check_fields(r: SendRequest, at: datetime) -> SendRefused | None:
         return _refuse("content", "content_required", "Give content or a template.")
     if r.template is not None and r.content is not None:
         return _refuse("template", "template_and_content", "Give a template or content, not both.")
+    # The documented limits (docs/limits.md): content sizes and URLs (a template's rendered content is
+    # checked when it is rendered), scheduling bounds.
+    problems = schedule_problems(deliver_after=r.deliver_after, expires_at=r.expires_at, at=at)
+    if r.content is not None:
+        problems = [*content_problems(channel=r.channel, content=r.content), *problems]
+    if problems:
+        return _problems_refusal(problems)
     return None
 
 
@@ -132,8 +147,15 @@ def _render(
         ],
         recipients=recipients,
     )
+    checked: dict[tuple[int, str], list] = {}  # recipients sharing values share one rendering
     for n, rendered in zip(templated, renders, strict=True):
         if rendered.ok:
+            key = (id(rendered.content), requests[n].channel)
+            if key not in checked:
+                checked[key] = content_problems(channel=requests[n].channel, content=rendered.content)
+            if checked[key]:
+                results[n] = _problems_refusal(checked[key])
+                continue
             requests[n] = _with_content(requests[n], rendered.content)
             if rendered.sandbox:
                 reports[n] = [

@@ -19,6 +19,7 @@ from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from . import limits
 from .consent import preference_changes_record
 from .models import (
     ChangeSource,
@@ -86,6 +87,8 @@ def _desired_contact_points(
         tokens = [t.strip() for t in push_tokens]
         if any(not t or len(t) > 512 for t in tokens):
             errors["push_tokens"] = ["Each push token must be a non-empty string of at most 512 characters."]
+        elif len(set(tokens)) > limits.MAX_PUSH_TOKENS:
+            errors["push_tokens"] = [f"At most {limits.MAX_PUSH_TOKENS} push tokens per recipient."]
         desired[Channel.PUSH] = set(tokens)
     if in_app is not None:
         desired[Channel.IN_APP] = {""} if in_app else set()
@@ -177,15 +180,25 @@ def recipient_upsert(
     same upsert changes nothing. Raises ValidationError (by field) before writing anything."""
     errors: dict[str, list[str]] = {}
     external_id = (external_id or "").strip()
-    if not external_id:
+    if create:
+        try:
+            limits.external_id_check(external_id)
+        except limits.LimitError as exc:
+            errors["external_id"] = [str(exc)]
+    elif not external_id:
         errors["external_id"] = ["external_id is required."]
+    if locale is not None and len(locale) > 35:
+        errors["locale"] = ["locale is at most 35 characters (a BCP 47 tag such as pt-BR)."]
     if timezone_name is not None:
         try:
             validate_timezone(timezone_name)
         except ValidationError as exc:
             errors["timezone"] = exc.messages
-    if attributes is not None and not isinstance(attributes, Mapping):
-        errors["attributes"] = ["attributes must be a JSON object."]
+    if attributes is not None:
+        try:
+            limits.json_object_check(attributes, what="attributes")
+        except limits.LimitError as exc:
+            errors["attributes"] = [str(exc)]
     desired, pref_rows = {}, []
     try:
         desired = _desired_contact_points(email=email, phone=phone, push_tokens=push_tokens, in_app=in_app)
@@ -251,8 +264,13 @@ def event_ingest(
     errors = {}
     if not name:
         errors["name"] = ["name is required."]
-    if properties is not None and not isinstance(properties, Mapping):
-        errors["properties"] = ["properties must be a JSON object."]
+    elif len(name) > Event._meta.get_field("name").max_length:
+        errors["name"] = [f"name is at most {Event._meta.get_field('name').max_length} characters."]
+    if properties is not None:
+        try:
+            limits.json_object_check(properties, what="properties")
+        except limits.LimitError as exc:
+            errors["properties"] = [str(exc)]
     if errors:
         raise ValidationError(errors)
     with transaction.atomic():

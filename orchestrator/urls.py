@@ -1,7 +1,9 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from orchestrator.api.errors import api_not_found
 
 admin.site.site_header = "Orchestrator"
 admin.site.site_title = "Orchestrator"
@@ -15,4 +17,6 @@ urlpatterns = [
     path("anymail/", include("channels_app.anymail_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # Last: any other /api/ path answers a JSON 404, whatever DEBUG says.
+    re_path(r"^api/", api_not_found),
 ]

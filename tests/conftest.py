@@ -44,6 +44,16 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(autouse=True)
+def _locmem_outboxes_clear():
+    """The in-memory providers de-duplicate on the message id (as real ones do on the idempotency key);
+    ids repeat across tests, so each test starts with empty outboxes."""
+    from channels_app.backends import push, sms
+
+    sms.outbox.clear()
+    push.outbox.clear()
+
+
+@pytest.fixture(autouse=True)
 def _governor_policy_cache_clear():
     """Rules cached by one test (rolled back afterwards) must not leak into the next."""
     from governor.policy import policy_cache_clear

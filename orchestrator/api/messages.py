@@ -4,25 +4,40 @@ from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
 from django.urls import path
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from channels_app.limits import BODY_MAX_CHARS, HEAD_MAX_CHARS
 from channels_app.models import DeliveryAttempt
 
+from ..limits import MAX_SCHEDULE_AHEAD, MAX_URL_CHARS
 from ..models import AUTO_CHANNEL, Channel, Message, Purpose, Recipient
 from ..pipeline import SendRefused, message_send
+from .fields import BoundedDateTimeField
 from .serializers import MessageDecisionSerializer, MessageSerializer
-from .views import idempotent_response
+from .views import IDEMPOTENCY_KEY_PARAMETER, idempotent_response
 
 
 class ContentSerializer(serializers.Serializer):
-    subject = serializers.CharField(required=False, allow_blank=True)
-    title = serializers.CharField(required=False, allow_blank=True)
-    body = serializers.CharField(required=False, allow_blank=True)
-    action_url = serializers.CharField(required=False, allow_blank=True)
+    subject = serializers.CharField(required=False, allow_blank=True, max_length=HEAD_MAX_CHARS)
+    title = serializers.CharField(required=False, allow_blank=True, max_length=HEAD_MAX_CHARS)
+    body = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=max(BODY_MAX_CHARS.values()),
+        help_text="Per channel at most: "
+        + ", ".join(f"{ch} {n:,}" for ch, n in BODY_MAX_CHARS.items())
+        + " characters (docs/limits.md).",
+    )
+    action_url = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=MAX_URL_CHARS,
+        help_text="http(s), a configured app scheme (app://...) or a path starting with /.",
+    )
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
@@ -35,7 +50,7 @@ class ContentSerializer(serializers.Serializer):
 class MessageCreateSerializer(serializers.Serializer):
     recipient = serializers.CharField(max_length=200)
     channel = serializers.ChoiceField(choices=[*Channel.values, AUTO_CHANNEL])
-    purpose = serializers.ChoiceField(choices=Purpose.values)
+    purpose = serializers.ChoiceField(choices=Purpose.choices)
     content = ContentSerializer(required=False)
     template = serializers.CharField(
         required=False,
@@ -44,9 +59,17 @@ class MessageCreateSerializer(serializers.Serializer):
     )
     data = serializers.DictField(required=False, help_text="The template's variables ({{ data.* }}).")
     priority = serializers.IntegerField(min_value=0, max_value=100, default=50)
-    expires_at = serializers.DateTimeField(required=False, allow_null=True)
-    deliver_after = serializers.DateTimeField(required=False, allow_null=True)
+    expires_at = BoundedDateTimeField(
+        required=False, allow_null=True, ahead=MAX_SCHEDULE_AHEAD, help_text="At most P365D ahead."
+    )
+    deliver_after = BoundedDateTimeField(
+        required=False,
+        allow_null=True,
+        ahead=MAX_SCHEDULE_AHEAD,
+        help_text="At most P365D ahead, and not after expires_at.",
+    )
     to = serializers.CharField(
+        max_length=512,
         required=False,
         allow_blank=False,
         help_text="A specific contact point of the recipient (push token, phone, email); default: all/first.",
@@ -116,7 +139,7 @@ class MessageCreateView(APIView):
     @extend_schema(
         request=MessageCreateSerializer,
         responses={201: MessageSendResultSerializer},
-        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
     )
     def post(self, request):
         def act():

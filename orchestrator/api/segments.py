@@ -59,6 +59,7 @@ class SegmentListView(GenericAPIView):
     serializer_class = SegmentSerializer
     queryset = Segment.objects.order_by("name")
 
+    @extend_schema(operation_id="segments_list", responses=SegmentSerializer(many=True))
     def get(self, request):
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(SegmentSerializer(page, many=True).data)
@@ -118,12 +119,25 @@ class SegmentPreviewView(GenericAPIView):
         return Response({"count": preview.count, "sample": preview.sample})
 
 
+class SegmentDraftSerializer(serializers.Serializer):
+    """An unsaved definition: what the editor previews while typing."""
+
+    match = serializers.ChoiceField(choices=["all", "any"], default="all")
+    conditions = serializers.ListField(child=serializers.DictField())
+
+
 class SegmentDraftPreviewView(GenericAPIView):
     """Preview an unsaved definition `{match, conditions}` (what an editor shows while typing)."""
 
-    @extend_schema(request=SegmentSerializer, responses=PreviewSerializer)
+    serializer_class = SegmentDraftSerializer
+
+    @extend_schema(request=SegmentDraftSerializer, responses=PreviewSerializer)
     def post(self, request):
         data = _body(request)
+        if "conditions" not in data:
+            raise ValidationError(
+                {"conditions": ["This field is required (a list of conditions; [] for all)."]}
+            )
         match, conditions = data.get("match", "all"), data.get("conditions", [])
         try:
             segment_definition_validate(match=match, conditions=conditions)

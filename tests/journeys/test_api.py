@@ -161,7 +161,7 @@ def test_enrolling_through_the_api_runs_the_first_step(api, clock, committed):
     assert api.get(url, {"status": "converted"}).json()["count"] == 0
     assert api.get(url, {"recipient": "ada", "status": "active"}).json()["count"] == 1
     journey = api.get("/api/v1/journeys/cart-recovery/").json()
-    assert journey["counts"] == {"active": 0, "waiting": 1, "converted": 0, "exited": 0}
+    assert journey["counts"] == {"active": 0, "waiting": 1, "converted": 0, "exited": 0, "errored": 0}
 
 
 def test_journeys_require_authentication(client):

@@ -101,7 +101,7 @@ def test_a_draft_can_be_edited(api, segment):
         ({"schedule": "tomorrow"}, "schedule"),
         ({"throttle_per_minute": 0}, "throttle_per_minute"),
         ({"data": ["x"]}, "data"),
-        ({"data": {"x": "a\x00b"}}, "data"),
+        ({"data": {"x": "a\x00b"}}, "data.x"),
         ({"colour": "red"}, "colour"),
     ],
 )

@@ -2,7 +2,9 @@
 
 import importlib
 import os
+import secrets
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
@@ -10,6 +12,21 @@ from orchestrator.demo import demo_recipients_seed, demo_segments_seed
 
 # Each app may ship a `demo` module with `seed(stdout)`; they run in dependency order.
 DEMO_MODULES = ["governor.demo", "channels_app.demo", "journeys.demo"]
+
+
+def demo_admin_password() -> str:
+    """DEMO_ADMIN_PASSWORD when set; else a random one generated on the first run and kept (mode 0600) in
+    var/demo-admin-password, so the login stays the same across restarts. Never a constant."""
+    given = os.environ.get("DEMO_ADMIN_PASSWORD")
+    if given:
+        return given
+    path = settings.VAR_DIR / "demo-admin-password"
+    if path.exists() and path.read_text().strip():
+        return path.read_text().strip()
+    password = secrets.token_urlsafe(12)
+    path.touch(mode=0o600)
+    path.write_text(password + "\n")
+    return password
 
 
 class Command(BaseCommand):
@@ -21,7 +38,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         username = os.environ.get("DEMO_ADMIN_USER", "admin")
-        password = os.environ.get("DEMO_ADMIN_PASSWORD", "orchestrator")
+        password = demo_admin_password()
         User = get_user_model()
         user, _ = User.objects.get_or_create(username=username, defaults={"email": "admin@example.com"})
         user.is_staff = user.is_superuser = True
@@ -41,5 +58,6 @@ class Command(BaseCommand):
             module.seed(stdout=self.stdout)
 
         self.stdout.write(self.style.SUCCESS("Demo ready."))
-        self.stdout.write(f"  Admin: http://127.0.0.1:8000/admin/  login: {username} / {password}")
-        self.stdout.write("  API docs: http://127.0.0.1:8000/api/docs/")
+        base = f"http://127.0.0.1:{os.environ.get('PORT', '8000')}"
+        self.stdout.write(f"  Admin: {base}/admin/  login: {username} / {password}")
+        self.stdout.write(f"  API docs: {base}/api/docs/")
