@@ -6,6 +6,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from orchestrator.audit import audited
 from orchestrator.models import Channel, Message, MessageStatus
 
 
@@ -53,6 +54,7 @@ class ChannelPolicy(models.Model):
         help_text="expires_at applied when the caller gives none (ISO 8601 or HH:MM:SS); blank: never.",
     )
     updated_at = models.DateTimeField(auto_now=True)
+    history = audited(excluded_fields=["updated_at"])
 
     class Meta:
         ordering = ["channel"]

@@ -12,6 +12,7 @@ from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from orchestrator.authority import authorize
 from orchestrator.models import Recipient
 
 from . import selectors, services
@@ -104,22 +105,36 @@ def _conflict(exc: services.JourneyConflict) -> Response:
     return Response({"code": exc.code, "detail": exc.detail}, status=status.HTTP_409_CONFLICT)
 
 
-def journey_get_or_404(slug: str) -> Journey:
-    return get_object_or_404(Journey.objects.select_related("live_version"), slug=slug)
+def journey_get_or_404(slug: str, *, user=None, perm: str = "journeys.view_journey") -> Journey:
+    """The journey, after the object check: a channel owner never reads another team's draft (403)."""
+    journey = get_object_or_404(Journey.objects.select_related("live_version"), slug=slug)
+    authorize(user, perm, journey)
+    return journey
+
+
+class ActionSerializer(serializers.Serializer):
+    comment = serializers.CharField(
+        required=False, allow_blank=True, max_length=5000, help_text="approve/reject: the reviewer's note."
+    )
 
 
 class JourneyListView(APIView):
-    """List journeys, or create one (a draft) from a definition."""
+    """List journeys (those the caller may read), or create one (a draft) from a definition."""
+
+    required = {
+        "GET": ("journeys:read", "journeys.view_journey"),
+        "POST": ("journeys:write", "journeys.add_journey"),
+    }
 
     @extend_schema(responses=JourneySerializer(many=True))
     def get(self, request):
-        journeys = Journey.objects.select_related("live_version").order_by("slug")
-        return Response(JourneySerializer(journeys, many=True).data)
+        journeys = selectors.journeys_visible(user=request.user).select_related("live_version")
+        return Response(JourneySerializer(journeys.order_by("slug"), many=True).data)
 
     @extend_schema(request=dict, responses={201: JourneySerializer})
     def post(self, request):
         try:
-            journey = services.journey_create(definition=request.data, now=timezone.now())
+            journey = services.journey_create(definition=request.data, now=timezone.now(), user=request.user)
         except DefinitionInvalid as exc:
             return _definition_error(exc)
         except services.JourneyConflict as exc:
@@ -130,33 +145,59 @@ class JourneyListView(APIView):
 class JourneyDetailView(APIView):
     """One journey; PATCH edits the draft (a new version if the previous one was approved)."""
 
+    required = {
+        "GET": ("journeys:read", "journeys.view_journey"),
+        "PATCH": ("journeys:write", "journeys.change_journey"),
+    }
+
     @extend_schema(responses=JourneySerializer)
     def get(self, request, slug: str):
-        return Response(JourneySerializer(journey_get_or_404(slug)).data)
+        return Response(JourneySerializer(journey_get_or_404(slug, user=request.user)).data)
 
     @extend_schema(request=dict, responses=JourneySerializer)
     def patch(self, request, slug: str):
-        journey = journey_get_or_404(slug)
+        journey = journey_get_or_404(slug, user=request.user)
+        if not isinstance(request.data, dict):
+            return Response(
+                {"code": "invalid", "detail": "Expected a JSON object of definition changes."},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
         try:
-            services.journey_update(journey=journey, changes=request.data, now=timezone.now())
+            services.journey_update(
+                journey=journey, changes=request.data, now=timezone.now(), user=request.user
+            )
         except DefinitionInvalid as exc:
             return _definition_error(exc)
         except services.JourneyConflict as exc:
             return _conflict(exc)
-        return Response(JourneySerializer(journey_get_or_404(slug)).data)
+        return Response(JourneySerializer(journey_get_or_404(slug, user=request.user)).data)
 
 
 class JourneyActionView(APIView):
-    """POST journeys/{slug}/{action}/: propose, approve, reject, activate, pause, archive (and revise)."""
+    """POST journeys/{slug}/{action}/: propose, approve, reject, activate, pause, archive (and revise).
+    approve and reject take an optional `comment` the proposer reads."""
 
-    @extend_schema(request=None, responses=JourneySerializer, operation_id="journeys_action")
+    required = {"POST": ("journeys:write", "journeys.view_journey")}
+
+    @extend_schema(request=ActionSerializer, responses=JourneySerializer, operation_id="journeys_action")
     def post(self, request, slug: str, action: str):
         if action not in ACTIONS:
             raise NotFound(f"Unknown action {action!r}; expected one of {', '.join(ACTIONS)}.")
-        journey = journey_get_or_404(slug)
+        if not isinstance(request.data, dict):
+            return Response(
+                {"code": "invalid", "detail": 'Expected a JSON object such as {"comment": "..."}.'},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        incoming = ActionSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        journey = journey_get_or_404(slug, user=request.user)
         try:
             journey = services.journey_transition(
-                journey=journey, action=action, now=timezone.now(), user=request.user
+                journey=journey,
+                action=action,
+                now=timezone.now(),
+                user=request.user,
+                comment=incoming.validated_data.get("comment", ""),
             )
         except DefinitionInvalid as exc:
             return _definition_error(exc)
@@ -170,11 +211,15 @@ class EnrollmentListView(ListAPIView):
     enroll now (active journeys only)."""
 
     serializer_class = EnrollmentSerializer
+    required = {
+        "GET": ("journeys:read", "journeys.view_enrollment"),
+        "POST": ("send", "journeys.add_enrollment"),
+    }
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Enrollment.objects.none()
-        journey = journey_get_or_404(self.kwargs["slug"])
+        journey = journey_get_or_404(self.kwargs["slug"], user=self.request.user)
         qs = Enrollment.objects.filter(journey=journey).select_related("recipient", "journey", "version")
         if status_filter := self.request.query_params.get("status"):
             qs = qs.filter(status=status_filter)
@@ -184,7 +229,7 @@ class EnrollmentListView(ListAPIView):
 
     @extend_schema(request=EnrollmentCreateSerializer, responses={201: EnrollmentSerializer})
     def post(self, request, slug: str):
-        journey = journey_get_or_404(slug)
+        journey = journey_get_or_404(slug, user=request.user, perm="journeys.add_enrollment")
         incoming = EnrollmentCreateSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         recipient = Recipient.objects.filter(external_id=incoming.validated_data["recipient"]).first()
@@ -201,9 +246,12 @@ class EnrollmentListView(ListAPIView):
 class JourneyReportView(APIView):
     """Enrolled, converted, conversion rate, touch sequences and attribution by model."""
 
+    required = {"GET": ("journeys:read", "journeys.view_report_journey")}
+
     @extend_schema(responses=dict)
     def get(self, request, slug: str):
-        return Response(selectors.journey_report(journey=journey_get_or_404(slug)))
+        journey = journey_get_or_404(slug, user=request.user, perm="journeys.view_report_journey")
+        return Response(selectors.journey_report(journey=journey))
 
 
 urlpatterns = [

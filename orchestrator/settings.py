@@ -42,6 +42,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_q",
+    "rules.apps.AutodiscoverRulesConfig",
+    "simple_history",
     "orchestrator",
     "governor",
     "channels_app",
@@ -55,6 +57,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Audit: the request (its user and path) is known to every history record written while it runs.
+    "simple_history.middleware.HistoryRequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -89,6 +93,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Roles are Django groups with model permissions (ModelBackend); django-rules adds the object-level rules
+# (channels owned, separation of duties) of orchestrator.authority.
+AUTHENTICATION_BACKENDS = [
+    "rules.permissions.ObjectPermissionBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
@@ -109,10 +120,13 @@ STORAGES = {
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Scoped service tokens (orch_...) first; a user's own token (drf_create_token) acts with its roles.
+        "orchestrator.api.permissions.ServiceTokenAuthentication",
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Every view declares the scope and permission each method needs; a view that does not is closed.
+    "DEFAULT_PERMISSION_CLASSES": ["orchestrator.api.permissions.Authorized"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -170,6 +184,11 @@ ORCHESTRATOR = {
     ],
     # How often the django-q2 schedule runs the due-work pass.
     "DUE_WORK_EVERY_MINUTES": 1,
+    # Separation of duties: nobody but a superuser approves their own proposal. A one-person team may
+    # relax it (ORCHESTRATOR_SELF_APPROVAL=true); off by default.
+    "SELF_APPROVAL": env_bool("ORCHESTRATOR_SELF_APPROVAL", False),
+    # How far back the review page's forecast replays real history.
+    "FORECAST_DAYS": int(os.environ.get("ORCHESTRATOR_FORECAST_DAYS", "14")),
 }
 
 LOGGING = {
