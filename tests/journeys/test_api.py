@@ -105,7 +105,7 @@ def test_the_lifecycle_and_illegal_transitions(api, api_reviewer):
     assert api.post(f"{url}/activate/").json()["status"] == "active"
     assert api.post(f"{url}/pause/").json()["status"] == "paused"
     assert api.post(f"{url}/activate/").json()["status"] == "active"
-    response = api.post(f"{url}/approve/")
+    response = api_reviewer.post(f"{url}/approve/")
     assert response.status_code == 409 and response.json()["code"] == "illegal_transition"
     assert api.post(f"{url}/archive/").json()["status"] == "archived"
     assert api.post(f"{url}/frobnicate/").status_code == 404
