@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -12,11 +13,24 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from simple_history.admin import SimpleHistoryAdmin
+
 from orchestrator.admin import ReadOnlyAdminMixin
+from orchestrator.authority import Denied, allowed, user_channels
 from orchestrator.models import Recipient
 
 from . import selectors, services
+from .builder import (
+    STEP_TYPE_LABELS,
+    JourneyForm,
+    StepFormSet,
+    builder_initial,
+    builder_read,
+    empty_definition,
+)
 from .definition import DefinitionInvalid, step_describe
+from .forecast import journey_forecast
+from .review import definition_diff, definition_lint
 from .models import Enrollment, Journey, JourneyStatus, JourneyVersion, StepRun
 
 # Glyphs from the fonts every desktop ships (DejaVu): no missing-glyph boxes.
@@ -48,9 +62,14 @@ def steps_view(definition: dict) -> list[dict]:
     return rows
 
 
-def _transition(request, journey: Journey, action: str) -> bool:
+def _transition(request, journey: Journey, action: str, comment: str = "") -> bool:
     try:
-        services.journey_transition(journey=journey, action=action, now=timezone.now(), user=request.user)
+        services.journey_transition(
+            journey=journey, action=action, now=timezone.now(), user=request.user, comment=comment
+        )
+    except Denied as exc:
+        messages.error(request, exc.detail)
+        return False
     except services.JourneyConflict as exc:
         messages.error(request, exc.detail)
         return False
@@ -68,18 +87,22 @@ def _bulk_action(action: str):
 
     act.__name__ = f"journeys_{action}"
     act.short_description = f"{action.title()} selected journeys"
+    act.required_perm = f"journeys.{action}_journey"
     return act
 
 
 class JourneyVersionInline(admin.TabularInline):
     model = JourneyVersion
     extra = 0
-    fields = ["number", "created_at", "approved_at", "step_count"]
+    fields = ["number", "created_at", "approved_at", "approved_by", "step_count"]
     readonly_fields = fields
     can_delete = False
     show_change_link = True
 
     def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False
 
     @admin.display(description="Steps")
@@ -88,12 +111,16 @@ class JourneyVersionInline(admin.TabularInline):
 
 
 @admin.register(Journey)
-class JourneyAdmin(admin.ModelAdmin):
+class JourneyAdmin(SimpleHistoryAdmin):
+    """Journeys: the list (only those the person may read), a read-only page with the steps as a flow and
+    the lifecycle buttons the person may press, the step builder for drafts and the review page."""
+
     list_display = [
         "slug",
         "name",
         "status_tag",
         "owner_channel",
+        "channels_text",
         "live",
         "active",
         "waiting",
@@ -107,31 +134,62 @@ class JourneyAdmin(admin.ModelAdmin):
         "slug",
         "name",
         "owner_channel",
+        "channels",
         "status",
         "live_version",
         "trigger_event",
         "reentry",
         "reentry_cooldown",
+        "created_by",
+        "proposed_by",
+        "proposed_at",
+        "reviewed_by",
+        "reviewed_at",
+        "review_outcome",
+        "review_comment",
         "created_at",
         "updated_at",
     ]
     inlines = [JourneyVersionInline]
     actions = [_bulk_action(a) for a in ("propose", "approve", "activate", "pause", "archive")]
     change_form_template = "admin/journeys/journey/change_form.html"
+    history_list_display = ["status", "history_source"]
+
+    # Object-level permissions through orchestrator.authority (django-rules): the same answer as the API.
+    def has_view_permission(self, request, obj=None):
+        return allowed(request.user, "journeys.view_journey", obj)
 
     def has_add_permission(self, request):
-        return False  # definitions come in through the API (validated JSON)
+        return allowed(request.user, "journeys.add_journey")
+
+    def has_change_permission(self, request, obj=None):
+        # The change page is read-only (steps are edited in the builder); it opens for readers too.
+        return allowed(request.user, "journeys.view_journey", obj)
 
     def has_delete_permission(self, request, obj=None):
         return False  # archive instead: history stays
 
+    def get_actions(self, request):
+        available = super().get_actions(request)
+        return {
+            name: entry
+            for name, entry in available.items()
+            if not hasattr(entry[0], "required_perm") or allowed(request.user, entry[0].required_perm)
+        }
+
     def get_queryset(self, request):
-        return selectors.journeys_with_counts().select_related("live_version")
+        return selectors.journeys_visible(
+            user=request.user, queryset=selectors.journeys_with_counts().select_related("live_version")
+        )
 
     @admin.display(description="Status", ordering="status")
     def status_tag(self, obj: Journey) -> str:
         colour = JOURNEY_COLOURS.get(obj.status, "#374151")
         return format_html('<span class="orch-badge" style="background:{}">{}</span>', colour, obj.status)
+
+    @admin.display(description="Channels")
+    def channels_text(self, obj: Journey) -> str:
+        return ", ".join(obj.channels or []) or "—"
 
     @admin.display(description="Live version")
     def live(self, obj: Journey) -> str:
@@ -159,20 +217,30 @@ class JourneyAdmin(admin.ModelAdmin):
         return f"{obj.n_converted / total:.0%}" if total else "—"
 
     def get_urls(self):
+        view = self.admin_site.admin_view
         return [
+            path("builder/check/", view(self.builder_check_view), name="journeys_journey_builder_check"),
+            path("<path:object_id>/steps/", view(self.builder_view), name="journeys_journey_builder"),
+            path("<path:object_id>/review/", view(self.review_view), name="journeys_journey_review"),
             path(
                 "<path:object_id>/transition/<str:action>/",
-                self.admin_site.admin_view(self.transition_view),
+                view(self.transition_view),
                 name="journeys_journey_transition",
             ),
             *super().get_urls(),
         ]
 
+    def _journey(self, request, object_id) -> Journey:
+        journey = get_object_or_404(Journey.objects.select_related("live_version"), pk=object_id)
+        if not allowed(request.user, "journeys.view_journey", journey):
+            raise PermissionDenied
+        return journey
+
     def transition_view(self, request, object_id, action):
-        journey = get_object_or_404(Journey, pk=object_id)
-        allowed = request.method == "POST" and self.has_change_permission(request, journey)
-        if allowed and _transition(request, journey, action):
-            messages.success(request, f"{journey.slug}: {action} done.")
+        journey = self._journey(request, object_id)
+        if request.method == "POST" and action in services.TRANSITIONS:
+            if _transition(request, journey, action, request.POST.get("comment", "")):
+                messages.success(request, f"{journey.slug}: {action} done.")
         return HttpResponseRedirect(reverse("admin:journeys_journey_change", args=[journey.pk]))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
@@ -181,20 +249,173 @@ class JourneyAdmin(admin.ModelAdmin):
         if journey is not None:
             counts = selectors.journey_counts(journey=journey)
             top = max(counts.values()) or 1
+            user = request.user
             extra_context.update(
                 versions=[
                     {"version": v, "steps": steps_view(v.definition), "live": v.pk == journey.live_version_id}
                     for v in journey.versions.order_by("-number")
                 ],
                 counts=[(k, n, int(200 * n / top)) for k, n in counts.items()],
-                report=selectors.journey_report(journey=journey),
-                actions_allowed=[a for a, (src, _) in services.TRANSITIONS.items() if journey.status in src],
+                report=selectors.journey_report(journey=journey)
+                if allowed(user, "journeys.view_report_journey", journey)
+                else None,
+                actions_allowed=[
+                    a
+                    for a, (src, _) in services.TRANSITIONS.items()
+                    if journey.status in src
+                    and a not in ("approve", "reject")
+                    and allowed(user, f"journeys.{a}_journey", journey)
+                ],
+                can_edit_steps=journey.status == JourneyStatus.DRAFT
+                and allowed(user, "journeys.change_journey", journey),
+                can_review=journey.status == JourneyStatus.PROPOSED
+                and allowed(user, "journeys.approve_journey", journey),
+                review_outcome=journey.review_outcome,
             )
         return super().change_view(request, object_id, form_url, extra_context=extra_context)
 
+    # ---- the step builder ----------------------------------------------------------------------------
+
+    def add_view(self, request, form_url="", extra_context=None):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        return self._builder(request, journey=None)
+
+    def builder_view(self, request, object_id):
+        journey = self._journey(request, object_id)
+        if journey.status != JourneyStatus.DRAFT:
+            messages.info(
+                request,
+                f"{journey.slug} is {journey.status}: only a draft's steps can be edited "
+                "(pause it, then Revise to start a new version).",
+            )
+            return HttpResponseRedirect(reverse("admin:journeys_journey_change", args=[journey.pk]))
+        if not allowed(request.user, "journeys.change_journey", journey):
+            raise PermissionDenied
+        return self._builder(request, journey=journey)
+
+    def _builder_forms(self, request, journey: Journey | None, data=None):
+        slug = journey.slug if journey else None
+        if data is None:
+            definition = (
+                services.journey_latest_version(journey=journey).definition if journey else empty_definition()
+            )
+            journey_initial, steps_initial = builder_initial(definition)
+            if journey is None:
+                journey_initial["owner_channel"] = next(iter(sorted(user_channels(request.user) or [])), "")
+                steps_initial = []
+            return (
+                JourneyForm(initial=journey_initial, user=request.user, fixed_slug=slug),
+                StepFormSet(initial=steps_initial, prefix="steps"),
+            )
+        return (
+            JourneyForm(data, initial={"slug": slug} if slug else None, user=request.user, fixed_slug=slug),
+            StepFormSet(data, prefix="steps"),
+        )
+
+    def _builder(self, request, journey: Journey | None):
+        user = request.user
+        built = None
+        if request.method == "POST":
+            journey_form, steps = self._builder_forms(request, journey, request.POST)
+            built = builder_read(journey_form, steps, user=user, slug=journey.slug if journey else None)
+            if built.valid:
+                try:
+                    now = timezone.now()
+                    if journey is None:
+                        journey = services.journey_create(definition=built.definition, now=now, user=user)
+                    else:
+                        definition = {k: v for k, v in built.definition.items() if k != "slug"}
+                        services.journey_update(journey=journey, changes=definition, now=now, user=user)
+                    if "_propose" in request.POST:
+                        services.journey_transition(journey=journey, action="propose", now=now, user=user)
+                        messages.success(request, f"{journey.slug} is proposed: the messaging team reviews it.")
+                    else:
+                        messages.success(request, f"Draft {journey.slug} saved.")
+                    return HttpResponseRedirect(reverse("admin:journeys_journey_change", args=[journey.pk]))
+                except DefinitionInvalid as exc:
+                    built.journey_errors.extend(str(e) for e in exc.errors)
+                except (Denied, services.JourneyConflict) as exc:
+                    built.journey_errors.append(exc.detail)
+        else:
+            journey_form, steps = self._builder_forms(request, journey)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Steps of {journey.name}" if journey else "New journey",
+            "opts": self.model._meta,
+            "original": journey,
+            "journey_form": journey_form,
+            "steps": steps,
+            "step_rows": [(form, (built.checks if built else {}).get(form.prefix)) for form in steps.forms],
+            "journey_errors": built.journey_errors if built else [],
+            "step_types": STEP_TYPE_LABELS,
+            "owned": user_channels(user),
+        }
+        return TemplateResponse(request, "admin/journeys/journey/builder.html", context)
+
+    def builder_check_view(self, request):
+        """htmx: the whole form in, each step's lint and validation out (out-of-band fragments)."""
+        if request.method != "POST" or not (
+            allowed(request.user, "journeys.add_journey") or allowed(request.user, "journeys.change_journey")
+        ):
+            raise PermissionDenied
+        slug = request.POST.get("fixed_slug") or None
+        journey_form = JourneyForm(request.POST, user=request.user, fixed_slug=slug, initial={"slug": slug})
+        steps = StepFormSet(request.POST, prefix="steps")
+        built = builder_read(journey_form, steps, user=request.user, slug=slug)
+        return TemplateResponse(
+            request,
+            "admin/journeys/journey/builder_check.html",
+            {"checks": built.checks.values(), "journey_errors": built.journey_errors, "valid": built.valid},
+        )
+
+    # ---- the review --------------------------------------------------------------------------------
+
+    def review_view(self, request, object_id):
+        journey = self._journey(request, object_id)
+        can_decide = journey.status == JourneyStatus.PROPOSED and allowed(
+            request.user, "journeys.approve_journey", journey
+        )
+        if request.method == "POST":
+            decision = request.POST.get("decision")
+            if decision not in ("approve", "reject"):
+                messages.error(request, "Choose approve or reject.")
+            elif _transition(request, journey, decision, request.POST.get("comment", "")):
+                messages.success(request, f"{journey.slug}: {decision}d.")
+                return HttpResponseRedirect(reverse("admin:journeys_journey_change", args=[journey.pk]))
+            return HttpResponseRedirect(request.path)
+        proposal = services.journey_latest_version(journey=journey)
+        forecast = journey_forecast(definition=proposal.definition, now=timezone.now())
+        rows = forecast.channel_rows()
+        live = journey.live_version if journey.live_version_id != proposal.pk else None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Review: {journey.name}",
+            "opts": self.model._meta,
+            "original": journey,
+            "proposal": proposal,
+            "steps": steps_view(proposal.definition),
+            "live": live,
+            "diff": definition_diff(live.definition if live else None, proposal.definition),
+            "lint": definition_lint(proposal.definition),
+            "forecast": forecast,
+            "channel_rows": rows,
+            "chart": {
+                "labels": [r["channel"] for r in rows],
+                "cleared": [r["cleared"] for r in rows],
+                "deferred": [r["deferred"] for r in rows],
+                "stopped": [r["stopped"] for r in rows],
+            },
+            "can_decide": can_decide,
+            "can_reject": journey.status == JourneyStatus.PROPOSED
+            and allowed(request.user, "journeys.reject_journey", journey),
+            "self_proposed": journey.proposed_by_id == request.user.pk,
+        }
+        return TemplateResponse(request, "admin/journeys/journey/review.html", context)
+
 
 @admin.register(JourneyVersion)
-class JourneyVersionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class JourneyVersionAdmin(ReadOnlyAdminMixin, SimpleHistoryAdmin):
     list_display = ["journey", "number", "created_at", "approved_at"]
     list_filter = ["journey"]
     readonly_fields = ["journey", "number", "created_at", "approved_at", "flow"]
