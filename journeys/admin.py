@@ -400,6 +400,8 @@ class JourneyAdmin(SimpleHistoryAdmin):
             "lint": definition_lint(proposal.definition),
             "forecast": forecast,
             "channel_rows": rows,
+            "decision_rows": forecast.decision_rows(),
+            "rule_rows": forecast.rule_rows(),
             "chart": {
                 "labels": [r["channel"] for r in rows],
                 "cleared": [r["cleared"] for r in rows],

@@ -91,6 +91,17 @@ class Forecast:
     def sends_total(self) -> int:
         return sum(self.sends.values())
 
+    def decision_rows(self) -> list[tuple[str, str, int]]:
+        """(what the governor said, the deciding rule, how many sends), most first within each outcome."""
+        rows = []
+        for outcome, counter in (
+            ("deferred", self.deferred),
+            ("suppressed", self.suppressed),
+            ("expired", self.expired),
+        ):
+            rows += [(outcome, rule, n) for rule, n in counter.most_common()]
+        return rows
+
     def rule_rows(self) -> list[dict[str, Any]]:
         total = self.recipients_total or 1
         return [
