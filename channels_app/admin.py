@@ -12,8 +12,10 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from simple_history.admin import SimpleHistoryAdmin
 
 from orchestrator.admin import ReadOnlyAdminMixin, status_badge
+from orchestrator.authority import allowed
 from orchestrator.models import Channel, Purpose
 
 from .delivery import message_delivery_retry
@@ -63,7 +65,8 @@ class LintTryForm(forms.Form):
 
 
 @admin.register(ChannelPolicy)
-class ChannelPolicyAdmin(admin.ModelAdmin):
+class ChannelPolicyAdmin(SimpleHistoryAdmin):
+    history_list_display = ["history_source"]
     list_display = ["channel", "job", "purposes", "limits", "default_ttl", "updated_at"]
     readonly_fields = ["updated_at", "try_it"]
     actions = ["restore_defaults"]
@@ -90,6 +93,10 @@ class ChannelPolicyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         # One policy per channel: nothing to add once every channel has its own.
         return super().has_add_permission(request) and ChannelPolicy.objects.count() < len(Channel.values)
+
+    def has_change_permission(self, request, obj=None):
+        # The role's permission, and (object rule) the policy's channel.
+        return allowed(request.user, "channels_app.change_channelpolicy", obj)
 
     def has_delete_permission(self, request, obj=None):
         return False  # every channel keeps a job; "Restore the shipped defaults" undoes edits

@@ -9,6 +9,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.duration import duration_string
 from django.utils.html import format_html
+from simple_history.admin import SimpleHistoryAdmin
 
 from orchestrator.models import Channel, Purpose
 
@@ -51,7 +52,9 @@ class CapRuleForm(forms.ModelForm):
 
 
 @admin.register(CapRule)
-class CapRuleAdmin(admin.ModelAdmin):
+class CapRuleAdmin(SimpleHistoryAdmin):
+    history_list_display = ["history_source"]
+
     form = CapRuleForm
     list_display = ["name", "limit", "window_text", "channels_text", "purposes_text", "enabled", "updated_at"]
     list_editable = ["limit", "enabled"]
@@ -95,7 +98,9 @@ class QuietHoursForm(forms.ModelForm):
 
 
 @admin.register(QuietHours)
-class QuietHoursAdmin(admin.ModelAdmin):
+class QuietHoursAdmin(SimpleHistoryAdmin):
+    history_list_display = ["history_source"]
+
     form = QuietHoursForm
     list_display = ["name", "window", "channels_text", "exempt_text", "enabled", "updated_at"]
     list_editable = ["enabled"]
@@ -122,10 +127,11 @@ class ChannelPauseForm(forms.ModelForm):
 
 
 @admin.register(ChannelPause)
-class ChannelPauseAdmin(admin.ModelAdmin):
+class ChannelPauseAdmin(SimpleHistoryAdmin):
     """Pausing is adding a pause (through channel_pause); resuming is the action (channel_resume)."""
 
     form = ChannelPauseForm
+    history_list_display = ["history_source"]
     list_display = ["channel", "mode", "state", "note", "paused_at", "paused_by", "resumed_at", "resumed_by"]
     list_filter = ["channel", "mode", ("resumed_at", admin.EmptyFieldListFilter)]
     actions = ["resume", "switch_to_suppress", "switch_to_defer"]

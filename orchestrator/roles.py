@@ -56,6 +56,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
     ],
     # The account a service token acts as: the data plane, no governance.
     SERVICE: [
+        "orchestrator.act_on_all_channels",
         "orchestrator.view_recipient",
         "orchestrator.add_recipient",
         "orchestrator.change_recipient",

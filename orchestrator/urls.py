@@ -3,9 +3,13 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from .control_room import control_room_install
+
 admin.site.site_header = "Orchestrator"
 admin.site.site_title = "Orchestrator"
 admin.site.index_title = "One conversation with each recipient"
+
+control_room_install(admin.site)
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
