@@ -17,7 +17,7 @@ from simple_history.admin import SimpleHistoryAdmin
 
 from orchestrator.admin import ReadOnlyAdminMixin
 from orchestrator.authority import Denied, allowed, user_channels
-from orchestrator.models import Recipient
+from orchestrator.models import Channel, Recipient
 
 from . import selectors, services
 from .builder import (
@@ -302,7 +302,8 @@ class JourneyAdmin(SimpleHistoryAdmin):
             )
             journey_initial, steps_initial = builder_initial(definition)
             if journey is None:
-                journey_initial["owner_channel"] = next(iter(sorted(user_channels(request.user) or [])), "")
+                owned = user_channels(request.user) or ()
+                journey_initial["owner_channel"] = next((c for c in Channel.values if c in owned), "")
                 steps_initial = []
             return (
                 JourneyForm(initial=journey_initial, user=request.user, fixed_slug=slug),
@@ -418,7 +419,22 @@ class JourneyAdmin(SimpleHistoryAdmin):
 
 @admin.register(JourneyVersion)
 class JourneyVersionAdmin(ReadOnlyAdminMixin, SimpleHistoryAdmin):
-    list_display = ["journey", "number", "created_at", "approved_at"]
+    """Versions are read through their journey's permission (a channel owner sees their own only)."""
+
+    list_display = ["journey", "number", "created_at", "approved_at", "approved_by"]
+    history_list_display = ["history_source"]
+
+    def get_queryset(self, request):
+        visible = selectors.journeys_visible(user=request.user)
+        return super().get_queryset(request).filter(journey__in=visible)
+
+    def has_view_permission(self, request, obj=None):
+        if obj is None:
+            return allowed(request.user, "journeys.view_journeyversion")
+        return allowed(request.user, "journeys.view_journeyversion") and allowed(
+            request.user, "journeys.view_journey", obj.journey
+        )
+
     list_filter = ["journey"]
     readonly_fields = ["journey", "number", "created_at", "approved_at", "flow"]
     exclude = ["definition"]
