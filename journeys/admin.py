@@ -435,7 +435,7 @@ class JourneyVersionAdmin(ReadOnlyAdminMixin, SimpleHistoryAdmin):
             request.user, "journeys.view_journey", obj.journey
         )
 
-    list_filter = ["journey"]
+    search_fields = ["journey__slug", "journey__name"]
     readonly_fields = ["journey", "number", "created_at", "approved_at", "flow"]
     exclude = ["definition"]
 

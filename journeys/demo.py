@@ -77,8 +77,49 @@ def cart_recovery_install(*, now=None) -> Journey:
     return journey
 
 
+BROWSE_ABANDON = {
+    "slug": "browse-abandon",
+    "name": "Browse abandonment",
+    "owner_channel": "push",
+    "trigger": {"event": "product_viewed"},
+    "goal": {"event": "purchase", "within": "P2D"},
+    "steps": [
+        {
+            "id": "reminder",
+            "type": "send",
+            "channel": "push",
+            "purpose": "engagement",
+            "content": {"title": "Still on your mind?", "body": "It is still in stock.", "action_url": "app://item"},
+        },
+        {"id": "pause", "type": "wait", "duration": "PT4H"},
+        {
+            "id": "compare",
+            "type": "send",
+            "channel": "email",
+            "purpose": "engagement",
+            "content": {"subject": "Compare before you decide", "body": "Reviews, sizes and similar items."},
+        },
+    ],
+}
+
+
+def proposal_install(*, now=None) -> Journey | None:
+    """The channel owner's proposal awaiting the messaging team's review (once), if the demo owner exists."""
+    from django.contrib.auth import get_user_model
+
+    owner = get_user_model().objects.filter(username="owner").first()
+    if owner is None or Journey.objects.filter(slug=BROWSE_ABANDON["slug"]).exists():
+        return None
+    now = now or timezone.now()
+    journey = journey_create(definition=copy.deepcopy(BROWSE_ABANDON), now=now, user=owner)
+    return journey_transition(journey=journey, action="propose", now=now, user=owner)
+
+
 def seed(*, stdout) -> None:
-    """Install cart recovery (active) and enroll a few demo recipients who have never been in it."""
+    """Install cart recovery (active), enroll a few demo recipients who have never been in it, and leave
+    the channel owner's browse-abandonment proposal awaiting review."""
+    if proposal_install() is not None:
+        stdout.write(f"Journey {BROWSE_ABANDON['slug']}: proposed by owner, awaiting the messaging team's review.")
     journey = cart_recovery_install()
     if journey.status != JourneyStatus.ACTIVE:
         stdout.write(f"Journey {journey.slug} is {journey.status}; no demo enrollments.")

@@ -58,6 +58,35 @@ PURPOSE_BY_CHANNEL = {
 EVENTS = ["app_open", "product_viewed", "cart_abandoned", "purchase"]
 
 
+DEMO_PEOPLE = [
+    # (username, password, role, channels owned or None)
+    ("team", "team-pass-123", "Messaging team", None),
+    ("owner", "owner-pass-123", "Channel owner", ["push", "email"]),
+]
+
+
+def demo_people_seed() -> list[tuple[str, str, str]]:
+    """A messaging-team member and a channel owner (push + email), staff with passwords (idempotent).
+    Returns (username, password, role) to print."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    from .models import ChannelOwnership
+
+    user_model = get_user_model()
+    logins = []
+    for username, password, role, channels in DEMO_PEOPLE:
+        user, created = user_model.objects.get_or_create(username=username, defaults={"is_staff": True})
+        if created:
+            user.set_password(password)
+            user.save()
+            user.groups.add(*Group.objects.filter(name=role))
+            if channels is not None:
+                ChannelOwnership.objects.update_or_create(user=user, defaults={"channels": channels})
+        logins.append((username, password if created or user.check_password(password) else "(changed)", role))
+    return logins
+
+
 def demo_recipients_seed(*, count: int = 40, days: int = 4, seed: int = 7, progress: bool = True) -> int:
     """Create the demo recipients (once; existing ones are left as they are). Returns how many were new."""
     rng = random.Random(seed)

@@ -6,7 +6,7 @@ import os
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from orchestrator.demo import demo_recipients_seed
+from orchestrator.demo import demo_people_seed, demo_recipients_seed
 
 # Each app may ship a `demo` module with `seed(stdout)`; they run in dependency order.
 DEMO_MODULES = ["governor.demo", "channels_app.demo", "journeys.demo"]
@@ -28,6 +28,7 @@ class Command(BaseCommand):
         user.set_password(password)
         user.save()
 
+        people = demo_people_seed()
         new = demo_recipients_seed(count=options["recipients"], progress=not options["no_progress"])
         self.stdout.write(f"Demo recipients: {new} new ({options['recipients']} in the demo).")
         for path in DEMO_MODULES:
@@ -41,4 +42,6 @@ class Command(BaseCommand):
 
         self.stdout.write(self.style.SUCCESS("Demo ready."))
         self.stdout.write(f"  Admin: http://127.0.0.1:8000/admin/  login: {username} / {password}")
+        for login, secret, role in people:
+            self.stdout.write(f"  {role}: login {login} / {secret}")
         self.stdout.write("  API docs: http://127.0.0.1:8000/api/docs/")
