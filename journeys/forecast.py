@@ -19,6 +19,7 @@ channel the lint accepts that the enrollment has not used yet.
 from __future__ import annotations
 
 import bisect
+import operator
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 
 from channels_app.lint import Severity, message_lint
 from governor.policy import Policy, Rule, RuleUse, decide, policy_load
@@ -75,7 +76,7 @@ class Forecast:
     rule_names: list[str] = field(default_factory=list)
     rule_before: Counter = field(default_factory=Counter)  # per rule name
     rule_after: Counter = field(default_factory=Counter)
-    messages_read: int = 0
+    recipients_read: int = 0  # recipients with cleared history in the period (the stream's length)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -203,16 +204,67 @@ def history_stream(*, rules: tuple[Rule, ...], since: datetime, until: datetime)
             yield from rows
 
 
+def history_by_recipient(
+    *, rules: tuple[Rule, ...], since: datetime, until: datetime
+) -> Iterator[tuple[int, dict[int, list[float]]]]:
+    """(recipient_id, {rule index: sorted cleared times}) for every recipient with cleared history counting
+    against a rule in [since, until]. On PostgreSQL the grouping is done by the database (one row per
+    recipient, one array per rule); elsewhere the ordered row stream is grouped here."""
+    if not rules:
+        return
+    if connection.vendor != "postgresql":
+        current, times = None, defaultdict(list)
+        for rid, at, mask in history_stream(rules=rules, since=since, until=until):
+            if rid != current:
+                if current is not None:
+                    yield current, times
+                current, times = rid, defaultdict(list)
+            n = 0
+            while mask:
+                if mask & 1:
+                    times[n].append(float(at))
+                mask >>= 1
+                n += 1
+        if current is not None:
+            yield current, times
+        return
+    # One array of times per rule and recipient, each sorted by the database.
+    columns, params = [], []
+    for rule in rules:
+        cond = f"purpose IN ({', '.join(['%s'] * len(rule.purposes))})"
+        params += sorted(rule.purposes)
+        if rule.channels:
+            cond += f" AND channel IN ({', '.join(['%s'] * len(rule.channels))})"
+            params += sorted(rule.channels)
+        columns.append(
+            f"array_agg(EXTRACT(EPOCH FROM accepted_at)::float8 ORDER BY accepted_at) FILTER (WHERE {cond})"
+        )
+    purposes = sorted({p for r in rules for p in r.purposes})
+    sql = (
+        f"SELECT recipient_id, {', '.join(columns)} FROM {Message._meta.db_table}"
+        f" WHERE accepted_at >= %s AND accepted_at <= %s"
+        f" AND purpose IN ({', '.join(['%s'] * len(purposes))}) GROUP BY recipient_id"
+    )
+    with transaction.atomic(), connection.cursor() as setup:
+        setup.execute("SET LOCAL work_mem = '256MB'")  # sort the period in memory, not on disk
+        with connection.chunked_cursor() as cursor:
+            cursor.execute(sql, [*params, since, until, *purposes])
+            while rows := cursor.fetchmany(5_000):
+                for row in rows:
+                    yield row[0], {n: times for n, times in enumerate(row[1:]) if times}
+
+
 def _caps_reached(times_by_rule: dict[int, list[float]], rules: tuple[Rule, ...], since: float) -> list[int]:
     """The rules (by index) whose limit the recipient reached at some moment of the period: `limit`
-    messages within one window, the last of them in the period."""
+    messages within one window, the last of them in the period (times sorted)."""
     reached = []
     for n, rule in enumerate(rules):
         times = times_by_rule.get(n)
         if not times or len(times) < rule.limit:
             continue
-        w, k = rule.window.total_seconds(), rule.limit - 1
-        if any(b - a < w for a, b in zip(times, times[k:], strict=False) if b >= since):
+        k = rule.limit - 1
+        j = max(bisect.bisect_left(times, since), k)
+        if j < len(times) and min(map(operator.sub, times[j:], times[j - k :])) < rule.window.total_seconds():
             reached.append(n)
     return reached
 
@@ -494,27 +546,15 @@ def journey_forecast(*, definition: dict, now: datetime, days: int | None = None
         merged = {n: sorted([*times.get(n, ()), *person.sim.get(n, ())]) for n in range(len(rules))}
         f.at_cap_after += tally(_caps_reached(merged, rules, since_ts), f.rule_after)
 
-    # One ordered stream of the whole period's cleared history; each recipient is replayed when its
-    # rows are complete.
-    current, times = None, defaultdict(list)
+    # One stream of the whole period's cleared history, a recipient at a time: each is replayed (if it
+    # enters) and counted against the caps when its history is complete.
     count = 0
-    for rid, at, mask in history_stream(rules=rules, since=window_from, until=now):
+    for rid, times in history_by_recipient(rules=rules, since=window_from, until=now):
         count += 1
-        if rid != current:
-            if current is not None:
-                flush(current, times)
-            current, times = rid, defaultdict(list)
-        n = 0
-        while mask:
-            if mask & 1:
-                times[n].append(float(at))
-            mask >>= 1
-            n += 1
-    if current is not None:
-        flush(current, times)
+        flush(rid, times)
     for rid in sorted(people):  # entering recipients without any cleared history
         flush(rid, {})
-    f.messages_read = count
+    f.recipients_read = count
     f.seconds = time.perf_counter() - started
     return f
 
