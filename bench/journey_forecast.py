@@ -30,14 +30,17 @@ def populate(connection, now) -> None:
         cur.execute("SELECT count(*) FROM orchestrator_recipient")
         if have == MESSAGES and cur.fetchone()[0] == RECIPIENTS:
             return
-        print(f"building {RECIPIENTS:,} recipients, {MESSAGES:,} messages, {TRIGGERS:,} triggers...", flush=True)
+        print(
+            f"building {RECIPIENTS:,} recipients, {MESSAGES:,} messages, {TRIGGERS:,} triggers...", flush=True
+        )
         cur.execute(
             "TRUNCATE orchestrator_message, orchestrator_recipient, orchestrator_event,"
             " orchestrator_contactpoint RESTART IDENTITY CASCADE"
         )
         cur.execute(
             """
-            INSERT INTO orchestrator_recipient (external_id, timezone, locale, attributes, created_at, updated_at)
+            INSERT INTO orchestrator_recipient
+              (external_id, timezone, locale, attributes, created_at, updated_at)
             SELECT 'bench-' || g, (ARRAY['UTC','Europe/Paris','America/New_York','Asia/Tokyo'])[1 + g %% 4],
                    'en', '{}'::jsonb, %(now)s, %(now)s
             FROM generate_series(1, %(r)s) g
@@ -61,7 +64,8 @@ def populate(connection, now) -> None:
         )
         cur.execute(
             """
-            INSERT INTO orchestrator_contactpoint (recipient_id, channel, address, opted_in, created_at, updated_at)
+            INSERT INTO orchestrator_contactpoint
+              (recipient_id, channel, address, opted_in, created_at, updated_at)
             SELECT r.id, c.channel, CASE WHEN c.channel = 'in_app' THEN '' ELSE c.channel || '-' || r.id END,
                    true, %(now)s, %(now)s
             FROM orchestrator_recipient r CROSS JOIN (VALUES ('email'), ('push'), ('in_app')) AS c(channel)
@@ -72,7 +76,8 @@ def populate(connection, now) -> None:
         cur.execute(
             """
             INSERT INTO orchestrator_event (recipient_id, name, properties, occurred_at, received_at)
-            SELECT 1 + (g %% %(t)s), CASE WHEN g %% 5 = 0 THEN 'purchase' ELSE 'cart_abandoned' END, '{}'::jsonb,
+            SELECT 1 + (g %% %(t)s), CASE WHEN g %% 5 = 0 THEN 'purchase' ELSE 'cart_abandoned' END,
+                   '{}'::jsonb,
                    %(now)s::timestamptz - (random() * interval '14 days'), %(now)s
             FROM generate_series(1, %(n)s) g
             """,
@@ -102,11 +107,15 @@ def main() -> None:
         f = journey_forecast(definition=cart_recovery_definition(), now=now)
         times.append(time.perf_counter() - t0)
     print(
-        f"forecast over the history of {f.recipients_read:,} recipients ({MESSAGES:,} messages), {f.entered:,} enrollments"
+        f"forecast over the history of {f.recipients_read:,} recipients ({MESSAGES:,} messages),"
+        f" {f.entered:,} enrollments"
         f" of {f.recipients_entered:,} recipients, {f.sends_total:,} sends: "
         f"best {min(times):.2f} s, median {statistics.median(times):.2f} s (goal <= {GOAL_S:.0f} s)"
     )
-    print(f"  deferred by rule {dict(f.deferred)}; at cap {f.at_cap_before:,} -> {f.at_cap_after:,} of {f.recipients_total:,}")
+    print(
+        f"  deferred by rule {dict(f.deferred)};"
+        f" at cap {f.at_cap_before:,} -> {f.at_cap_after:,} of {f.recipients_total:,}"
+    )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
-
 from simple_history.admin import SimpleHistoryAdmin
 
 from orchestrator.admin import ReadOnlyAdminMixin
@@ -30,8 +29,8 @@ from .builder import (
 )
 from .definition import DefinitionInvalid, step_describe
 from .forecast import journey_forecast
-from .review import definition_diff, definition_lint
 from .models import Enrollment, Journey, JourneyStatus, JourneyVersion, StepRun
+from .review import definition_diff, definition_lint
 
 # Glyphs from the fonts every desktop ships (DejaVu): no missing-glyph boxes.
 STEP_ICONS = {"send": "✉", "wait": "⌛", "wait_for_event": "⚑", "branch": "⑂", "exit": "■"}
@@ -238,9 +237,9 @@ class JourneyAdmin(SimpleHistoryAdmin):
 
     def transition_view(self, request, object_id, action):
         journey = self._journey(request, object_id)
-        if request.method == "POST" and action in services.TRANSITIONS:
-            if _transition(request, journey, action, request.POST.get("comment", "")):
-                messages.success(request, f"{journey.slug}: {action} done.")
+        posted = request.method == "POST" and action in services.TRANSITIONS
+        if posted and _transition(request, journey, action, request.POST.get("comment", "")):
+            messages.success(request, f"{journey.slug}: {action} done.")
         return HttpResponseRedirect(reverse("admin:journeys_journey_change", args=[journey.pk]))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
@@ -330,7 +329,9 @@ class JourneyAdmin(SimpleHistoryAdmin):
                         services.journey_update(journey=journey, changes=definition, now=now, user=user)
                     if "_propose" in request.POST:
                         services.journey_transition(journey=journey, action="propose", now=now, user=user)
-                        messages.success(request, f"{journey.slug} is proposed: the messaging team reviews it.")
+                        messages.success(
+                            request, f"{journey.slug} is proposed: the messaging team reviews it."
+                        )
                     else:
                         messages.success(request, f"Draft {journey.slug} saved.")
                     return HttpResponseRedirect(reverse("admin:journeys_journey_change", args=[journey.pk]))

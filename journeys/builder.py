@@ -5,7 +5,6 @@ shown live beside each step."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from django import forms
@@ -56,12 +55,10 @@ def duration_split(value: Any) -> tuple[int | None, str]:
     return max(1, seconds // 60), "minutes"
 
 
-class DurationWidgetMixin:
-    pass
-
-
 def _amount(label: str, help_text: str = "") -> forms.IntegerField:
-    return forms.IntegerField(label=label, required=False, min_value=1, max_value=100_000, help_text=help_text)
+    return forms.IntegerField(
+        label=label, required=False, min_value=1, max_value=100_000, help_text=help_text
+    )
 
 
 def _unit() -> forms.ChoiceField:
@@ -75,7 +72,9 @@ class JourneyForm(forms.Form):
     name = forms.CharField(max_length=200)
     owner_channel = forms.ChoiceField(required=False, help_text="The team that owns it.")
     trigger_event = forms.CharField(
-        max_length=200, required=False, help_text="A product event that enrolls the recipient (blank: API only)."
+        max_length=200,
+        required=False,
+        help_text="A product event that enrolls the recipient (blank: API only).",
     )
     goal_event = forms.CharField(
         max_length=200, required=False, help_text="The event that counts as converting (it ends the journey)."
@@ -143,7 +142,9 @@ class StepForm(forms.Form):
     id = forms.CharField(max_length=100, label="Step id", help_text="Short and unique, e.g. nudge.")
     type = forms.ChoiceField(choices=[(t, STEP_TYPE_LABELS[t]) for t in STEP_TYPES])
     # send
-    channel = forms.ChoiceField(choices=[*Channel.choices, (AUTO_CHANNEL, "Next best channel (auto)")], required=False)
+    channel = forms.ChoiceField(
+        choices=[*Channel.choices, (AUTO_CHANNEL, "Next best channel (auto)")], required=False
+    )
     purpose = forms.ChoiceField(choices=Purpose.choices, initial=Purpose.ENGAGEMENT, required=False)
     subject = forms.CharField(max_length=500, required=False, help_text="Email: the subject line.")
     title = forms.CharField(max_length=500, required=False, help_text="Push and in-app: the title.")
@@ -182,7 +183,11 @@ class StepForm(forms.Form):
         step: dict[str, Any] = {"id": (d.get("id") or "").strip(), "type": kind}
         if kind == "send":
             content = {k: d[k] for k in ("subject", "title", "body", "action_url") if d.get(k)}
-            step |= {"channel": d.get("channel"), "purpose": d.get("purpose") or "engagement", "content": content}
+            step |= {
+                "channel": d.get("channel"),
+                "purpose": d.get("purpose") or "engagement",
+                "content": content,
+            }
             if d.get("on_suppressed") == "exit":
                 step["on_suppressed"] = "exit"
         elif kind == "wait":
@@ -196,9 +201,11 @@ class StepForm(forms.Form):
                 step["on_timeout"] = "exit"
         elif kind == "branch":
             cond = d.get("condition") or "converted"
-            step["if"] = {"attribute": d.get("attribute", ""), "equals": d.get("equals", "")} if (
-                cond == "attribute"
-            ) else cond
+            step["if"] = (
+                {"attribute": d.get("attribute", ""), "equals": d.get("equals", "")}
+                if (cond == "attribute")
+                else cond
+            )
             step["then"] = (d.get("then") or "").strip()
             if d.get("otherwise"):
                 step["else"] = d["otherwise"].strip()
@@ -280,9 +287,7 @@ class Built:
     valid: bool
 
 
-def builder_read(
-    journey_form: JourneyForm, steps: Any, *, user=None, slug: str | None = None
-) -> Built:
+def builder_read(journey_form: JourneyForm, steps: Any, *, user=None, slug: str | None = None) -> Built:
     """Read the forms into a definition, lint each send, validate the definition and attach every error
     to its field (so the page shows it beside the step and keeps what was typed)."""
     journey_ok = journey_form.is_valid()
@@ -315,7 +320,8 @@ def builder_read(
                     check.lint.append({"code": v.code, "severity": v.severity, "reason": v.reason})
             used = set(Channel.values) if channel == AUTO_CHANNEL else {channel}
             if allowed is not None and channel and not used <= allowed:
-                text = f"You do not own {channels_text(used - allowed)}; you may send on {channels_text(allowed) or 'no channel'}."
+                mine = channels_text(allowed) or "no channel"
+                text = f"You do not own {channels_text(used - allowed)}; you may send on {mine}."
                 form.add_error("channel", text)
                 check.errors.append(text)
     definition["steps"] = step_dicts
@@ -363,6 +369,3 @@ def builder_initial(definition: dict[str, Any]) -> tuple[dict[str, Any], list[di
 
 def empty_definition() -> dict[str, Any]:
     return {"slug": "", "name": "", "steps": []}
-
-
-__all__ = ["JourneyForm", "StepFormSet", "builder_read", "builder_initial", "timedelta"]

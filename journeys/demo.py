@@ -89,7 +89,11 @@ BROWSE_ABANDON = {
             "type": "send",
             "channel": "push",
             "purpose": "engagement",
-            "content": {"title": "Still on your mind?", "body": "It is still in stock.", "action_url": "app://item"},
+            "content": {
+                "title": "Still on your mind?",
+                "body": "It is still in stock.",
+                "action_url": "app://item",
+            },
         },
         {"id": "pause", "type": "wait", "duration": "PT4H"},
         {
@@ -119,7 +123,9 @@ def seed(*, stdout) -> None:
     """Install cart recovery (active), enroll a few demo recipients who have never been in it, and leave
     the channel owner's browse-abandonment proposal awaiting review."""
     if proposal_install() is not None:
-        stdout.write(f"Journey {BROWSE_ABANDON['slug']}: proposed by owner, awaiting the messaging team's review.")
+        stdout.write(
+            f"Journey {BROWSE_ABANDON['slug']}: proposed by owner, awaiting the messaging team's review."
+        )
     journey = cart_recovery_install()
     if journey.status != JourneyStatus.ACTIVE:
         stdout.write(f"Journey {journey.slug} is {journey.status}; no demo enrollments.")

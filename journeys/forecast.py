@@ -494,7 +494,9 @@ def journey_forecast(*, definition: dict, now: datetime, days: int | None = None
             triggers[rid].append(_ts(at))
     else:
         f.notes.append("No trigger event: enrollments would come from the API or the admin only.")
-    names = {compiled.goal_event} | {s.raw["event"] for s in compiled.steps.values() if s.type == "wait_for_event"}
+    names = {compiled.goal_event} | {
+        s.raw["event"] for s in compiled.steps.values() if s.type == "wait_for_event"
+    }
     names.discard("")
     people: dict[int, _Person] = {}
     ids = sorted(triggers)
@@ -557,6 +559,3 @@ def journey_forecast(*, definition: dict, now: datetime, days: int | None = None
     f.recipients_read = count
     f.seconds = time.perf_counter() - started
     return f
-
-
-__all__ = ["Forecast", "journey_forecast", "history_stream", "Channel"]

@@ -206,7 +206,16 @@ class ServiceTokenAdmin(SimpleHistoryAdmin):
     """Tokens are created here and shown once; only a hash is kept. Revoking stops them at once."""
 
     form = ServiceTokenForm
-    list_display = ["name", "prefix_text", "user", "scopes_text", "state", "last_used_at", "created_at", "created_by"]
+    list_display = [
+        "name",
+        "prefix_text",
+        "user",
+        "scopes_text",
+        "state",
+        "last_used_at",
+        "created_at",
+        "created_by",
+    ]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "prefix", "user__username"]
     readonly_fields = ["prefix_text", "created_by", "created_at", "last_used_at", "revoked_at"]
@@ -231,7 +240,9 @@ class ServiceTokenAdmin(SimpleHistoryAdmin):
     @admin.display(description="State")
     def state(self, obj: ServiceToken) -> str:
         if obj.revoked_at:
-            return format_html('<strong style="color:#6b7280">revoked {}</strong>', f"{obj.revoked_at:%Y-%m-%d}")
+            return format_html(
+                '<strong style="color:#6b7280">revoked {}</strong>', f"{obj.revoked_at:%Y-%m-%d}"
+            )
         return format_html('<strong style="color:#16a34a">{}</strong>', "active")
 
     def save_model(self, request, obj, form, change):
@@ -239,7 +250,10 @@ class ServiceTokenAdmin(SimpleHistoryAdmin):
             super().save_model(request, obj, form, change)
             return
         token, raw = services.service_token_create(
-            name=obj.name, scopes=list(form.cleaned_data["scopes"]), user=form.cleaned_data["user"], by=request.user
+            name=obj.name,
+            scopes=list(form.cleaned_data["scopes"]),
+            user=form.cleaned_data["user"],
+            by=request.user,
         )
         obj.pk, obj.user, obj.prefix, obj._state.adding = token.pk, token.user, token.prefix, False
         request._service_token_raw = raw
@@ -251,8 +265,13 @@ class ServiceTokenAdmin(SimpleHistoryAdmin):
         return TemplateResponse(
             request,
             "admin/orchestrator/servicetoken/created.html",
-            {**self.admin_site.each_context(request), "title": "Token created", "token": obj, "raw": raw,
-             "opts": self.model._meta},
+            {
+                **self.admin_site.each_context(request),
+                "title": "Token created",
+                "token": obj,
+                "raw": raw,
+                "opts": self.model._meta,
+            },
         )
 
     @admin.action(description="Revoke the selected tokens", permissions=["change"])

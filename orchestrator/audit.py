@@ -93,7 +93,9 @@ def audited_models() -> list:
     """Every model with a history (simple-history's registry), by verbose name."""
     from simple_history.models import registered_models
 
-    found = [m for m in registered_models.values() if getattr(m._meta, "simple_history_manager_attribute", None)]
+    found = [
+        m for m in registered_models.values() if getattr(m._meta, "simple_history_manager_attribute", None)
+    ]
     return sorted(set(found), key=lambda m: str(m._meta.verbose_name))
 
 
@@ -129,7 +131,9 @@ def audit_entries(*, model: str = "", user: str = "", source: str = "", limit: i
             delta = record.diff_against(previous)
             changes = [(c.field, _short(c.old), _short(c.new)) for c in delta.changes]
         try:
-            link = reverse(f"admin:{m._meta.app_label}_{m._meta.model_name}_change", args=[record.instance.pk])
+            link = reverse(
+                f"admin:{m._meta.app_label}_{m._meta.model_name}_change", args=[record.instance.pk]
+            )
         except NoReverseMatch:
             link = ""
         entries.append(

@@ -10,8 +10,18 @@ from __future__ import annotations
 from .authority import CHANNEL_OWNER, MESSAGING_TEAM, SERVICE
 
 GOVERNOR_MODELS = ("caprule", "quiethours", "channelpause")
-PROPOSAL_ACTIONS = ("view", "add", "change", "propose", "approve", "reject", "activate", "pause", "archive")
-PROPOSAL_ACTIONS += ("revise",)
+TEAM_JOURNEY_ACTIONS = (
+    "view",
+    "add",
+    "change",
+    "propose",
+    "approve",
+    "reject",
+    "activate",
+    "pause",
+    "archive",
+)
+TEAM_JOURNEY_ACTIONS += ("revise",)
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {
     MESSAGING_TEAM: [
@@ -23,7 +33,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "channels_app.view_deliveryattempt",
         "channels_app.view_deadletter",
         "channels_app.change_deadletter",
-        *(f"journeys.{a}_journey" for a in PROPOSAL_ACTIONS),
+        *(f"journeys.{a}_journey" for a in TEAM_JOURNEY_ACTIONS),
         "journeys.view_report_journey",
         "journeys.view_journeyversion",
         "journeys.view_enrollment",
@@ -89,9 +99,9 @@ def roles_install(apps, schema_editor=None) -> None:
         wanted = {tuple(p.split(".", 1)) for p in perms}
         found = [
             p
-            for p in permission_model.objects.filter(
-                codename__in={c for _, c in wanted}
-            ).select_related("content_type")
+            for p in permission_model.objects.filter(codename__in={c for _, c in wanted}).select_related(
+                "content_type"
+            )
             if (p.content_type.app_label, p.codename) in wanted
         ]
         group.permissions.add(*found)

@@ -7,43 +7,124 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('channels_app', '0003_default_policies'),
+        ("channels_app", "0003_default_policies"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='HistoricalChannelPolicy',
+            name="HistoricalChannelPolicy",
             fields=[
-                ('id', models.BigIntegerField(auto_created=True, blank=True, db_index=True, verbose_name='ID')),
-                ('history_source', models.CharField(blank=True, db_index=True, default='', max_length=120)),
-                ('channel', models.CharField(choices=[('email', 'Email'), ('push', 'Push'), ('sms', 'SMS'), ('in_app', 'In-app')], db_index=True, max_length=10)),
-                ('job', models.CharField(help_text="The channel's job in one sentence; every lint reason starts from it.", max_length=300)),
-                ('allowed_purposes', models.JSONField(blank=True, default=list, help_text='Purposes this channel may carry; empty means all.')),
-                ('subject_required', models.BooleanField(default=False, help_text='Refuse messages without a subject.')),
-                ('title_required', models.BooleanField(default=False, help_text='Warn about messages without a title.')),
-                ('context_required', models.BooleanField(default=False, help_text='Refuse messages without an action_url inside the product.')),
-                ('product_url_prefixes', models.JSONField(blank=True, default=list, help_text='URLs that count as "inside the product", e.g. ["app://", "/"].')),
-                ('title_max_chars', models.PositiveIntegerField(blank=True, null=True)),
-                ('body_max_chars', models.PositiveIntegerField(blank=True, null=True)),
-                ('body_max_words', models.PositiveIntegerField(blank=True, null=True)),
-                ('segment_chars', models.PositiveIntegerField(blank=True, help_text='SMS: characters per segment; longer bodies get a warning.', null=True)),
-                ('max_actions', models.PositiveSmallIntegerField(blank=True, help_text='How many actions (links, buttons) one message may carry.', null=True)),
-                ('marketing_terms', models.JSONField(blank=True, default=list, help_text='Words that make a transactional or alert message look like marketing.')),
-                ('default_ttl', models.DurationField(blank=True, help_text='expires_at applied when the caller gives none (ISO 8601 or HH:MM:SS); blank: never.', null=True)),
-                ('history_id', models.AutoField(primary_key=True, serialize=False)),
-                ('history_date', models.DateTimeField(db_index=True)),
-                ('history_change_reason', models.CharField(max_length=100, null=True)),
-                ('history_type', models.CharField(choices=[('+', 'Created'), ('~', 'Changed'), ('-', 'Deleted')], max_length=1)),
-                ('history_user', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigIntegerField(auto_created=True, blank=True, db_index=True, verbose_name="ID"),
+                ),
+                ("history_source", models.CharField(blank=True, db_index=True, default="", max_length=120)),
+                (
+                    "channel",
+                    models.CharField(
+                        choices=[("email", "Email"), ("push", "Push"), ("sms", "SMS"), ("in_app", "In-app")],
+                        db_index=True,
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "job",
+                    models.CharField(
+                        help_text="The channel's job in one sentence; every lint reason starts from it.",
+                        max_length=300,
+                    ),
+                ),
+                (
+                    "allowed_purposes",
+                    models.JSONField(
+                        blank=True,
+                        default=list,
+                        help_text="Purposes this channel may carry; empty means all.",
+                    ),
+                ),
+                (
+                    "subject_required",
+                    models.BooleanField(default=False, help_text="Refuse messages without a subject."),
+                ),
+                (
+                    "title_required",
+                    models.BooleanField(default=False, help_text="Warn about messages without a title."),
+                ),
+                (
+                    "context_required",
+                    models.BooleanField(
+                        default=False, help_text="Refuse messages without an action_url inside the product."
+                    ),
+                ),
+                (
+                    "product_url_prefixes",
+                    models.JSONField(
+                        blank=True,
+                        default=list,
+                        help_text='URLs that count as "inside the product", e.g. ["app://", "/"].',
+                    ),
+                ),
+                ("title_max_chars", models.PositiveIntegerField(blank=True, null=True)),
+                ("body_max_chars", models.PositiveIntegerField(blank=True, null=True)),
+                ("body_max_words", models.PositiveIntegerField(blank=True, null=True)),
+                (
+                    "segment_chars",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        help_text="SMS: characters per segment; longer bodies get a warning.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "max_actions",
+                    models.PositiveSmallIntegerField(
+                        blank=True,
+                        help_text="How many actions (links, buttons) one message may carry.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "marketing_terms",
+                    models.JSONField(
+                        blank=True,
+                        default=list,
+                        help_text="Words that make a transactional or alert message look like marketing.",
+                    ),
+                ),
+                (
+                    "default_ttl",
+                    models.DurationField(
+                        blank=True,
+                        help_text="expires_at applied when the caller gives none (ISO 8601 or HH:MM:SS); blank: never.",
+                        null=True,
+                    ),
+                ),
+                ("history_id", models.AutoField(primary_key=True, serialize=False)),
+                ("history_date", models.DateTimeField(db_index=True)),
+                ("history_change_reason", models.CharField(max_length=100, null=True)),
+                (
+                    "history_type",
+                    models.CharField(
+                        choices=[("+", "Created"), ("~", "Changed"), ("-", "Deleted")], max_length=1
+                    ),
+                ),
+                (
+                    "history_user",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'historical channel policy',
-                'verbose_name_plural': 'historical channel policies',
-                'ordering': ('-history_date', '-history_id'),
-                'get_latest_by': ('history_date', 'history_id'),
+                "verbose_name": "historical channel policy",
+                "verbose_name_plural": "historical channel policies",
+                "ordering": ("-history_date", "-history_id"),
+                "get_latest_by": ("history_date", "history_id"),
             },
             bases=(simple_history.models.HistoricalChanges, models.Model),
         ),

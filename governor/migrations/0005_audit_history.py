@@ -9,88 +9,186 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('governor', '0004_governor_overview_page'),
+        ("governor", "0004_governor_overview_page"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='HistoricalCapRule',
+            name="HistoricalCapRule",
             fields=[
-                ('id', models.BigIntegerField(auto_created=True, blank=True, db_index=True, verbose_name='ID')),
-                ('history_source', models.CharField(blank=True, db_index=True, default='', max_length=120)),
-                ('name', models.CharField(db_index=True, max_length=200)),
-                ('limit', models.PositiveIntegerField(help_text='Messages allowed per window (at least 1).')),
-                ('window', models.DurationField(help_text='Rolling window, e.g. 24:00:00 or 4:00:00.')),
-                ('channels', models.JSONField(blank=True, default=list, help_text='Empty: all channels.', validators=[governor.models.validate_channels])),
-                ('purposes', models.JSONField(default=list, help_text='Which messages count and are limited.', validators=[governor.models.validate_purposes])),
-                ('enabled', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('history_id', models.AutoField(primary_key=True, serialize=False)),
-                ('history_date', models.DateTimeField(db_index=True)),
-                ('history_change_reason', models.CharField(max_length=100, null=True)),
-                ('history_type', models.CharField(choices=[('+', 'Created'), ('~', 'Changed'), ('-', 'Deleted')], max_length=1)),
-                ('history_user', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigIntegerField(auto_created=True, blank=True, db_index=True, verbose_name="ID"),
+                ),
+                ("history_source", models.CharField(blank=True, db_index=True, default="", max_length=120)),
+                ("name", models.CharField(db_index=True, max_length=200)),
+                ("limit", models.PositiveIntegerField(help_text="Messages allowed per window (at least 1).")),
+                ("window", models.DurationField(help_text="Rolling window, e.g. 24:00:00 or 4:00:00.")),
+                (
+                    "channels",
+                    models.JSONField(
+                        blank=True,
+                        default=list,
+                        help_text="Empty: all channels.",
+                        validators=[governor.models.validate_channels],
+                    ),
+                ),
+                (
+                    "purposes",
+                    models.JSONField(
+                        default=list,
+                        help_text="Which messages count and are limited.",
+                        validators=[governor.models.validate_purposes],
+                    ),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ("history_id", models.AutoField(primary_key=True, serialize=False)),
+                ("history_date", models.DateTimeField(db_index=True)),
+                ("history_change_reason", models.CharField(max_length=100, null=True)),
+                (
+                    "history_type",
+                    models.CharField(
+                        choices=[("+", "Created"), ("~", "Changed"), ("-", "Deleted")], max_length=1
+                    ),
+                ),
+                (
+                    "history_user",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'historical cap rule',
-                'verbose_name_plural': 'historical cap rules',
-                'ordering': ('-history_date', '-history_id'),
-                'get_latest_by': ('history_date', 'history_id'),
+                "verbose_name": "historical cap rule",
+                "verbose_name_plural": "historical cap rules",
+                "ordering": ("-history_date", "-history_id"),
+                "get_latest_by": ("history_date", "history_id"),
             },
             bases=(simple_history.models.HistoricalChanges, models.Model),
         ),
         migrations.CreateModel(
-            name='HistoricalChannelPause',
+            name="HistoricalChannelPause",
             fields=[
-                ('id', models.BigIntegerField(auto_created=True, blank=True, db_index=True, verbose_name='ID')),
-                ('history_source', models.CharField(blank=True, db_index=True, default='', max_length=120)),
-                ('channel', models.CharField(choices=[('email', 'Email'), ('push', 'Push'), ('sms', 'SMS'), ('in_app', 'In-app')], max_length=10)),
-                ('mode', models.CharField(choices=[('defer', 'Defer (hold until resumed)'), ('suppress', 'Suppress (never send)')], default='defer', max_length=10)),
-                ('note', models.TextField(blank=True, default='', help_text='Why (for the team; not shown to recipients).')),
-                ('paused_by', models.CharField(blank=True, default='', max_length=150)),
-                ('paused_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('resumed_at', models.DateTimeField(blank=True, null=True)),
-                ('resumed_by', models.CharField(blank=True, default='', max_length=150)),
-                ('history_id', models.AutoField(primary_key=True, serialize=False)),
-                ('history_date', models.DateTimeField(db_index=True)),
-                ('history_change_reason', models.CharField(max_length=100, null=True)),
-                ('history_type', models.CharField(choices=[('+', 'Created'), ('~', 'Changed'), ('-', 'Deleted')], max_length=1)),
-                ('history_user', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigIntegerField(auto_created=True, blank=True, db_index=True, verbose_name="ID"),
+                ),
+                ("history_source", models.CharField(blank=True, db_index=True, default="", max_length=120)),
+                (
+                    "channel",
+                    models.CharField(
+                        choices=[("email", "Email"), ("push", "Push"), ("sms", "SMS"), ("in_app", "In-app")],
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "mode",
+                    models.CharField(
+                        choices=[
+                            ("defer", "Defer (hold until resumed)"),
+                            ("suppress", "Suppress (never send)"),
+                        ],
+                        default="defer",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "note",
+                    models.TextField(
+                        blank=True, default="", help_text="Why (for the team; not shown to recipients)."
+                    ),
+                ),
+                ("paused_by", models.CharField(blank=True, default="", max_length=150)),
+                ("paused_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("resumed_at", models.DateTimeField(blank=True, null=True)),
+                ("resumed_by", models.CharField(blank=True, default="", max_length=150)),
+                ("history_id", models.AutoField(primary_key=True, serialize=False)),
+                ("history_date", models.DateTimeField(db_index=True)),
+                ("history_change_reason", models.CharField(max_length=100, null=True)),
+                (
+                    "history_type",
+                    models.CharField(
+                        choices=[("+", "Created"), ("~", "Changed"), ("-", "Deleted")], max_length=1
+                    ),
+                ),
+                (
+                    "history_user",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'historical channel pause',
-                'verbose_name_plural': 'historical channel pauses',
-                'ordering': ('-history_date', '-history_id'),
-                'get_latest_by': ('history_date', 'history_id'),
+                "verbose_name": "historical channel pause",
+                "verbose_name_plural": "historical channel pauses",
+                "ordering": ("-history_date", "-history_id"),
+                "get_latest_by": ("history_date", "history_id"),
             },
             bases=(simple_history.models.HistoricalChanges, models.Model),
         ),
         migrations.CreateModel(
-            name='HistoricalQuietHours',
+            name="HistoricalQuietHours",
             fields=[
-                ('id', models.BigIntegerField(auto_created=True, blank=True, db_index=True, verbose_name='ID')),
-                ('history_source', models.CharField(blank=True, db_index=True, default='', max_length=120)),
-                ('name', models.CharField(db_index=True, max_length=200)),
-                ('channels', models.JSONField(blank=True, default=list, validators=[governor.models.validate_channels])),
-                ('start', models.TimeField(help_text='Local time the quiet hours begin, e.g. 21:00.')),
-                ('end', models.TimeField(help_text='Local time they end, e.g. 08:00 (earlier than start: next day).')),
-                ('exempt_purposes', models.JSONField(blank=True, default=list, validators=[governor.models.validate_exempt_purposes])),
-                ('enabled', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('history_id', models.AutoField(primary_key=True, serialize=False)),
-                ('history_date', models.DateTimeField(db_index=True)),
-                ('history_change_reason', models.CharField(max_length=100, null=True)),
-                ('history_type', models.CharField(choices=[('+', 'Created'), ('~', 'Changed'), ('-', 'Deleted')], max_length=1)),
-                ('history_user', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigIntegerField(auto_created=True, blank=True, db_index=True, verbose_name="ID"),
+                ),
+                ("history_source", models.CharField(blank=True, db_index=True, default="", max_length=120)),
+                ("name", models.CharField(db_index=True, max_length=200)),
+                (
+                    "channels",
+                    models.JSONField(
+                        blank=True, default=list, validators=[governor.models.validate_channels]
+                    ),
+                ),
+                ("start", models.TimeField(help_text="Local time the quiet hours begin, e.g. 21:00.")),
+                (
+                    "end",
+                    models.TimeField(
+                        help_text="Local time they end, e.g. 08:00 (earlier than start: next day)."
+                    ),
+                ),
+                (
+                    "exempt_purposes",
+                    models.JSONField(
+                        blank=True, default=list, validators=[governor.models.validate_exempt_purposes]
+                    ),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ("history_id", models.AutoField(primary_key=True, serialize=False)),
+                ("history_date", models.DateTimeField(db_index=True)),
+                ("history_change_reason", models.CharField(max_length=100, null=True)),
+                (
+                    "history_type",
+                    models.CharField(
+                        choices=[("+", "Created"), ("~", "Changed"), ("-", "Deleted")], max_length=1
+                    ),
+                ),
+                (
+                    "history_user",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'historical quiet hours',
-                'verbose_name_plural': 'historical quiet hours',
-                'ordering': ('-history_date', '-history_id'),
-                'get_latest_by': ('history_date', 'history_id'),
+                "verbose_name": "historical quiet hours",
+                "verbose_name_plural": "historical quiet hours",
+                "ordering": ("-history_date", "-history_id"),
+                "get_latest_by": ("history_date", "history_id"),
             },
             bases=(simple_history.models.HistoricalChanges, models.Model),
         ),

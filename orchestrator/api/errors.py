@@ -25,7 +25,9 @@ def django_validation_error_to_drf(exc: DjangoValidationError) -> exceptions.Val
 def exception_handler(exc, context):
     if isinstance(exc, Denied):
         # 403 naming what is missing (a scope, a permission and its roles, a channel, a second person).
-        return Response({"code": exc.code, "detail": exc.detail, **exc.extra}, status=status.HTTP_403_FORBIDDEN)
+        return Response(
+            {"code": exc.code, "detail": exc.detail, **exc.extra}, status=status.HTTP_403_FORBIDDEN
+        )
     if isinstance(exc, DjangoValidationError):
         exc = django_validation_error_to_drf(exc)
     elif isinstance(exc, Http404):

@@ -14,11 +14,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import selectors, services
-from ..models import ContactPoint, Preference, Recipient
 from ..authority import authorize
+from ..models import ContactPoint, Preference, Recipient
 from .errors import Conflict
-from .permissions import scope_require
 from .filters import MessageFilter
+from .permissions import scope_require
 from .serializers import (
     EventSerializer,
     EventWriteSerializer,

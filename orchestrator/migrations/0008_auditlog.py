@@ -4,23 +4,21 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('orchestrator', '0007_authority_and_audit'),
+        ("orchestrator", "0007_authority_and_audit"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='AuditLog',
-            fields=[
-            ],
+            name="AuditLog",
+            fields=[],
             options={
-                'verbose_name': 'audit log',
-                'verbose_name_plural': 'audit log',
-                'proxy': True,
-                'indexes': [],
-                'constraints': [],
+                "verbose_name": "audit log",
+                "verbose_name_plural": "audit log",
+                "proxy": True,
+                "indexes": [],
+                "constraints": [],
             },
-            bases=('orchestrator.channelownership',),
+            bases=("orchestrator.channelownership",),
         ),
     ]

@@ -102,7 +102,10 @@ def test_receipts_need_authentication(db):
 @pytest.fixture
 def provider(settings) -> APIClient:
     """A provider posting receipts with its own shared secret (the only credential webhooks take)."""
-    settings.CHANNELS = {**settings.CHANNELS, "WEBHOOK_TOKENS": {"twilio": "tw-secret", "generic": "tw-secret"}}
+    settings.CHANNELS = {
+        **settings.CHANNELS,
+        "WEBHOOK_TOKENS": {"twilio": "tw-secret", "generic": "tw-secret"},
+    }
     client = APIClient()
     client.credentials(HTTP_X_WEBHOOK_TOKEN="tw-secret")
     return client

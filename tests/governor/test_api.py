@@ -8,11 +8,10 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from governor.models import CapRule, ChannelPause, QuietHours
-from orchestrator.models import Message, MessageStatus
-from tests.orchestrator.factories import RecipientFactory
-
 from orchestrator.authority import SERVICE
+from orchestrator.models import Message, MessageStatus
 from tests.conftest import token_client, user_with_roles
+from tests.orchestrator.factories import RecipientFactory
 
 from .helpers import AT, decide, sent
 

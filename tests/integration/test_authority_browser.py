@@ -40,9 +40,15 @@ def add_step(page, kind):
     return page.locator(f".step-card[data-prefix='steps-{n}']")
 
 
-def test_owner_builds_and_proposes_team_reviews_approves_activates(browser_page, live_server, django_user_model):  # noqa: F811
+def test_owner_builds_and_proposes_team_reviews_approves_activates(
+    browser_page,  # noqa: F811
+    live_server,
+    django_user_model,
+):
     page = browser_page
-    staff(user_with_roles(django_user_model, "pia", CHANNEL_OWNER, channels=["push", "email"]), "pia-pass-123")
+    staff(
+        user_with_roles(django_user_model, "pia", CHANNEL_OWNER, channels=["push", "email"]), "pia-pass-123"
+    )
     staff(user_with_roles(django_user_model, "tess", MESSAGING_TEAM), "tess-pass-123")
     now = timezone.now()
     for n in range(6):  # real history for the forecast: six carts abandoned in the last days
@@ -57,13 +63,24 @@ def test_owner_builds_and_proposes_team_reviews_approves_activates(browser_page,
     page.fill("#id_name", "Push, then email")
     page.fill("#id_trigger_event", "cart_abandoned")
     push = add_step(page, "send")
-    set_step(push, id="nudge", channel="push", title="Still thinking it over?", body=" ".join(["word"] * 200),
-             action_url="app://cart")
+    set_step(
+        push,
+        id="nudge",
+        channel="push",
+        title="Still thinking it over?",
+        body=" ".join(["word"] * 200),
+        action_url="app://cart",
+    )
     wait = add_step(page, "wait")
     set_step(wait, id="pause", wait_amount="2", wait_unit="hours")
     email = add_step(page, "send")
-    set_step(email, id="detail", channel="email", subject="Your cart, with details",
-             body="The items you left behind, with sizes and reviews.")
+    set_step(
+        email,
+        id="detail",
+        channel="email",
+        subject="Your cart, with details",
+        body="The items you left behind, with sizes and reviews.",
+    )
     check = push.locator(".step-check")
     check.locator("[data-code=push_too_long]").wait_for()
     assert "200 words" in check.inner_text()

@@ -33,7 +33,13 @@ def team(django_user_model):
 
 
 def step(n, **fields):
-    base = {"position": n, "id": f"s{n}", "type": "send", "purpose": "engagement", "on_suppressed": "continue"}
+    base = {
+        "position": n,
+        "id": f"s{n}",
+        "type": "send",
+        "purpose": "engagement",
+        "on_suppressed": "continue",
+    }
     base.update(fields)
     return {f"steps-{n}-{k}": v for k, v in base.items()}
 
@@ -54,7 +60,9 @@ def builder_post(slug="push-then-email", body="Your cart is saved.", **extra):
         "steps-MAX_NUM_FORMS": "100",
         **step(0, id="nudge", channel="push", title="Still there?", body=body, action_url="app://cart"),
         **step(1, id="pause", type="wait", wait_amount="2", wait_unit="hours"),
-        **step(2, id="detail", channel="email", subject="Your cart", body="Sizes, reviews, delivery options."),
+        **step(
+            2, id="detail", channel="email", subject="Your cart", body="Sizes, reviews, delivery options."
+        ),
     }
     data.update(extra)
     return data
@@ -67,7 +75,11 @@ def test_an_owner_builds_push_wait_email_and_the_definition_is_the_contracts(own
     d = journey.versions.get().definition
     assert [s["type"] for s in d["steps"]] == ["send", "wait", "send"]
     assert d["steps"][1]["duration"] == "PT2H" and d["goal"] == {"event": "purchase", "within": "P3D"}
-    assert d["steps"][0]["content"] == {"title": "Still there?", "body": "Your cart is saved.", "action_url": "app://cart"}
+    assert d["steps"][0]["content"] == {
+        "title": "Still there?",
+        "body": "Your cart is saved.",
+        "action_url": "app://cart",
+    }
     assert (journey.status, journey.created_by, journey.channels) == ("draft", owner, ["email", "push"])
 
 
@@ -112,7 +124,9 @@ def test_propose_then_the_team_reviews_with_diff_lint_forecast_and_approves(owne
     reviewer = login(team)
     page = reviewer.get(f"/admin/journeys/journey/{journey.pk}/review/").content.decode()
     assert "no live version yet" in page and "Forecast" in page and 'value="approve"' in page
-    reviewer.post(f"/admin/journeys/journey/{journey.pk}/review/", {"decision": "approve", "comment": "Good copy."})
+    reviewer.post(
+        f"/admin/journeys/journey/{journey.pk}/review/", {"decision": "approve", "comment": "Good copy."}
+    )
     journey.refresh_from_db()
     assert (journey.status, journey.reviewed_by, journey.review_comment) == ("approved", team, "Good copy.")
     seen = login(owner).get(f"/admin/journeys/journey/{journey.pk}/change/").content.decode()
@@ -122,7 +136,9 @@ def test_propose_then_the_team_reviews_with_diff_lint_forecast_and_approves(owne
 def test_a_rejection_comes_back_to_the_owner_with_the_comment(owner, team):
     login(owner).post("/admin/journeys/journey/add/", builder_post() | {"_propose": "1"})
     journey = Journey.objects.get()
-    login(team).post(f"/admin/journeys/journey/{journey.pk}/review/", {"decision": "reject", "comment": "Too pushy."})
+    login(team).post(
+        f"/admin/journeys/journey/{journey.pk}/review/", {"decision": "reject", "comment": "Too pushy."}
+    )
     journey.refresh_from_db()
     assert journey.status == JourneyStatus.DRAFT
     seen = login(owner).get(f"/admin/journeys/journey/{journey.pk}/change/").content.decode()

@@ -5,10 +5,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from governor.models import CapRule
-from tests.governor.conftest import no_governor  # noqa: F401
 from governor.policy import policy_cache_clear
 from journeys.forecast import journey_forecast
 from orchestrator.models import Channel, ContactPoint, Event, Message, MessageStatus, Preference, Recipient
+from tests.governor.conftest import no_governor  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
@@ -73,7 +73,7 @@ def event(r: Recipient, name: str, when: datetime) -> None:
 
 
 @pytest.fixture
-def history(no_governor):
+def history(no_governor):  # noqa: F811
     CapRule.objects.create(
         name=RULE_A, limit=3, window=timedelta(hours=24), purposes=["engagement", "promotional"]
     )

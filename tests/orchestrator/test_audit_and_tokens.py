@@ -37,7 +37,13 @@ def browser(user) -> Client:
 def test_changes_are_recorded_with_who_and_where_from(team, settings):
     personal_client(team).post("/api/v1/cap-rules/", RULE, format="json")
     rule = CapRule.objects.get(name=RULE["name"])
-    data = {"name": rule.name, "limit": 4, "window": "7 00:00:00", "purposes": ["promotional"], "enabled": "on"}
+    data = {
+        "name": rule.name,
+        "limit": 4,
+        "window": "7 00:00:00",
+        "purposes": ["promotional"],
+        "enabled": "on",
+    }
     browser(team).post(f"/admin/governor/caprule/{rule.pk}/change/", data)
     created, changed = rule.history.order_by("history_date")
     assert (created.history_user, created.history_source, created.history_type) == (team, "api", "+")
@@ -59,7 +65,13 @@ def test_the_audit_log_lists_every_change_and_each_object_has_its_history(team):
     client.post("/api/v1/channel-pauses/", {"channel": "push", "note": "bad copy"}, format="json")
     page = browser(team).get("/admin/orchestrator/auditlog/").content.decode()
     assert "Promo per week" in page and "push paused" in page and "tess" in page
-    assert browser(team).get("/admin/orchestrator/auditlog/?source=admin").content.decode().count("Promo per week") == 0
+    assert (
+        browser(team)
+        .get("/admin/orchestrator/auditlog/?source=admin")
+        .content.decode()
+        .count("Promo per week")
+        == 0
+    )
     rule = CapRule.objects.get(name=RULE["name"])
     history = browser(team).get(f"/admin/governor/caprule/{rule.pk}/history/").content.decode()
     assert "tess" in history and "api" in history
@@ -104,3 +116,19 @@ def test_the_control_room_for_the_team_and_for_a_channel_owner(team, django_user
     owner.save()
     mine = browser(owner).get("/admin/").content.decode()
     assert 'id="cr-drafts"' in mine and 'id="cr-sends"' not in mine
+
+
+def test_every_permission_a_role_starts_with_exists():
+    from django.contrib.auth.models import Group, Permission
+
+    from orchestrator.roles import ROLE_PERMISSIONS
+
+    for role, perms in ROLE_PERMISSIONS.items():
+        granted = {
+            f"{app}.{code}"
+            for app, code in Permission.objects.filter(group__name=role).values_list(
+                "content_type__app_label", "codename"
+            )
+        }
+        assert set(perms) <= granted, (role, sorted(set(perms) - granted))
+    assert Group.objects.filter(name__in=ROLE_PERMISSIONS).count() == len(ROLE_PERMISSIONS)

@@ -21,19 +21,50 @@ PUSH_EMAIL = {
     "name": "Owner draft",
     "owner_channel": "push",
     "steps": [
-        {"id": "a", "type": "send", "channel": "push", "purpose": "engagement",
-         "content": {"title": "Hi", "body": "Your cart is saved.", "action_url": "app://cart"}},
+        {
+            "id": "a",
+            "type": "send",
+            "channel": "push",
+            "purpose": "engagement",
+            "content": {"title": "Hi", "body": "Your cart is saved.", "action_url": "app://cart"},
+        },
         {"id": "b", "type": "wait", "duration": "PT2H"},
-        {"id": "c", "type": "send", "channel": "email", "purpose": "engagement",
-         "content": {"subject": "Your cart", "body": "The details."}},
+        {
+            "id": "c",
+            "type": "send",
+            "channel": "email",
+            "purpose": "engagement",
+            "content": {"subject": "Your cart", "body": "The details."},
+        },
     ],
 }
-WITH_SMS = {**PUSH_EMAIL, "slug": "sms-draft", "steps": [
-    {"id": "a", "type": "send", "channel": "sms", "purpose": "transactional",
-     "content": {"body": "Your code is 1234."}}]}
-IN_APP = {"slug": "in-app-draft", "name": "In-app draft", "owner_channel": "in_app", "steps": [
-    {"id": "a", "type": "send", "channel": "in_app", "purpose": "engagement",
-     "content": {"title": "Hi", "body": "Welcome back.", "action_url": "app://home"}}]}
+WITH_SMS = {
+    **PUSH_EMAIL,
+    "slug": "sms-draft",
+    "steps": [
+        {
+            "id": "a",
+            "type": "send",
+            "channel": "sms",
+            "purpose": "transactional",
+            "content": {"body": "Your code is 1234."},
+        }
+    ],
+}
+IN_APP = {
+    "slug": "in-app-draft",
+    "name": "In-app draft",
+    "owner_channel": "in_app",
+    "steps": [
+        {
+            "id": "a",
+            "type": "send",
+            "channel": "in_app",
+            "purpose": "engagement",
+            "content": {"title": "Hi", "body": "Welcome back.", "action_url": "app://home"},
+        }
+    ],
+}
 
 
 def definition(slug, **changes):
@@ -54,7 +85,10 @@ def world(django_user_model):
     journey_create(definition=IN_APP, now=now, user=proposer)
     proposed = journey_create(definition=definition("proposed"), now=now, user=proposer)
     journey_transition(journey=proposed, action="propose", now=now, user=proposer)
-    for slug, actions in (("approved", ["propose", "approve"]), ("active", ["propose", "approve", "activate"])):
+    for slug, actions in (
+        ("approved", ["propose", "approve"]),
+        ("active", ["propose", "approve", "activate"]),
+    ):
         journey = journey_create(definition=definition(slug), now=now)
         for action in actions:
             journey = journey_transition(journey=journey, action=action, now=now)
@@ -73,8 +107,12 @@ def api_client(world, actor: str) -> APIClient:
     return personal_client(world["people"][actor])
 
 
-SEND = {"recipient": "ada", "channel": "email", "purpose": "transactional",
-        "content": {"subject": "Receipt", "body": "Thanks for your order."}}
+SEND = {
+    "recipient": "ada",
+    "channel": "email",
+    "purpose": "transactional",
+    "content": {"subject": "Receipt", "body": "Thanks for your order."},
+}
 
 # action → (method, path, body)
 API_ACTIONS = {
@@ -119,9 +157,11 @@ def test_api_role_by_action(world, actor, action, expected):
     assert response.status_code in (401, 403), (actor, action, response.status_code, response.content)
     if actor != "anonymous":
         body = response.json()
-        assert body["code"] in (
-            "missing_permission", "missing_scope", "channel_not_owned", "separation_of_duties"
-        ) and body["detail"], body
+        assert (
+            body["code"]
+            in ("missing_permission", "missing_scope", "channel_not_owned", "separation_of_duties")
+            and body["detail"]
+        ), body
 
 
 def test_refusals_name_what_is_missing(world):
