@@ -11,6 +11,7 @@ from django.utils.duration import duration_string
 from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
 
+from orchestrator.admin import PageAdmin
 from orchestrator.models import Channel, Purpose
 
 from .models import CapRule, ChannelPause, GovernorOverview, PauseMode, QuietHours
@@ -178,23 +179,8 @@ class ChannelPauseAdmin(SimpleHistoryAdmin):
 
 
 @admin.register(GovernorOverview)
-class GovernorOverviewAdmin(admin.ModelAdmin):
+class GovernorOverviewAdmin(PageAdmin):
     """The governor page: listed in the app list like a model, it renders the overview instead."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def has_view_permission(self, request, obj=None):
-        return request.user.is_active and request.user.is_staff
-
-    def has_module_permission(self, request):
-        return request.user.is_active and request.user.is_staff
 
     def changelist_view(self, request, extra_context=None):
         context = {

@@ -48,6 +48,29 @@ def status_badge(status: str) -> str:
     return format_html('<span class="orch-badge" style="background:{}">{}</span>', colour, status)
 
 
+class PageAdmin(admin.ModelAdmin):
+    """A page listed in the app list like a model (on a proxy), rendering its own view: nothing to add,
+    change or delete; `page_allowed` says who sees it (staff by default)."""
+
+    def page_allowed(self, request) -> bool:
+        return request.user.is_active and request.user.is_staff
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_view_permission(self, request, obj=None):
+        return self.page_allowed(request)
+
+    def has_module_permission(self, request):
+        return self.page_allowed(request)
+
+
 class ReadOnlyAdminMixin:
     """History is written by services only: viewable, never editable in the admin."""
 
@@ -352,23 +375,11 @@ class AuditLog(ChannelOwnership):
 
 
 @admin.register(AuditLog)
-class AuditLogAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
+class AuditLogAdmin(PageAdmin):
+    """The audit log is the messaging team's (and superusers')."""
 
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def has_view_permission(self, request, obj=None):
-        return request.user.is_active and (
-            request.user.is_superuser or model_perm_has(request.user, ALL_CHANNELS_PERM)
-        )
-
-    def has_module_permission(self, request):
-        return self.has_view_permission(request)
+    def page_allowed(self, request) -> bool:
+        return request.user.is_active and model_perm_has(request.user, ALL_CHANNELS_PERM)
 
     def changelist_view(self, request, extra_context=None):
         filters = {k: request.GET.get(k, "") for k in ("model", "user", "source", "q")}
