@@ -183,21 +183,24 @@ def _mask_sql(rules: tuple[Rule, ...]) -> tuple[str, list]:
     return " + ".join(parts) or "0", params
 
 
-def history_stream(*, rules: tuple[Rule, ...], since: datetime, until: datetime) -> Iterator[tuple]:
-    """(recipient_id, cleared at as epoch seconds, rule bitmask) of every cleared message counting
-    against a rule in [since, until], ordered by recipient then time: one query, read in chunks."""
-    if not rules:
+def history_stream(
+    *, rules: tuple[Rule, ...], since: datetime, until: datetime, recipient_ids: list[int]
+) -> Iterator[tuple]:
+    """(recipient_id, cleared at as epoch seconds, rule bitmask) of the recipients' cleared messages
+    counting against a rule in [since, until], ordered by recipient then time: one query, read in chunks."""
+    if not rules or not recipient_ids:
         return
     mask, mask_params = _mask_sql(rules)
     purposes = sorted({p for r in rules for p in r.purposes})
     table = Message._meta.db_table
     sql = (
         f"SELECT recipient_id, {_epoch_sql('accepted_at')}, {mask} FROM {table}"
-        f" WHERE accepted_at >= %s AND accepted_at <= %s"
+        f" WHERE recipient_id IN ({', '.join(['%s'] * len(recipient_ids))})"
+        f" AND accepted_at >= %s AND accepted_at <= %s"
         f" AND purpose IN ({', '.join(['%s'] * len(purposes))})"
         " ORDER BY recipient_id, accepted_at"
     )
-    params = [*mask_params, since, until, *purposes]
+    params = [*mask_params, *recipient_ids, since, until, *purposes]
     with connection.chunked_cursor() as cursor:
         cursor.execute(sql, params)
         while rows := cursor.fetchmany(20_000):
@@ -205,16 +208,17 @@ def history_stream(*, rules: tuple[Rule, ...], since: datetime, until: datetime)
 
 
 def history_by_recipient(
-    *, rules: tuple[Rule, ...], since: datetime, until: datetime
+    *, rules: tuple[Rule, ...], since: datetime, until: datetime, recipient_ids: list[int]
 ) -> Iterator[tuple[int, dict[int, list[float]]]]:
-    """(recipient_id, {rule index: sorted cleared times}) for every recipient with cleared history counting
-    against a rule in [since, until]. On PostgreSQL the grouping is done by the database (one row per
-    recipient, one array per rule); elsewhere the ordered row stream is grouped here."""
-    if not rules:
+    """(recipient_id, {rule index: sorted cleared times}) for those of `recipient_ids` with cleared history
+    counting against a rule in [since, until]. On PostgreSQL the grouping is done by the database (one
+    row per recipient, one array per rule); elsewhere the ordered row stream is grouped here."""
+    if not rules or not recipient_ids:
         return
     if connection.vendor != "postgresql":
         current, times = None, defaultdict(list)
-        for rid, at, mask in history_stream(rules=rules, since=since, until=until):
+        rows = history_stream(rules=rules, since=since, until=until, recipient_ids=recipient_ids)
+        for rid, at, mask in rows:
             if rid != current:
                 if current is not None:
                     yield current, times
@@ -242,16 +246,69 @@ def history_by_recipient(
     purposes = sorted({p for r in rules for p in r.purposes})
     sql = (
         f"SELECT recipient_id, {', '.join(columns)} FROM {Message._meta.db_table}"
-        f" WHERE accepted_at >= %s AND accepted_at <= %s"
+        f" WHERE recipient_id = ANY(%s) AND accepted_at >= %s AND accepted_at <= %s"
         f" AND purpose IN ({', '.join(['%s'] * len(purposes))}) GROUP BY recipient_id"
     )
     with transaction.atomic(), connection.cursor() as setup:
         setup.execute("SET LOCAL work_mem = '256MB'")  # sort the period in memory, not on disk
         with connection.chunked_cursor() as cursor:
-            cursor.execute(sql, [*params, since, until, *purposes])
+            cursor.execute(sql, [*params, list(recipient_ids), since, until, *purposes])
             while rows := cursor.fetchmany(5_000):
                 for row in rows:
                     yield row[0], {n: times for n, times in enumerate(row[1:]) if times}
+
+
+def _rule_match_sql(rule: Rule) -> tuple[str, list]:
+    cond = f"purpose IN ({', '.join(['%s'] * len(rule.purposes))})"
+    params = sorted(rule.purposes)
+    if rule.channels:
+        cond += f" AND channel IN ({', '.join(['%s'] * len(rule.channels))})"
+        params += sorted(rule.channels)
+    return cond, params
+
+
+def caps_reached_counts(*, rules: tuple[Rule, ...], since: datetime, until: datetime) -> tuple[Counter, int]:
+    """How many recipients reached each cap rule in [since, until] (`limit` cleared messages within one
+    window, the last in the period), and how many reached any: window functions in the database, one
+    pass per rule, no rows sent back."""
+    if not rules:
+        return Counter(), 0
+    table = Message._meta.db_table
+    parts, params = [], []
+    for n, rule in enumerate(rules):
+        cond, cond_params = _rule_match_sql(rule)
+        gap = (
+            "EXTRACT(EPOCH FROM accepted_at - prev)"
+            if connection.vendor == "postgresql"
+            else "(julianday(accepted_at) - julianday(prev)) * 86400.0"
+        )
+        if rule.limit == 1:  # one message reaches it: no window to slide
+            parts.append(
+                f"SELECT DISTINCT {n} AS rule, recipient_id FROM {table}"
+                f" WHERE accepted_at >= %s AND accepted_at <= %s AND {cond}"
+            )
+            params += [since, until, *cond_params]
+            continue
+        parts.append(
+            f"SELECT DISTINCT {n} AS rule, recipient_id FROM ("
+            f"SELECT recipient_id, accepted_at, LAG(accepted_at, {rule.limit - 1}) OVER"
+            f" (PARTITION BY recipient_id ORDER BY accepted_at) AS prev FROM {table}"
+            f" WHERE accepted_at > %s AND accepted_at <= %s AND {cond}) AS w{n}"
+            f" WHERE accepted_at >= %s AND prev IS NOT NULL AND {gap} < %s"
+        )
+        params += [since - rule.window, until, *cond_params, since, rule.window.total_seconds()]
+    sql = (
+        f"WITH reached AS ({' UNION ALL '.join(parts)})"
+        " SELECT rule, COUNT(*) FROM reached GROUP BY rule"
+        " UNION ALL SELECT -1, COUNT(*) FROM (SELECT recipient_id FROM reached GROUP BY recipient_id) AS a"
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL work_mem = '256MB'")
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    counts = Counter({rules[n].name: count for n, count in rows if n >= 0})
+    return counts, next((count for n, count in rows if n < 0), 0)
 
 
 def _caps_reached(times_by_rule: dict[int, list[float]], rules: tuple[Rule, ...], since: float) -> list[int]:
@@ -531,29 +588,33 @@ def journey_forecast(*, definition: dict, now: datetime, days: int | None = None
     since_ts = _ts(since)
     window_from = since - policy.max_window
 
-    def tally(reached: list[int], counter: Counter) -> int:
+    # Everyone: who reached each cap in the period, counted by the database (set-based).
+    baseline, baseline_any = caps_reached_counts(rules=rules, since=since, until=now)
+    f.at_cap_before = f.at_cap_after = baseline_any
+    for name, n in baseline.items():
+        f.rule_before[name] = f.rule_after[name] = n
+
+    # The entering recipients: their history streamed a recipient at a time, replayed, and their cap
+    # counts moved from what they were to what they would have been.
+    def tally(reached: list[int], sign: int) -> int:
         for n in reached:
-            counter[rules[n].name] += 1
-        return 1 if reached else 0
+            f.rule_after[rules[n].name] += sign
+        return sign if reached else 0
 
     def flush(rid: int, times: dict[int, list[float]]) -> None:
-        before = _caps_reached(times, rules, since_ts)
-        f.at_cap_before += tally(before, f.rule_before)
-        person = people.pop(rid, None)
-        if person is None:
-            f.at_cap_after += tally(before, f.rule_after)
-            return
+        person = people.pop(rid)
         person.real = times
+        f.at_cap_after += tally(_caps_reached(times, rules, since_ts), -1)
         replay.person(person)
         merged = {n: sorted([*times.get(n, ()), *person.sim.get(n, ())]) for n in range(len(rules))}
-        f.at_cap_after += tally(_caps_reached(merged, rules, since_ts), f.rule_after)
+        f.at_cap_after += tally(_caps_reached(merged, rules, since_ts), +1)
 
-    # One stream of the whole period's cleared history, a recipient at a time: each is replayed (if it
-    # enters) and counted against the caps when its history is complete.
     count = 0
-    for rid, times in history_by_recipient(rules=rules, since=window_from, until=now):
-        count += 1
-        flush(rid, times)
+    for chunk in _chunks(sorted(people)):
+        history = history_by_recipient(rules=rules, since=window_from, until=now, recipient_ids=chunk)
+        for rid, times in history:
+            count += 1
+            flush(rid, times)
     for rid in sorted(people):  # entering recipients without any cleared history
         flush(rid, {})
     f.recipients_read = count
