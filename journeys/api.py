@@ -133,6 +133,11 @@ class JourneyListView(APIView):
 
     @extend_schema(request=dict, responses={201: JourneySerializer})
     def post(self, request):
+        if not isinstance(request.data, dict):
+            return Response(
+                {"code": "invalid", "detail": "Expected a journey definition: a JSON object."},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
         try:
             journey = services.journey_create(definition=request.data, now=timezone.now(), user=request.user)
         except DefinitionInvalid as exc:

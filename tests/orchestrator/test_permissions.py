@@ -301,3 +301,20 @@ def test_admin_role_by_action(world, actor, action, expected):
     assert happened is (expected == Y), (actor, action, status)
     if expected == N:
         assert status in (200, 302, 403)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [[1, 2], "text", {"comment": "a\x00b"}, {"comment": ["x"]}, {"comment": "x" * 6000}],
+)
+def test_bad_action_bodies_are_400_and_change_nothing(world, body):
+    client = api_client(world, "team")
+    response = client.post("/api/v1/journeys/proposed/approve/", body, format="json")
+    assert response.status_code == 400, response.content
+    assert Journey.objects.get(slug="proposed").status == JourneyStatus.PROPOSED
+
+
+@pytest.mark.parametrize("body", [[1, 2], "text", None, {"slug": "a\x00b", "name": "x", "steps": []}])
+def test_bad_journey_bodies_are_400_never_500(world, body):
+    response = api_client(world, "team").post("/api/v1/journeys/", body, format="json")
+    assert response.status_code == 400, response.content
