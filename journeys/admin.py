@@ -15,7 +15,7 @@ from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
 
 from orchestrator.admin import ReadOnlyAdminMixin
-from orchestrator.authority import Denied, allowed, user_channels
+from orchestrator.authority import Denied, allowed, explain, user_channels
 from orchestrator.models import Channel, Recipient
 
 from . import selectors, services
@@ -518,6 +518,10 @@ class EnrollForm(forms.Form):
 @admin.action(description="Enroll selected recipients in a journey")
 def enroll_in_journey(modeladmin, request, queryset):
     """Two steps: pick an active journey, then enroll (the re-entry policy skips who may not re-enter)."""
+    if not allowed(request.user, "journeys.add_enrollment"):
+        refusal = explain(request.user, "journeys.add_enrollment")
+        modeladmin.message_user(request, refusal.detail, messages.ERROR)
+        return None
     form = EnrollForm(request.POST if "apply" in request.POST else None)
     if "apply" in request.POST and form.is_valid():
         journey = form.cleaned_data["journey"]

@@ -95,7 +95,7 @@ def control_room_owner(*, user) -> dict:
         Q(created_by=user) | Q(proposed_by=user) | Q(status__in=OWNER_STATUSES)
     )
     return {
-        "owned": sorted(user_channels(user) or []),
+        "owned": [c for c in Channel.values if c in (user_channels(user) or ())],
         "drafts": list(mine.select_related("reviewed_by").order_by("-updated_at")[:30]),
     }
 
