@@ -132,6 +132,10 @@ def cleanup() -> None:
     from django.db import connection
 
     with connection.cursor() as cur:
+        cur.execute(
+            "DELETE FROM orchestrator_messagedecision WHERE message_id IN"
+            " (SELECT id FROM orchestrator_message WHERE source = 'campaign')"
+        )
         cur.execute("DELETE FROM orchestrator_message WHERE source = 'campaign'")
     with connection.cursor() as cur:
         cur.execute("VACUUM ANALYZE orchestrator_message")

@@ -1,8 +1,10 @@
 """Governed decisions per second (governor.services.message_decide) against the raw-SQL reference.
 
 Both do the same work per message: lock the recipient row, count the recipient's window, insert the
-message with its decision, commit. The governed path also checks preferences, pauses, quiet hours, every
-enabled rule and the queue ahead, and builds the reason. 1 and 4 processes, p50/p99 latency, ratios.
+message and its decision row (the MessageDecision that keeps every decision), commit. The governed path
+also checks preferences, pauses, quiet hours, every enabled rule and the queue ahead, and builds the
+reason. 1 and 4 processes, p50/p99 latency, ratios. The hand-off to delivery that follows a decision (the
+channels app's on-commit hook) is switched off here: delivery has benchmarks of its own.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/orch python bench/governor_decisions.py [--n 3000]
 """
@@ -69,9 +71,11 @@ def governed_worker(ids: list[int], n: int, offset: int, out) -> None:
     from django.db import connections
     from django.utils import timezone
 
-    from governor.services import message_decide
-    from orchestrator.models import Recipient
+    from governor.services import MessageDraft, message_decide
+    from orchestrator.models import Message, Recipient
+    from orchestrator.signals import message_status_changed
 
+    message_status_changed.disconnect(sender=Message, dispatch_uid="channels_deliver_newly_accepted")
     connections.close_all()
     recipients = list(Recipient.objects.filter(pk__in=ids).order_by("pk"))
     content = {"subject": "A nudge", "body": "Something you may like."}
@@ -80,21 +84,16 @@ def governed_worker(ids: list[int], n: int, offset: int, out) -> None:
     for i in range(n):
         r = recipients[(i + offset) % len(recipients)]
         t0 = time.perf_counter()
-        message_decide(
-            recipient=r,
+        draft = MessageDraft(
+            recipient_id=r.pk,
             channel="email",
             purpose="engagement",
             content=content,
-            priority=50,
-            expires_at=None,
-            deliver_after=None,
             source="api",
             source_ref="bench",
             requested_channel="email",
-            channel_reason="",
-            warnings=[],
-            at=timezone.now(),
         )
+        message_decide(draft=draft, at=timezone.now())
         latencies.append(time.perf_counter() - t0)
     out.put((time.perf_counter() - start, latencies))
     connections.close_all()
@@ -107,10 +106,14 @@ def raw_worker(ids: list[int], n: int, offset: int, out) -> None:
 
     conn = psycopg.connect(os.environ["DATABASE_URL"])
     content = Jsonb({"subject": "A nudge", "body": "Something you may like."})
+    # The message and its decision row in one statement, as the governed path writes them.
     insert = (
-        f"INSERT INTO orchestrator_message ({COLUMNS})"
+        f"WITH m AS (INSERT INTO orchestrator_message ({COLUMNS})"
         " VALUES (%s, 'email', 'email', '', 'engagement', 50, %s,"
         " %s, %s, %s, %s, NULL, '[]'::jsonb, 'api', 'bench', '', '', 0, '', %s, %s, %s, %s, '')"
+        " RETURNING id)"
+        ' INSERT INTO orchestrator_messagedecision (message_id, at, outcome, rule, reason, used, "limit",'
+        " \"window\", next_slot) SELECT m.id, %s, %s, %s, %s, %s, 3, '24 hours', %s FROM m"
     )
     latencies = []
     start = time.perf_counter()
@@ -122,8 +125,8 @@ def raw_worker(ids: list[int], n: int, offset: int, out) -> None:
             cur.execute("SELECT id FROM orchestrator_recipient WHERE id = %s FOR UPDATE", [rid])
             cur.execute(
                 "SELECT count(*), min(accepted_at) FROM orchestrator_message WHERE recipient_id = %s"
-                " AND accepted_at > %s AND accepted_at <= %s AND purpose IN ('engagement', 'promotional')",
-                [rid, at - timedelta(hours=24), at],
+                " AND accepted_at > %s AND purpose IN ('engagement', 'promotional')",
+                [rid, at - timedelta(hours=24)],
             )
             count, oldest = cur.fetchone()
             ok = count < 3
@@ -140,6 +143,12 @@ def raw_worker(ids: list[int], n: int, offset: int, out) -> None:
                     at,
                     at if ok else None,
                     at,
+                    at,
+                    "accepted" if ok else "deferred",
+                    "" if ok else "Engagement + promotional, 24 h",
+                    "ok" if ok else "capped",
+                    count + 1 if ok else count,
+                    None if ok else oldest + timedelta(hours=24),
                 ],
             )
         conn.commit()

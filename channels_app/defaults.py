@@ -34,12 +34,14 @@ DEFAULT_POLICIES: dict[str, dict[str, Any]] = {
         "body_max_words": 30,
         "max_actions": 1,
         "default_ttl": timedelta(hours=4),
+        "purpose_fit": {"transactional": 7, "alert": 9, "engagement": 7, "promotional": 4},
     },
     "email": {
         "job": "Email is patient: a clear subject, then room for context, depth and a durable reference",
         "allowed_purposes": [],
         "subject_required": True,
         "title_max_chars": 120,
+        "purpose_fit": {"transactional": 8, "alert": 6, "engagement": 6, "promotional": 8},
     },
     "in_app": {
         "job": (
@@ -52,6 +54,7 @@ DEFAULT_POLICIES: dict[str, dict[str, Any]] = {
         "body_max_chars": 500,
         "max_actions": 2,
         "default_ttl": timedelta(days=7),
+        "purpose_fit": {"transactional": 4, "alert": 3, "engagement": 6, "promotional": 6},
     },
     "sms": {
         "job": (
@@ -63,5 +66,6 @@ DEFAULT_POLICIES: dict[str, dict[str, Any]] = {
         "max_actions": 1,
         "marketing_terms": MARKETING_TERMS,
         "default_ttl": timedelta(hours=24),
+        "purpose_fit": {"transactional": 6, "alert": 8, "engagement": 0, "promotional": 0},
     },
 }

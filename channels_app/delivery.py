@@ -27,9 +27,9 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from orchestrator.models import ContactPoint, Message, MessageStatus
-from orchestrator.services import message_status_move
-from orchestrator.signals import message_status_changed
+from orchestrator.history import message_status_move
+from orchestrator.models import Message, MessageStatus
+from orchestrator.selectors import contact_points_reachable
 
 from .backends import BaseBackend, Outgoing, SendResult, backend_for_channel
 from .models import AttemptOutcome, DeliveryAttempt
@@ -89,20 +89,12 @@ def retry_delay(*, attempts: int, rng: random.Random | None = None) -> timedelta
 
 
 def _contact_addresses(messages: list[Message]) -> dict[int, str]:
-    """Where each message goes: its named contact point, else its channel's newest opted-in one.
+    """Where each message goes: its named contact point, else its channel's newest reachable one.
     Messages whose contact point is gone are missing from the result. One query for the batch."""
-    recipients = {m.recipient_id for m in messages}
-    channels = {m.channel for m in messages}
-    points: dict[tuple[int, str], list[str]] = {}
-    for recipient_id, channel, address in (
-        ContactPoint.objects.filter(recipient_id__in=recipients, channel__in=channels, opted_in=True)
-        .order_by("-created_at", "-id")
-        .values_list("recipient_id", "channel", "address")
-    ):
-        points.setdefault((recipient_id, channel), []).append(address)
+    reachable = contact_points_reachable(recipient_ids={m.recipient_id for m in messages})
     found = {}
     for m in messages:
-        candidates = points.get((m.recipient_id, m.channel), [])
+        candidates = reachable.get(m.recipient_id, {}).get(m.channel, [])
         if m.to_address:
             candidates = [a for a in candidates if a == m.to_address]
         if candidates:
@@ -368,11 +360,14 @@ def message_delivery_retry(*, message_id: int, now: datetime | None = None) -> M
         message.last_error = f"Retried by an operator at {now:%Y-%m-%d %H:%M} UTC; was: {message.last_error}"[
             :2000
         ]
-        previous, message.status, message.failed_at = message.status, MessageStatus.ACCEPTED, None
-        # accepted_at stays: it is when the governor cleared it, which is what caps count.
-        message.save(
-            update_fields=["status", "failed_at", "attempts", "next_attempt_at", "last_error", "updated_at"]
+        message.failed_at = None
+        # accepted_at stays: it is when the governor cleared it, which is what caps count. The channels'
+        # receiver hears of the move and enqueues delivery on commit.
+        message_status_move(
+            message=message,
+            status=MessageStatus.ACCEPTED,
+            at=now,
+            stamp=False,
+            update_fields=["failed_at", "attempts", "next_attempt_at", "last_error"],
         )
-        # The receiver sees status accepted and enqueues delivery on commit.
-        message_status_changed.send(sender=Message, message=message, previous=previous)
         return message

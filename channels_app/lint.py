@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -59,6 +60,9 @@ class PolicyView:
     segment_chars: int | None = None
     max_actions: int | None = None
     marketing_terms: tuple[str, ...] = ()
+    # Not lint limits, but the rest of the channel's policy the pipeline needs in the same read.
+    default_ttl: timedelta | None = None
+    purpose_fit: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def from_fields(cls, channel: str, fields: Mapping[str, Any]) -> PolicyView:
@@ -66,19 +70,33 @@ class PolicyView:
         kwargs = {k: v for k, v in fields.items() if k in names}
         for key in ("allowed_purposes", "product_url_prefixes", "marketing_terms"):
             kwargs[key] = tuple(kwargs.get(key) or ())
+        kwargs["purpose_fit"] = tuple(sorted(dict(kwargs.get("purpose_fit") or {}).items()))
         return cls(channel=channel, **kwargs)
+
+    def fit(self, purpose: str) -> int:
+        """How well this channel's job fits a purpose, 0 (never) to 10 (its very job)."""
+        return dict(self.purpose_fit).get(purpose, 0)
+
+
+def channel_policy_views() -> dict[str, PolicyView]:
+    """Every channel's policy as the lint and the pipeline see it, in one query: its row if there is
+    one, else the shipped defaults."""
+    from .models import ChannelPolicy  # the lint itself stays importable without the app registry
+
+    names = [f for f in PolicyView.__dataclass_fields__ if f != "channel"]
+    views = {
+        row["channel"]: PolicyView.from_fields(row["channel"], row)
+        for row in ChannelPolicy.objects.values("channel", *names)
+    }
+    for channel, fields in DEFAULT_POLICIES.items():
+        if channel not in views:
+            views[channel] = PolicyView.from_fields(channel, fields)
+    return views
 
 
 def channel_policy_view(*, channel: str) -> PolicyView:
-    """The channel's policy as the lint sees it: its row if there is one, else the shipped defaults."""
-    from .models import ChannelPolicy  # the lint itself stays importable without the app registry
-
-    policy = ChannelPolicy.objects.filter(channel=channel).first()
-    if policy is None:
-        return PolicyView.from_fields(channel, DEFAULT_POLICIES.get(channel, {"job": channel}))
-    return PolicyView.from_fields(
-        channel, {f: getattr(policy, f) for f in PolicyView.__dataclass_fields__ if f != "channel"}
-    )
+    """One channel's policy as the lint sees it."""
+    return channel_policy_views().get(channel) or PolicyView.from_fields(channel, {"job": channel})
 
 
 def _text(content: Mapping[str, Any], key: str) -> str:
@@ -218,8 +236,11 @@ def policy_lint(*, policy: PolicyView, purpose: str, content: Mapping[str, Any])
     return out
 
 
-def message_lint(*, channel: str, purpose: str, content: Mapping[str, Any]) -> list[Violation]:
-    """Return the channel-policy violations of one message (or journey send step)."""
+def message_lint(
+    *, channel: str, purpose: str, content: Mapping[str, Any], policy: PolicyView | None = None
+) -> list[Violation]:
+    """Return the channel-policy violations of one message (or journey send step); `policy` saves the
+    read when the caller has the channel's policy already."""
     if not isinstance(content, Mapping):
         return [Violation("content_invalid", Severity.BLOCK, "content must be an object with a body.")]
     if channel not in DEFAULT_POLICIES:
@@ -231,4 +252,6 @@ def message_lint(*, channel: str, purpose: str, content: Mapping[str, Any]) -> l
                 Violation("content_no_body", Severity.BLOCK, "Every channel needs a body; this has none.")
             ]
         return [Violation("unknown_channel", Severity.BLOCK, f"There is no channel {channel!r}.")]
-    return policy_lint(policy=channel_policy_view(channel=channel), purpose=purpose, content=content)
+    return policy_lint(
+        policy=policy or channel_policy_view(channel=channel), purpose=purpose, content=content
+    )

@@ -53,6 +53,14 @@ class ChannelPolicy(models.Model):
         blank=True,
         help_text="expires_at applied when the caller gives none (ISO 8601 or HH:MM:SS); blank: never.",
     )
+    purpose_fit = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text=(
+            "How well the channel's job fits each purpose, 0 (never chosen by `auto`) to 10 (its very job), "
+            'e.g. {"transactional": 8, "promotional": 8}. Next-best-channel choice ranks by it.'
+        ),
+    )
     updated_at = models.DateTimeField(auto_now=True)
     history = audited(excluded_fields=["updated_at"])
 

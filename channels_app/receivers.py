@@ -2,25 +2,57 @@
 
 from __future__ import annotations
 
+import threading
+
 from django.db import transaction
 from django.dispatch import receiver
 
 from orchestrator.models import Event, Message, MessageStatus
 from orchestrator.signals import event_ingested, message_status_changed
 
-from .delivery import message_deliver_enqueue
+from .delivery import message_deliver_enqueue, messages_deliver_enqueue
 from .services import inbox_messages_deliver
 
 # The product events that mean "the recipient is in the app now": their inbox is shown.
 VISIT_EVENTS = frozenset({"app_open"})
 
 
+class _DeliveryBatch:
+    """The messages that became accepted in one transaction, handed to delivery together on commit."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.hooks: list | None = None  # the connection's on-commit list this batch's flush is in
+        self.flushed = False
+
+    def flush(self) -> None:
+        self.flushed = True
+        messages_deliver_enqueue(message_ids=self.ids)
+
+
+_batches = threading.local()
+
+
 @receiver(message_status_changed, sender=Message, dispatch_uid="channels_deliver_newly_accepted")
 def deliver_newly_accepted(sender, message: Message, previous: str, **kwargs) -> None:
-    """A message became accepted later (the governor's re-drive, a dead-letter retry): deliver it."""
-    if message.status == MessageStatus.ACCEPTED and previous != MessageStatus.ACCEPTED:
-        message_id = message.pk
-        transaction.on_commit(lambda: message_deliver_enqueue(message_id=message_id), robust=True)
+    """A message became accepted — a new one from any source (previous ""), the governor's re-drive, a
+    dead-letter retry: deliver it after commit. One robust on-commit hook per transaction takes them all in
+    batches (a blast of 100k is not 100k hooks); if the broker is down the message stays recorded as
+    accepted and the sweeper delivers it later."""
+    if message.status != MessageStatus.ACCEPTED or previous == MessageStatus.ACCEPTED:
+        return
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
+        transaction.on_commit(lambda: message_deliver_enqueue(message_id=message.pk), robust=True)
+        return
+    batch = getattr(_batches, "current", None)
+    # Django rebinds the on-commit list at every commit or rollback: a batch whose list is gone was
+    # flushed or discarded (and one already flushed is done), so this transaction starts its own.
+    if batch is None or batch.flushed or batch.hooks is not connection.run_on_commit:
+        batch = _batches.current = _DeliveryBatch()
+        transaction.on_commit(batch.flush, robust=True)
+        batch.hooks = connection.run_on_commit
+    batch.ids.append(message.pk)
 
 
 @receiver(event_ingested, sender=Event, dispatch_uid="channels_inbox_on_visit")

@@ -8,16 +8,12 @@ from django.db.models import QuerySet
 
 from orchestrator.models import Channel, Message, MessageStatus, Recipient
 
-from .defaults import DEFAULT_POLICIES
-from .models import ChannelPolicy
+from .lint import channel_policy_view
 
 
 def channel_default_ttl(*, channel: str) -> timedelta | None:
     """How long a message on this channel stays worth sending when the caller gives no expires_at."""
-    row = ChannelPolicy.objects.filter(channel=channel).values_list("default_ttl", flat=True).first()
-    if row is None and not ChannelPolicy.objects.filter(channel=channel).exists():
-        return DEFAULT_POLICIES.get(channel, {}).get("default_ttl")
-    return row
+    return channel_policy_view(channel=channel).default_ttl
 
 
 def inbox_waiting(*, recipient: Recipient) -> QuerySet[Message]:

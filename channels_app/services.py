@@ -1,6 +1,6 @@
 """Writes on message status outside the governor: provider results, receipts, the in-app inbox.
 
-Every status change goes through `orchestrator.services.message_status_move`, which sets the
+Every status change goes through `orchestrator.history.message_status_move`, which sets the
 per-status timestamp and sends `message_status_changed` inside the caller's transaction. Statuses only
 move forward (a receipt that arrives late never moves a message backwards); the one exception is an
 operator's "retry now".
@@ -15,17 +15,8 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
-from orchestrator.models import Channel, Message, MessageStatus, Recipient
-from orchestrator.services import message_status_move
-
-# Engagement order: a receipt may move a message up this ladder, never down.
-RANK = {
-    MessageStatus.ACCEPTED: 0,
-    MessageStatus.SENT: 1,
-    MessageStatus.DELIVERED: 2,
-    MessageStatus.OPENED: 3,
-    MessageStatus.CLICKED: 4,
-}
+from orchestrator.history import message_status_move
+from orchestrator.models import ENGAGEMENT_RANK, Channel, Message, MessageStatus, Recipient
 
 
 class ReceiptType:
@@ -90,14 +81,18 @@ def message_receipt_apply(
                 return ReceiptResult(message, True, f"{current} → failed")
             return ReceiptResult(message, False, f"a {type} receipt does not apply to a {current} message")
 
-        if current not in RANK:
+        if current not in ENGAGEMENT_RANK:
             return ReceiptResult(message, False, f"a {type} receipt does not apply to a {current} message")
         fills = []
         for status in (MessageStatus.DELIVERED, MessageStatus.OPENED, MessageStatus.CLICKED):
-            if RANK[status] <= RANK[target] and getattr(message, f"{status}_at") is None and status != target:
+            if (
+                ENGAGEMENT_RANK[status] <= ENGAGEMENT_RANK[target]
+                and getattr(message, f"{status}_at") is None
+                and status != target
+            ):
                 setattr(message, f"{status}_at", at)
                 fills.append(f"{status}_at")
-        if RANK[target] > RANK[current]:
+        if ENGAGEMENT_RANK[target] > ENGAGEMENT_RANK[current]:
             message_status_move(message=message, status=target, at=at, update_fields=fills)
             return ReceiptResult(message, True, f"{current} → {target}")
         stamp = f"{target}_at"

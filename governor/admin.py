@@ -13,9 +13,9 @@ from simple_history.admin import SimpleHistoryAdmin
 
 from orchestrator.admin import PageAdmin
 from orchestrator.models import Channel, Purpose
+from orchestrator.text import duration_text
 
 from .models import CapRule, ChannelPause, GovernorOverview, PauseMode, QuietHours
-from .policy import duration_text
 from .selectors import governor_overview
 from .services import channel_pause, channel_resume
 

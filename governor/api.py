@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.shortcuts import get_object_or_404
 from django.urls import path
 from django.utils import timezone
-from django.utils.duration import duration_iso_string
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status, viewsets
 from rest_framework.exceptions import ValidationError
@@ -13,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
 from rest_framework.views import APIView
 
+from orchestrator.api.serializers import DurationISOField
 from orchestrator.models import Channel, Purpose, Recipient
 
 from .models import (
@@ -25,13 +25,6 @@ from .models import (
     validate_purposes,
 )
 from .services import PauseError, channel_pause, channel_resume, governor_check
-
-
-class DurationISOField(serializers.DurationField):
-    """ISO 8601 in and out (`PT4H`, `P1D`); `02:00:00` also accepted."""
-
-    def to_representation(self, value):
-        return duration_iso_string(value)
 
 
 def _list_validated(value, validator):
@@ -215,6 +208,10 @@ class GovernorDecisionSerializer(serializers.Serializer):
     rule = serializers.CharField()
     reason = serializers.CharField()
     deliver_after = serializers.DateTimeField(allow_null=True)
+    used = serializers.IntegerField(allow_null=True, help_text="What the deciding (or tightest) cap counts.")
+    limit = serializers.IntegerField(allow_null=True)
+    window = DurationISOField(allow_null=True)
+    next_slot = serializers.DateTimeField(allow_null=True, help_text="When it could go (deferred).")
 
 
 class GovernorCheckView(APIView):

@@ -15,8 +15,9 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from orchestrator.models import Channel, MessageStatus, Purpose
+from orchestrator.text import duration_text
 
-from .models import CapRule, ChannelPause, PauseMode, QuietHours, duration_text
+from .models import CapRule, ChannelPause, PauseMode, QuietHours
 
 POLICY_TTL = 5.0  # seconds another process may act on a stale policy after an edit
 
@@ -156,10 +157,20 @@ class RuleUse:
 
 @dataclass(frozen=True)
 class Decision:
+    """The outcome, the deciding rule and the plain reason, with the numbers behind it: for a cap, `used`
+    of `limit` in `window` and the `next_slot`; for quiet hours the window's end as `next_slot`. An accepted
+    message carries the numbers of its tightest cap (counting itself). `expires_at` is the expiry the
+    message gets (the caller's, or the channel's shelf life counted from when it may first go out)."""
+
     status: str
     rule: str = ""
     reason: str = ""
     deliver_after: datetime | None = None
+    expires_at: datetime | None = None
+    used: int | None = None
+    limit: int | None = None
+    window: timedelta | None = None
+    next_slot: datetime | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -167,12 +178,38 @@ class Decision:
             "rule": self.rule,
             "reason": self.reason,
             "deliver_after": self.deliver_after,
+            "used": self.used,
+            "limit": self.limit,
+            "window": self.window,
+            "next_slot": self.next_slot,
+        }
+
+    def record(self, *, at: datetime) -> dict:
+        """The fields of its MessageDecision row."""
+        return {
+            "at": at,
+            "outcome": self.status,
+            "rule": self.rule,
+            "reason": self.reason,
+            "used": self.used,
+            "limit": self.limit,
+            "window": self.window,
+            "next_slot": self.next_slot,
         }
 
 
 def when_text(t: datetime, at: datetime) -> str:
     t = t.astimezone(UTC)
     return f"{t:%H:%M} UTC" if t.date() == at.astimezone(UTC).date() else f"{t:%Y-%m-%d %H:%M} UTC"
+
+
+def local_text(t: datetime, tz: ZoneInfo, at: datetime) -> str:
+    """'23:30 Europe/Paris (22:30 UTC)': the recipient's wall clock first, then UTC."""
+    local = t.astimezone(tz)
+    if tz.key == "UTC":
+        return when_text(t, at)
+    day = "" if local.date() == at.astimezone(tz).date() else f"{local:%Y-%m-%d} "
+    return f"{day}{local:%H:%M} {tz.key} ({when_text(t, at)})"
 
 
 def quiet_push(
@@ -207,9 +244,15 @@ def decide(
     at: datetime,
     uses: dict[int, RuleUse],
     kth_oldest: KthOldest,
+    shelf_life: timedelta | None = None,
 ) -> Decision:
     """The governor's decision for one message, from its inputs only (reproducible, no I/O but
-    `kth_oldest`, asked only when a recipient is over a cap by more than one message)."""
+    `kth_oldest`, asked only when a recipient is over a cap by more than one message).
+
+    `shelf_life` (the channel's default, used when `expires_at` is None) counts from when the message may
+    first go out: its requested time, pushed past quiet hours. So a push that quiet hours hold overnight
+    is still worth sending at 08:00, while one that a cap holds past its shelf life expires.
+    """
     if expires_at is not None and expires_at <= at:
         return Decision(MessageStatus.EXPIRED, "expiry", f"Expired at {when_text(expires_at, at)}.")
     if opted_out:
@@ -221,31 +264,50 @@ def decide(
     pause = policy.pauses.get(channel)
     if pause == PauseMode.SUPPRESS:
         return Decision(MessageStatus.SUPPRESSED, "channel pause", "channel paused")
+    requested = deliver_after if deliver_after is not None and deliver_after > at else None
     if pause == PauseMode.DEFER:
         # Held with no time (resuming makes it due); a caller's later requested time is kept.
-        later = deliver_after if deliver_after is not None and deliver_after > at else None
+        if expires_at is None and shelf_life is not None:
+            expires_at = (requested or at) + shelf_life
         return Decision(
             MessageStatus.DEFERRED,
             "channel pause",
             "channel paused; held until the channel is resumed",
-            later,
+            requested,
+            expires_at=expires_at,
         )
 
-    if deliver_after is not None and deliver_after > at:
-        # Caps are judged when the requested time comes; quiet hours are known already.
-        t, quiet = quiet_push(policy, t=deliver_after, tz=tz, channel=channel, purpose=purpose)
-        reason = f"Held until the requested time {when_text(deliver_after, at)}"
-        if quiet is not None:
-            reason += f", then quiet hours {_quiet_text(quiet, t, tz, at)}"
-        return _deferred_or_expired(t, expires_at, at, quiet.name if quiet else "deliver_after", reason)
+    # When it may first go out, caps aside: the requested time, past any quiet window.
+    first, quiet = quiet_push(policy, t=requested or at, tz=tz, channel=channel, purpose=purpose)
+    if expires_at is None and shelf_life is not None:
+        expires_at = first + shelf_life
 
-    blocked: list[tuple[datetime, Rule, str]] = []
+    if requested is not None:
+        # Caps are judged when the requested time comes; quiet hours are known already.
+        reason = f"Held until the requested time {when_text(requested, at)}"
+        if quiet is not None:
+            reason += f", then quiet hours {_quiet_text(quiet, first, tz, at)}"
+        return _deferred_or_expired(
+            first,
+            expires_at,
+            at,
+            tz,
+            quiet.name if quiet else "deliver_after",
+            reason,
+            next_slot=first,
+        )
+
+    blocked: list[tuple[datetime, Rule, str, int]] = []
+    tightest: tuple[float, Rule, int] | None = None
     within: list[str] = []
     for rule in policy.rules_for(channel, purpose):
         use = uses.get(rule.id) or RuleUse()
         used = use.count + use.taken + use.ahead
         if used < rule.limit:
             within.append(rule.describe(used + 1))
+            share = (used + 1) / rule.limit
+            if tightest is None or share > tightest[0]:
+                tightest = (share, rule, used + 1)
             continue
         # The slot frees when enough of the oldest leave the window: the k-th oldest plus the window.
         k = used - rule.limit + 1
@@ -255,15 +317,17 @@ def decide(
             oldest = use.oldest
         else:
             oldest = kth_oldest(rule, k)
-        free = oldest + rule.window
-        blocked.append((free, rule, rule.describe(used, use.ahead)))
+        free = max(oldest + rule.window, at)
+        blocked.append((free, rule, rule.describe(used, use.ahead), used))
 
     t = at
     rule_name, reason = "", ""
+    numbers: dict = {}
     if blocked:
-        free, rule, text = max(blocked, key=lambda b: (b[0], b[1].id))
+        free, rule, text, used = max(blocked, key=lambda b: (b[0], b[1].id))
         t, rule_name = free, rule.name
         reason = f"{text}; next slot at {when_text(free, at)}"
+        numbers = {"used": used, "limit": rule.limit, "window": rule.window}
     t2, quiet = quiet_push(policy, t=t, tz=tz, channel=channel, purpose=purpose)
     if quiet is not None:
         if blocked:
@@ -275,8 +339,11 @@ def decide(
             reason = "Within every cap, counting this one: " + "; ".join(within) + "."
         else:
             reason = f"No cap applies to {purpose} messages on {channel}."
-        return Decision(MessageStatus.ACCEPTED, "", reason)
-    return _deferred_or_expired(t2, expires_at, at, rule_name, reason)
+        if tightest is not None:
+            _, rule, used = tightest
+            numbers = {"used": used, "limit": rule.limit, "window": rule.window}
+        return Decision(MessageStatus.ACCEPTED, "", reason, expires_at=expires_at, **numbers)
+    return _deferred_or_expired(t2, expires_at, at, tz, rule_name, reason, next_slot=t2, **numbers)
 
 
 def _quiet_text(quiet: Quiet, end: datetime, tz: ZoneInfo, at: datetime) -> str:
@@ -288,12 +355,20 @@ def _quiet_text(quiet: Quiet, end: datetime, tz: ZoneInfo, at: datetime) -> str:
 
 
 def _deferred_or_expired(
-    t: datetime, expires_at: datetime | None, at: datetime, rule: str, reason: str
+    t: datetime,
+    expires_at: datetime | None,
+    at: datetime,
+    tz: ZoneInfo,
+    rule: str,
+    reason: str,
+    **numbers,
 ) -> Decision:
     if expires_at is not None and t > expires_at:
         return Decision(
             MessageStatus.EXPIRED,
             rule,
-            f"{reason}; that is after it expires at {when_text(expires_at, at)}, so it will not be sent.",
+            f"{reason}; it expires at {local_text(expires_at, tz, at)} first, so it will not be sent.",
+            expires_at=expires_at,
+            **numbers,
         )
-    return Decision(MessageStatus.DEFERRED, rule, reason, t)
+    return Decision(MessageStatus.DEFERRED, rule, reason, t, expires_at=expires_at, **numbers)

@@ -32,6 +32,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from channels_app.lint import Severity, message_lint
+from channels_app.selectors import channel_default_ttl
 from governor.policy import Policy, Rule, RuleUse, decide, policy_load
 from orchestrator.models import (
     AUTO_CHANNEL,
@@ -355,6 +356,7 @@ class _Replay:
         parsed = duration_parse(cooldown) if cooldown else None
         self.cooldown = parsed.total_seconds() if parsed else 0.0
         self.lint_ok: dict[tuple[str, str], bool] = {}
+        self.shelf: dict[str, timedelta | None] = {}
 
     def _times(self, p: _Person, n: int, lo: float, hi: float) -> list[float]:
         """Cleared times (real and replayed) for rule n in (lo, hi], sorted."""
@@ -365,7 +367,22 @@ class _Replay:
         out.sort()
         return out
 
-    def _decide(self, p: _Person, *, channel: str, purpose: str, at: float, expires: float | None):
+    def _shelf_life(self, channel: str) -> timedelta | None:
+        """The channel's default shelf life, as the pipeline gives a send without its own expiry."""
+        if channel not in self.shelf:
+            self.shelf[channel] = channel_default_ttl(channel=channel)
+        return self.shelf[channel]
+
+    def _decide(
+        self,
+        p: _Person,
+        *,
+        channel: str,
+        purpose: str,
+        at: float,
+        expires: float | None,
+        shelf_life: timedelta | None = None,
+    ):
         uses, windows = {}, {}
         for rule in self.policy.rules_for(channel, purpose):
             n = self.rule_index[rule.id]
@@ -387,6 +404,7 @@ class _Replay:
             at=_dt(at),
             uses=uses,
             kth_oldest=kth_oldest,
+            shelf_life=shelf_life,
         )
 
     def _clear(self, p: _Person, channel: str, purpose: str, at: float) -> None:
@@ -463,10 +481,15 @@ class _Replay:
                     continue
                 f.sends[channel] += 1
                 expires = t + step.expires_after.total_seconds() if step.expires_after else None
-                decision = self._decide(p, channel=channel, purpose=purpose, at=t, expires=expires)
+                shelf_life = self._shelf_life(channel) if expires is None else None
+                decision = self._decide(
+                    p, channel=channel, purpose=purpose, at=t, expires=expires, shelf_life=shelf_life
+                )
                 if decision.status == MessageStatus.DEFERRED:
                     f.deferred[decision.rule] += 1
                     f.deferred_by_channel[channel] += 1
+                    # The message keeps the expiry it was recorded with when it is re-decided.
+                    expires = _ts(decision.expires_at) if decision.expires_at else None
                     for _ in range(MAX_REDECIDE):
                         if decision.status != MessageStatus.DEFERRED:
                             break

@@ -3,9 +3,10 @@ it can go now, set-based.
 
 One batch is one transaction: the enrollments' rows stay locked until their StepRuns, Messages and new
 positions commit together, so a second worker (or a duplicated task) either skips them or finds them no
-longer due; the unique (enrollment, seq) StepRun is the backstop. A batch makes at most one governor call
-(`messages_decide_bulk`, which locks the recipients in id order), so two batches cannot deadlock on
-recipients; an enrollment that reaches a second send in the same batch is left due for the next round.
+longer due; the unique (enrollment, seq) StepRun is the backstop. A batch makes at most one call to the
+send pipeline (`messages_send_bulk`, whose governor locks the recipients in id order), so two batches
+cannot deadlock on recipients; an enrollment that reaches a second send in the same batch is left due for
+the next round.
 """
 
 from __future__ import annotations
@@ -20,21 +21,16 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Min
 
-from channels_app import delivery
-from channels_app.lint import Severity, message_lint
-from governor import services as governor
-from governor.services import MessageDraft
-from orchestrator.channel_choice import ChoiceRequest, channels_choose_bulk
+from orchestrator.db import is_postgres
 from orchestrator.models import (
-    AUTO_CHANNEL,
     CLEARED_STATUSES,
-    ContactPoint,
     Event,
     Message,
     MessageStatus,
     Recipient,
     Source,
 )
+from orchestrator.pipeline import SendRefused, SendRequest, messages_send_bulk
 
 from .definition import CompiledDefinition, CompiledStep, definition_compile, duration_format
 from .models import (
@@ -85,7 +81,6 @@ class AdvanceResult:
 class _Send:
     enrollment: Enrollment
     step: CompiledStep
-    draft: MessageDraft | None = None
     refusal: str = ""
 
 
@@ -99,7 +94,6 @@ class _Batch:
     run_updates: dict[int, tuple[str, str, int | None]] = field(default_factory=dict)
     sends: list[_Send] = field(default_factory=list)
     cancel_messages: list[int] = field(default_factory=list)
-    lint: dict[tuple[int, str, str], tuple[list[str], list[dict]]] = field(default_factory=dict)
     steps: int = 0
 
 
@@ -180,10 +174,7 @@ def _batch_advance(batch: list[Enrollment], now: datetime) -> tuple[int, int]:
         if send.enrollment.status == EnrollmentStatus.ACTIVE and not send.enrollment.waiting:
             _walk(send.enrollment, b, allow_send=False)
 
-    accepted = [m.pk for _, m in decided if m is not None and m.status == MessageStatus.ACCEPTED]
     _write(batch, b)
-    if accepted:
-        transaction.on_commit(lambda: delivery.messages_deliver_enqueue(message_ids=accepted))
     if b.cancel_messages:
         from .services import _enqueue
 
@@ -392,85 +383,44 @@ def _branch(e: Enrollment, d: CompiledDefinition, step: CompiledStep, b: _Batch)
 
 
 def _sends_decide(sends: list[_Send], b: _Batch) -> list[tuple[_Send, Message | None]]:
-    """Validate and lint each distinct step once, choose channels, then ONE governor call for the batch."""
+    """Map each send step to a request for the one send pipeline, all in ONE call for the batch (validation,
+    `auto` choice, lint, shelf life, the governor and the delivery hand-off happen there, as for any source).
+    A refusal skips that step with its code and reason."""
     if not sends:
         return []
-    recipient_ids = {s.enrollment.recipient_id for s in sends}
-    reachable: dict[int, set[str]] = defaultdict(set)
-    for rid, channel in ContactPoint.objects.filter(
-        recipient_id__in=recipient_ids, opted_in=True
-    ).values_list("recipient_id", "channel"):
-        reachable[rid].add(channel)
-    autos = [s for s in sends if s.step.raw.get("channel") == AUTO_CHANNEL]
-    choices = dict(
-        zip(
-            map(id, autos),
-            channels_choose_bulk(
-                requests=[
-                    ChoiceRequest(
-                        recipient_id=s.enrollment.recipient_id,
-                        purpose=s.step.raw.get("purpose", "engagement"),
-                        content=s.step.raw["content"],
-                        reachable=frozenset(reachable[s.enrollment.recipient_id]),
-                        avoid=frozenset(s.enrollment.channels_used),
-                    )
-                    for s in autos
-                ],
-                at=b.now,
-            ),
-            strict=True,
-        )
-    )
+    requests = []
     for s in sends:
         e, step = s.enrollment, s.step
         raw = step.raw
-        purpose = raw.get("purpose", "engagement")
-        content = raw["content"]
-        channel, reason = raw["channel"], ""
-        if channel == AUTO_CHANNEL:
-            choice = choices[id(s)]
-            if choice is None:
-                s.refusal = f"no channel can carry this {purpose} message to this recipient"
-                continue
-            channel, reason = choice.channel, choice.reason
-        elif channel not in reachable[e.recipient_id]:
-            s.refusal = f"no opted-in {channel} contact point"
-            continue
-        # Lint each distinct step × channel once per batch (policies are editable: no longer cache).
-        key = (e.version_id, step.id, channel)
-        lint = b.lint.get(key)
-        if lint is None:
-            violations = message_lint(channel=channel, purpose=purpose, content=content)
-            lint = b.lint[key] = (
-                [f"{v.code}: {v.reason}" for v in violations if v.severity == Severity.BLOCK],
-                [{"code": v.code, "detail": v.reason} for v in violations],
+        requests.append(
+            SendRequest(
+                recipient_id=e.recipient_id,
+                channel=raw["channel"],
+                purpose=raw.get("purpose", "engagement"),
+                content=raw["content"],
+                priority=int(raw.get("priority", 50)),
+                expires_at=b.now + step.expires_after if step.expires_after else None,
+                source=Source.JOURNEY,
+                source_ref=f"{b.slugs[e.journey_id]} · {step.id}",
+                avoid_channels=frozenset(e.channels_used),
             )
-        if lint[0]:
-            s.refusal = "; ".join(lint[0])
-            continue
-        s.draft = MessageDraft(
-            recipient_id=e.recipient_id,
-            channel=channel,
-            purpose=purpose,
-            content=content,
-            priority=int(raw.get("priority", 50)),
-            expires_at=b.now + step.expires_after if step.expires_after else None,
-            source=Source.JOURNEY,
-            source_ref=f"{b.slugs[e.journey_id]} · {step.id}",
-            requested_channel=raw["channel"],
-            channel_reason=reason,
-            warnings=list(lint[1]),
         )
-    ready = [s for s in sends if s.draft is not None]
-    decided = iter(governor.messages_decide_bulk(drafts=[s.draft for s in ready], at=b.now) if ready else [])
-    return [(s, next(decided) if s.draft is not None else None) for s in sends]
+    decided = []
+    for s, result in zip(sends, messages_send_bulk(requests=requests, at=b.now), strict=True):
+        if isinstance(result, SendRefused):
+            errors = [e for errs in result.errors.values() for e in errs]
+            s.refusal = "; ".join(f"{e['code']}: {e['detail']}" for e in errors)
+            decided.append((s, None))
+        else:
+            decided.append((s, result))
+    return decided
 
 
 def _send_record(send: _Send, message: Message | None, b: _Batch) -> None:
     e, step = send.enrollment, send.step
     d = _compiled[e.version_id]
     if message is None:
-        _run_new(e, step, b, StepRunStatus.SKIPPED, f"Not sent: {send.refusal}.")
+        _run_new(e, step, b, StepRunStatus.SKIPPED, f"Not sent: {send.refusal.rstrip('.')}.")
         outcome = "skipped"
     elif message.status == MessageStatus.DEFERRED:
         _run_new(
@@ -556,47 +506,77 @@ def _unnest(columns: list[tuple[str, str]]) -> tuple[str, str]:
     return arrays, select
 
 
+STEPRUN_TABLE = StepRun._meta.db_table
+ENROLLMENT_TABLE = Enrollment._meta.db_table
+
+
 def _write(batch: list[Enrollment], b: _Batch) -> None:
     """Insert the new StepRuns, finish the settled ones and save the enrollments: three statements."""
-    if connection.vendor != "postgresql":
-        _write_portable(batch, b)
-        return
     if b.new_runs:
-        runs = [run for _, run, _ in b.new_runs]
+        steprun_insert_many(new_runs=b.new_runs)
+    if b.run_updates:
+        steprun_finish_many(updates=b.run_updates, now=b.now)
+    enrollments_save_many(enrollments=batch)
+
+
+def steprun_insert_many(*, new_runs: list[tuple[Enrollment, StepRun, bool]]) -> None:
+    """Insert StepRuns (one unnest INSERT on PostgreSQL, bulk_create elsewhere); a waiting run becomes its
+    enrollment's `waiting_run`. A duplicate (enrollment, seq) raises and rolls the whole batch back,
+    messages included."""
+    runs = [run for _, run, _ in new_runs]
+    if is_postgres():
         arrays, select = _unnest(_STEPRUN_COLUMNS)
         names = ", ".join(name for name, _ in _STEPRUN_COLUMNS)
         with connection.cursor() as cur:
-            # A duplicate (enrollment, seq) raises here and rolls the whole batch back, messages included.
             cur.execute(
-                f"INSERT INTO journeys_steprun ({names}) SELECT {select} "
+                f"INSERT INTO {STEPRUN_TABLE} ({names}) SELECT {select} "
                 f"FROM unnest({arrays}) WITH ORDINALITY AS v({names}, n) ORDER BY v.n RETURNING id",
                 [_column([getattr(r, name) for r in runs], kind) for name, kind in _STEPRUN_COLUMNS],
             )
             ids = [row[0] for row in cur.fetchall()]
-        for (e, run, waits), pk in zip(b.new_runs, ids, strict=True):
-            run.pk = pk
-            if waits and run.finished_at is None:
-                e.waiting_run_id = pk
-    if b.run_updates:
-        ids = list(b.run_updates)
-        with connection.cursor() as cur:
-            cur.execute(
-                """
-                UPDATE journeys_steprun r
-                   SET status = v.status, detail = v.detail, finished_at = %s,
-                       message_id = COALESCE(v.message_id, r.message_id)
-                  FROM unnest(%s::bigint[], %s::varchar[], %s::text[], %s::bigint[])
-                       AS v(id, status, detail, message_id)
-                 WHERE r.id = v.id
-                """,
-                [
-                    b.now,
-                    ids,
-                    [b.run_updates[i][0] for i in ids],
-                    [b.run_updates[i][1] for i in ids],
-                    [b.run_updates[i][2] for i in ids],
-                ],
-            )
+    else:
+        ids = [run.pk for run in StepRun.objects.bulk_create(runs)]
+    for (e, run, waits), pk in zip(new_runs, ids, strict=True):
+        run.pk = pk
+        if waits and run.finished_at is None:
+            e.waiting_run_id = pk
+
+
+def steprun_finish_many(*, updates: dict[int, tuple[str, str, int | None]], now: datetime) -> None:
+    """Finish waiting StepRuns: run id → (status, detail, message id or None to keep it)."""
+    ids = list(updates)
+    if not is_postgres():
+        for run_id, (status, detail, message_id) in updates.items():
+            fields = {"status": status, "detail": detail, "finished_at": now}
+            if message_id is not None:
+                fields["message_id"] = message_id
+            StepRun.objects.filter(pk=run_id).update(**fields)
+        return
+    with connection.cursor() as cur:
+        cur.execute(
+            f"""
+            UPDATE {STEPRUN_TABLE} r
+               SET status = v.status, detail = v.detail, finished_at = %s,
+                   message_id = COALESCE(v.message_id, r.message_id)
+              FROM unnest(%s::bigint[], %s::varchar[], %s::text[], %s::bigint[])
+                   AS v(id, status, detail, message_id)
+             WHERE r.id = v.id
+            """,
+            [
+                now,
+                ids,
+                [updates[i][0] for i in ids],
+                [updates[i][1] for i in ids],
+                [updates[i][2] for i in ids],
+            ],
+        )
+
+
+def enrollments_save_many(*, enrollments: list[Enrollment]) -> None:
+    """Save the enrollments' positions (one unnest UPDATE on PostgreSQL, bulk_update elsewhere)."""
+    if not is_postgres():
+        Enrollment.objects.bulk_update(enrollments, [name for name, _ in _ENROLLMENT_COLUMNS])
+        return
     columns = [("id", "bigint"), *_ENROLLMENT_COLUMNS]
     arrays, _ = _unnest(columns)
     sets = ", ".join(
@@ -606,28 +586,12 @@ def _write(batch: list[Enrollment], b: _Batch) -> None:
     names = ", ".join(name for name, _ in columns)
     with connection.cursor() as cur:
         cur.execute(
-            f"UPDATE journeys_enrollment e SET {sets} FROM unnest({arrays}) AS v({names}) WHERE e.id = v.id",
+            f"UPDATE {ENROLLMENT_TABLE} e SET {sets} FROM unnest({arrays}) AS v({names}) WHERE e.id = v.id",
             [
-                _column([getattr(e, name) if name != "id" else e.pk for e in batch], kind)
+                _column([getattr(e, name) if name != "id" else e.pk for e in enrollments], kind)
                 for name, kind in columns
             ],
         )
-
-
-def _write_portable(batch: list[Enrollment], b: _Batch) -> None:
-    """The same writes through the ORM, for the embedded SQLite database of `make run` (no unnest)."""
-    if b.new_runs:
-        runs = StepRun.objects.bulk_create([run for _, run, _ in b.new_runs])
-        for (e, run, waits), created in zip(b.new_runs, runs, strict=True):
-            run.pk = created.pk
-            if waits and run.finished_at is None:
-                e.waiting_run_id = run.pk
-    for run_id, (status, detail, message_id) in b.run_updates.items():
-        fields = {"status": status, "detail": detail, "finished_at": b.now}
-        if message_id is not None:
-            fields["message_id"] = message_id
-        StepRun.objects.filter(pk=run_id).update(**fields)
-    Enrollment.objects.bulk_update(batch, [name for name, _ in _ENROLLMENT_COLUMNS])
 
 
 def enrollments_advance_for_message(*, message_id: int, now: datetime) -> int:

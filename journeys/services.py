@@ -15,8 +15,8 @@ from django.db.models import Max, Q
 from django_q.tasks import async_task
 
 from orchestrator.authority import authorize
+from orchestrator.history import message_status_move
 from orchestrator.models import Event, Message, MessageStatus, Recipient
-from orchestrator.services import message_status_move
 
 from .definition import (
     DefinitionError,

@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
-from django.db.models import Count, Q
+from django.db.models import Count, Q, prefetch_related_objects
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -23,12 +23,14 @@ from .models import (
     Event,
     IdempotencyKey,
     Message,
+    MessageDecision,
     MessageStatus,
     Preference,
     Recipient,
     Scope,
     ServiceToken,
 )
+from .text import duration_text
 
 STATUS_COLOURS = {
     MessageStatus.ACCEPTED: "#2563eb",
@@ -147,6 +149,7 @@ class RecipientAdmin(admin.ModelAdmin):
         recipient = self.get_object(request, object_id)
         if recipient is not None:
             entries = selectors.recipient_timeline(recipient=recipient, limit=200)
+            prefetch_related_objects([e.message for e in entries if e.message is not None], "decisions")
             day_ago = timezone.now() - timezone.timedelta(hours=24)
             today = [e.message for e in entries if e.message is not None and e.at >= day_ago]
             extra_context.update(
@@ -159,6 +162,32 @@ class RecipientAdmin(admin.ModelAdmin):
                 status_colours=STATUS_COLOURS,
             )
         return super().change_view(request, object_id, form_url, extra_context=extra_context)
+
+
+class MessageDecisionInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """Every decision of the governor on this message, oldest first, with the numbers behind it."""
+
+    model = MessageDecision
+    extra = 0
+    can_delete = False
+    fields = ["at", "outcome_tag", "rule", "reason", "used_of_limit", "next_slot"]
+    readonly_fields = fields
+    verbose_name = "decision"
+    verbose_name_plural = "decisions (the first, then every re-drive)"
+
+    @admin.display(description="Outcome")
+    def outcome_tag(self, obj: MessageDecision) -> str:
+        return status_badge(obj.outcome)
+
+    @admin.display(description="Used / limit")
+    def used_of_limit(self, obj: MessageDecision) -> str:
+        if obj.limit is None:
+            return "—"
+        return (
+            f"{obj.used} of {obj.limit} in {duration_text(obj.window)}"
+            if obj.window
+            else f"{obj.used} of {obj.limit}"
+        )
 
 
 @admin.register(Message)
@@ -179,6 +208,7 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     date_hierarchy = "created_at"
     list_select_related = ["recipient"]
     show_full_result_count = False
+    inlines = [MessageDecisionInline]
 
     @admin.display(description="Status", ordering="status")
     def status_tag(self, obj: Message) -> str:

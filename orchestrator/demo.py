@@ -150,7 +150,7 @@ def demo_recipients_seed(*, count: int = 40, days: int = 4, seed: int = 7, progr
                     "purpose": rng.choice(PURPOSE_BY_CHANNEL[channel]),
                     "content": rng.choice(CONTENT[channel]),
                     "status": status,
-                    "source": rng.choice([Source.API, Source.API, Source.CAMPAIGN]),
+                    "source": Source.API,
                     "created_at": at,
                     "decided_at": at,
                 }
@@ -191,3 +191,35 @@ def demo_recipients_seed(*, count: int = 40, days: int = 4, seed: int = 7, progr
             Event.objects.bulk_create(events)
             created += 1
     return created
+
+
+DEMO_CAMPAIGN_REF = "demo · new this week"
+DEMO_CAMPAIGN_CONTENT = {
+    "subject": "New this week",
+    "body": "A few things we think you will like, picked from what you browsed.",
+}
+
+
+def demo_campaign_send(*, now) -> int:
+    """The demo's broadcast: this week's promotional email to every demo recipient, through the one send
+    pipeline like any campaign (lint, shelf life, the governor, delivery). Once; returns how many it sent."""
+    from .pipeline import SendRefused, SendRequest, messages_send_bulk
+
+    if Message.objects.filter(source=Source.CAMPAIGN, source_ref=DEMO_CAMPAIGN_REF).exists():
+        return 0
+    demo = Recipient.objects.filter(external_id__startswith="demo-").order_by("pk")
+    ids = demo.values_list("pk", flat=True)
+    requests = [
+        SendRequest(
+            recipient_id=rid,
+            channel=Channel.EMAIL,
+            purpose=Purpose.PROMOTIONAL,
+            content=DEMO_CAMPAIGN_CONTENT,
+            priority=30,
+            source=Source.CAMPAIGN,
+            source_ref=DEMO_CAMPAIGN_REF,
+        )
+        for rid in ids
+    ]
+    results = messages_send_bulk(requests=requests, at=now)
+    return sum(1 for r in results if not isinstance(r, SendRefused))

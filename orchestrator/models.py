@@ -65,6 +65,63 @@ CLEARED_STATUSES = frozenset(
 )
 
 
+# The one table of legal status moves (enforced by orchestrator.history). A new message starts in a
+# decision's status (accepted, deferred, suppressed, expired); the governor re-decides deferred ones
+# (deferred → deferred keeps it waiting with a new time); delivery, receipts and the inbox move cleared
+# ones forward along sent → delivered → opened → clicked, or to failed (the dead letter), from which an
+# operator's "retry now" is the one way back. Nothing leaves suppressed or expired.
+MESSAGE_TRANSITIONS: dict[str, frozenset[str]] = {
+    # "" is a new message: a decision's outcome, or a send made elsewhere and recorded here.
+    "": frozenset(
+        {
+            MessageStatus.ACCEPTED,
+            MessageStatus.DEFERRED,
+            MessageStatus.SUPPRESSED,
+            MessageStatus.EXPIRED,
+            MessageStatus.SENT,
+            MessageStatus.DELIVERED,
+        }
+    ),
+    MessageStatus.DEFERRED: frozenset(
+        {MessageStatus.ACCEPTED, MessageStatus.DEFERRED, MessageStatus.SUPPRESSED, MessageStatus.EXPIRED}
+    ),
+    MessageStatus.ACCEPTED: frozenset(
+        {
+            MessageStatus.SENT,
+            MessageStatus.DELIVERED,
+            MessageStatus.OPENED,
+            MessageStatus.CLICKED,
+            MessageStatus.FAILED,
+            MessageStatus.EXPIRED,
+            MessageStatus.SUPPRESSED,
+        }
+    ),
+    MessageStatus.SENT: frozenset(
+        {
+            MessageStatus.DELIVERED,
+            MessageStatus.OPENED,
+            MessageStatus.CLICKED,
+            MessageStatus.FAILED,
+            MessageStatus.EXPIRED,
+        }
+    ),
+    MessageStatus.DELIVERED: frozenset({MessageStatus.OPENED, MessageStatus.CLICKED, MessageStatus.FAILED}),
+    MessageStatus.OPENED: frozenset({MessageStatus.CLICKED}),
+    MessageStatus.CLICKED: frozenset(),
+    MessageStatus.FAILED: frozenset({MessageStatus.ACCEPTED}),
+    MessageStatus.SUPPRESSED: frozenset(),
+    MessageStatus.EXPIRED: frozenset(),
+}
+# Engagement order of cleared messages: a receipt may move a message up this ladder, never down.
+ENGAGEMENT_RANK = {
+    MessageStatus.ACCEPTED: 0,
+    MessageStatus.SENT: 1,
+    MessageStatus.DELIVERED: 2,
+    MessageStatus.OPENED: 3,
+    MessageStatus.CLICKED: 4,
+}
+
+
 class Source(models.TextChoices):
     API = "api", "API"
     JOURNEY = "journey", "Journey step"
@@ -283,6 +340,32 @@ class Message(models.Model):
         body = c.get("body") or ""
         text = f"{head} — {body}" if head and body else head or body
         return text if len(text) <= 120 else text[:119] + "…"
+
+
+class MessageDecision(models.Model):
+    """One decision of the governor on one message: the first, and every re-drive after it.
+
+    The Message keeps only its latest rule and reason; these rows keep why it waited, each time, with the
+    numbers behind the words (for a cap: used of limit in window, and when the next slot frees).
+    """
+
+    # Indexed by (message, at) below; a separate FK index would only slow writes.
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="decisions", db_index=False)
+    at = models.DateTimeField()
+    outcome = models.CharField(max_length=12, choices=MessageStatus.choices)
+    rule = models.CharField(max_length=200, blank=True, default="")
+    reason = models.TextField(blank=True, default="")
+    used = models.PositiveIntegerField(null=True, blank=True, help_text="Messages counted by the rule.")
+    limit = models.PositiveIntegerField(null=True, blank=True)
+    window = models.DurationField(null=True, blank=True)
+    next_slot = models.DateTimeField(null=True, blank=True, help_text="When it may go (deferred).")
+
+    class Meta:
+        ordering = ["message", "at", "id"]
+        indexes = [models.Index(fields=["message", "at"], name="decision_message_time")]
+
+    def __str__(self) -> str:
+        return f"{self.outcome} at {self.at:%Y-%m-%d %H:%M} ({self.rule or 'no rule'})"
 
 
 class IdempotencyKey(models.Model):

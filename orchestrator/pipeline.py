@@ -1,29 +1,34 @@
-"""The send pipeline: every message, whatever its source, goes through here (DESIGN.md).
+"""The send pipeline: every message, whatever its source (API, journey step, campaign), goes through here.
 
-validate (recipient reachable on the channel, the named contact point exists) → choose the channel (for
-`auto`) → lint against the channel's job (blocking violations refuse; warnings are kept on the message)
-→ the channel's default shelf life when no expires_at is given → the governor decides and records the
-Message in one short locked transaction → delivery is enqueued on commit.
+`messages_send_bulk` takes many requests at once, set-based; `message_send` is its one-request case. For
+each request, in order (DESIGN.md):
 
-This module sits above governor and channels_app (it imports both); journeys call it.
+validate (recipient known and reachable on the channel, the named contact point exists) → choose the
+channel for `auto` (next best channel, which asks the governor) → lint against the channel's job (blocking
+violations refuse; warnings are kept on the message) → the channel's default shelf life when no expires_at
+is given (counted from when it may first go out) → the governor decides and records every Message in one
+short locked transaction (one statement pair for one message, set-based for many) → delivery of the
+accepted ones is enqueued on commit by the channels app, which hears of every new message.
+
+A refusal refuses that request only, and writes nothing for it. This module sits above governor and
+channels_app (it imports both); journeys and campaigns call it and only map their steps to requests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
 from django.utils import timezone
 
-from channels_app.delivery import message_deliver_enqueue
-from channels_app.lint import Severity, message_lint
-from channels_app.selectors import channel_default_ttl
-from governor.services import message_decide
+from channels_app.lint import Severity, channel_policy_views, message_lint
+from governor.services import MessageDraft, messages_decide
 
-from .channel_choice import channel_choose
-from .models import AUTO_CHANNEL, Channel, ContactPoint, Message, MessageStatus, Purpose, Recipient, Source
+from .channel_choice import ChoiceRequest, channels_choose_bulk
+from .models import AUTO_CHANNEL, Channel, Message, Purpose, Recipient, Source
+from .selectors import contact_points_reachable
 
 
 class SendRefused(Exception):
@@ -36,16 +41,197 @@ class SendRefused(Exception):
         super().__init__("; ".join(e["detail"] for errs in errors.values() for e in errs))
         self.errors = dict(errors)
 
+    @property
+    def field(self) -> str:
+        return next(iter(self.errors))
+
+    @property
+    def code(self) -> str:
+        return self.errors[self.field][0]["code"]
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(e["detail"] for errs in self.errors.values() for e in errs)
+
 
 def _refuse(field: str, code: str, detail: str) -> SendRefused:
     return SendRefused({field: [{"code": code, "detail": detail}]})
 
 
-def recipient_reachable_channels(*, recipient: Recipient) -> set[str]:
-    """Channels on which the recipient has an opted-in contact point."""
-    return set(
-        ContactPoint.objects.filter(recipient=recipient, opted_in=True).values_list("channel", flat=True)
-    )
+@dataclass(frozen=True)
+class SendRequest:
+    """One message to send, from any source."""
+
+    recipient_id: int
+    channel: str  # a channel, or "auto"
+    purpose: str
+    content: Mapping[str, Any]
+    priority: int = 50
+    expires_at: datetime | None = None
+    deliver_after: datetime | None = None
+    source: str = Source.API
+    source_ref: str = ""
+    to: str | None = None  # a specific contact point of the recipient
+    avoid_channels: frozenset[str] = frozenset()  # for `auto`: channels this journey already used
+
+
+def _check_fields(r: SendRequest, at: datetime) -> SendRefused | None:
+    if r.channel not in (*Channel.values, AUTO_CHANNEL):
+        return _refuse("channel", "invalid_channel", f"Unknown channel {r.channel!r}.")
+    if r.purpose not in Purpose.values:
+        return _refuse("purpose", "invalid_purpose", f"Unknown purpose {r.purpose!r}.")
+    if not 0 <= int(r.priority) <= 100:
+        return _refuse("priority", "invalid_priority", "priority must be between 0 and 100.")
+    if r.expires_at is not None and r.expires_at <= at:
+        return _refuse("expires_at", "already_expired", "expires_at is already in the past.")
+    if r.to is not None and r.channel == AUTO_CHANNEL:
+        return _refuse("to", "to_needs_channel", "`to` names a contact point, so name its channel too.")
+    return None
+
+
+def messages_send_bulk(
+    *,
+    requests: Sequence[SendRequest],
+    at: datetime,
+    recipients: Mapping[int, Recipient] | None = None,
+) -> list[Message | SendRefused]:
+    """Run many requests through the pipeline at once: per request, the recorded Message (whatever the
+    governor decided) or the SendRefused that says why nothing was written for it.
+
+    A handful of queries whatever the count (contact points, policies, the `auto` choice, the lint once per
+    distinct content and channel) and one governor call. `recipients` may pass Recipient rows the caller
+    already holds (their external ids name them in refusals).
+    """
+    results: list[Message | SendRefused | None] = [None] * len(requests)
+    pending: list[int] = []
+    for n, r in enumerate(requests):
+        refusal = _check_fields(r, at)
+        if refusal is not None:
+            results[n] = refusal
+        else:
+            pending.append(n)
+    if not pending:
+        return results  # type: ignore[return-value]
+
+    ids = {requests[n].recipient_id for n in pending}
+    reachable = contact_points_reachable(recipient_ids=ids)
+    known = dict(recipients or {})
+    policies = channel_policy_views()
+
+    # Validation and the `auto` choice. Refusals name the recipient by external id, read at the end for
+    # the few that need it.
+    refused: dict[int, tuple[str, str, str]] = {}  # n -> (field, code, detail with {who})
+    chosen: dict[int, tuple[str, str]] = {}
+    autos = []
+    for n in pending:
+        r = requests[n]
+        points = reachable.get(r.recipient_id, {})
+        if r.channel == AUTO_CHANNEL:
+            autos.append(n)
+        elif r.channel not in points:
+            label = Channel(r.channel).label
+            refused[n] = ("channel", "unreachable", f"{{who}} has no opted-in {label} contact point.")
+        elif r.to is not None and r.to not in points[r.channel]:
+            label = Channel(r.channel).label
+            refused[n] = (
+                "to",
+                "unknown_contact_point",
+                f"{{who}} has no opted-in {label} contact point {r.to!r}.",
+            )
+        else:
+            chosen[n] = (r.channel, "")
+    if autos:
+        picks = channels_choose_bulk(
+            requests=[
+                ChoiceRequest(
+                    recipient_id=requests[n].recipient_id,
+                    purpose=requests[n].purpose,
+                    content=requests[n].content,
+                    reachable=frozenset(reachable.get(requests[n].recipient_id, ())),
+                    avoid=requests[n].avoid_channels,
+                    priority=int(requests[n].priority),
+                    expires_at=requests[n].expires_at,
+                    deliver_after=requests[n].deliver_after,
+                )
+                for n in autos
+            ],
+            at=at,
+            policies=policies,
+        )
+        for n, pick in zip(autos, picks, strict=True):
+            if pick is None:
+                purpose = requests[n].purpose
+                refused[n] = (
+                    "channel",
+                    "no_channel",
+                    f"No channel can carry this {purpose} message to {{who}}.",
+                )
+            else:
+                chosen[n] = (pick.channel, pick.reason)
+    if refused:
+        names = {pk: r.external_id for pk, r in known.items()}
+        wanted = {requests[n].recipient_id for n in refused} - set(names)
+        names.update(Recipient.objects.filter(pk__in=wanted).values_list("pk", "external_id"))
+        for n, (field, code, detail) in refused.items():
+            rid = requests[n].recipient_id
+            if rid in names:
+                results[n] = _refuse(field, code, detail.replace("{who}", names[rid]))
+            else:
+                results[n] = _refuse("recipient", "unknown_recipient", f"No recipient with id {rid}.")
+
+    # Lint once per distinct content object and channel (a journey step or a campaign shares one), then
+    # the drafts for the governor.
+    lints: dict[tuple[int, str, str], tuple[list[dict], list[dict]]] = {}
+    drafts: list[MessageDraft] = []
+    drafted: list[int] = []
+    for n in pending:
+        if n not in chosen:
+            continue
+        r = requests[n]
+        channel, channel_reason = chosen[n]
+        key = (id(r.content), channel, r.purpose)
+        lint = lints.get(key)
+        if lint is None:
+            violations = message_lint(
+                channel=channel, purpose=r.purpose, content=r.content, policy=policies.get(channel)
+            )
+            lint = lints[key] = (
+                [{"code": v.code, "detail": v.reason} for v in violations if v.severity == Severity.BLOCK],
+                [{"code": v.code, "detail": v.reason} for v in violations],
+            )
+        blocking, warnings = lint
+        if blocking:
+            results[n] = SendRefused({"content": blocking})
+            continue
+        policy = policies.get(channel)
+        drafts.append(
+            MessageDraft(
+                recipient_id=r.recipient_id,
+                channel=channel,
+                purpose=r.purpose,
+                content=r.content if isinstance(r.content, dict) else dict(r.content),
+                priority=int(r.priority),
+                expires_at=r.expires_at,
+                deliver_after=r.deliver_after,
+                # Each channel's own shelf life (push expires fast), from when it may first go out.
+                shelf_life=policy.default_ttl if policy is not None and r.expires_at is None else None,
+                source=r.source,
+                source_ref=r.source_ref,
+                requested_channel=r.channel,
+                channel_reason=channel_reason,
+                warnings=list(warnings),
+                to_address=r.to or "",
+            )
+        )
+        drafted.append(n)
+
+    if drafts:
+        for n, message in zip(drafted, messages_decide(drafts=drafts, at=at), strict=True):
+            recipient = known.get(message.recipient_id)
+            if recipient is not None:
+                Message.recipient.field.set_cached_value(message, recipient)
+            results[n] = message
+    return results  # type: ignore[return-value]
 
 
 def message_send(
@@ -67,83 +253,22 @@ def message_send(
 
     Raises SendRefused (nothing written) for input the pipeline will not accept.
     """
-    at = at or timezone.now()
-    if channel not in (*Channel.values, AUTO_CHANNEL):
-        raise _refuse("channel", "invalid_channel", f"Unknown channel {channel!r}.")
-    if purpose not in Purpose.values:
-        raise _refuse("purpose", "invalid_purpose", f"Unknown purpose {purpose!r}.")
-    if not 0 <= int(priority) <= 100:
-        raise _refuse("priority", "invalid_priority", "priority must be between 0 and 100.")
-    if expires_at is not None and expires_at <= at:
-        raise _refuse("expires_at", "already_expired", "expires_at is already in the past.")
-
-    reachable = recipient_reachable_channels(recipient=recipient)
-    channel_reason = ""
-    requested = channel
-    if channel == AUTO_CHANNEL:
-        choice = channel_choose(
-            recipient=recipient,
-            purpose=purpose,
-            content=content,
-            reachable=reachable,
-            avoid=avoid_channels,
-            at=at,
-        )
-        if choice is None:
-            raise _refuse(
-                "channel",
-                "no_channel",
-                f"No channel can carry this {purpose} message to {recipient.external_id}.",
-            )
-        channel, channel_reason = choice.channel, choice.reason
-    elif channel not in reachable:
-        raise _refuse(
-            "channel",
-            "unreachable",
-            f"{recipient.external_id} has no opted-in {Channel(channel).label} contact point.",
-        )
-
-    if to is not None:
-        if requested == AUTO_CHANNEL:
-            raise _refuse("to", "to_needs_channel", "`to` names a contact point, so name its channel too.")
-        if not ContactPoint.objects.filter(
-            recipient=recipient, channel=channel, address=to, opted_in=True
-        ).exists():
-            raise _refuse(
-                "to",
-                "unknown_contact_point",
-                f"{recipient.external_id} has no opted-in {Channel(channel).label} contact point {to!r}.",
-            )
-
-    violations = message_lint(channel=channel, purpose=purpose, content=content)
-    blocking = [v for v in violations if v.severity == Severity.BLOCK]
-    if blocking:
-        raise SendRefused({"content": [{"code": v.code, "detail": v.reason} for v in blocking]})
-    warnings = [{"code": v.code, "detail": v.reason} for v in violations]
-
-    if expires_at is None:
-        # Each channel's own shelf life (push expires fast), counted from when it may first go out.
-        ttl = channel_default_ttl(channel=channel)
-        if ttl is not None:
-            expires_at = max(at, deliver_after or at) + ttl
-
-    message = message_decide(
-        recipient=recipient,
+    request = SendRequest(
+        recipient_id=recipient.pk,
         channel=channel,
         purpose=purpose,
-        content=dict(content),
-        priority=int(priority),
+        content=content,
+        priority=priority,
         expires_at=expires_at,
         deliver_after=deliver_after,
         source=source,
         source_ref=source_ref,
-        requested_channel=requested,
-        channel_reason=channel_reason,
-        warnings=warnings,
-        to_address=to or "",
-        at=at,
+        to=to,
+        avoid_channels=avoid_channels,
     )
-    if message.status == MessageStatus.ACCEPTED:
-        # robust: if the broker is down the message is still recorded; the sweeper delivers it later.
-        transaction.on_commit(lambda: message_deliver_enqueue(message_id=message.pk), robust=True)
-    return message
+    result = messages_send_bulk(
+        requests=[request], at=at or timezone.now(), recipients={recipient.pk: recipient}
+    )[0]
+    if isinstance(result, SendRefused):
+        raise result
+    return result

@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from .models import Event, Message, Recipient
+from .models import ContactPoint, Event, Message, Recipient
+
+
+def contact_points_reachable(*, recipient_ids: Iterable[int]) -> dict[int, dict[str, list[str]]]:
+    """Where each recipient can be reached: channel → addresses of their opted-in contact points, newest
+    first. The one definition of "reachable" that sending, channel choice and delivery share (one query)."""
+    found: dict[int, dict[str, list[str]]] = {}
+    rows = (
+        ContactPoint.objects.filter(recipient_id__in=list(recipient_ids), opted_in=True)
+        .order_by("-created_at", "-id")
+        .values_list("recipient_id", "channel", "address")
+    )
+    for rid, channel, address in rows:
+        found.setdefault(rid, {}).setdefault(channel, []).append(address)
+    return found
 
 
 def recipient_messages(

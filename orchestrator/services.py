@@ -24,7 +24,6 @@ from .models import (
     ContactPoint,
     Event,
     IdempotencyKey,
-    Message,
     Preference,
     Purpose,
     Recipient,
@@ -32,7 +31,7 @@ from .models import (
     ServiceToken,
     validate_timezone,
 )
-from .signals import event_ingested, message_status_changed, recipient_changed
+from .signals import event_ingested, recipient_changed
 
 
 def phone_normalize(value: str) -> str:
@@ -256,19 +255,6 @@ def event_ingest(
         )
         event_ingested.send(sender=Event, event=event)
     return event
-
-
-def message_status_move(
-    *, message: Message, status: str, at: datetime, update_fields: Iterable[str] = ()
-) -> Message:
-    """Set the status and its timestamp, save, and tell listeners (inside the caller's transaction)."""
-    previous = message.status
-    stamp = f"{status}_at"
-    message.status = status
-    setattr(message, stamp, at)
-    message.save(update_fields=sorted({"status", stamp, "updated_at", *update_fields}))
-    message_status_changed.send(sender=Message, message=message, previous=previous)
-    return message
 
 
 class IdempotencyConflict(Exception):

@@ -178,7 +178,7 @@ ORCHESTRATOR = {
     # Order matters within one pass: re-decide deferred messages, advance journeys (which send), then
     # deliver whatever is accepted and due.
     "DUE_WORK": [
-        "governor.services.deferred_redrive",
+        "governor.redrive.deferred_redrive",
         "journeys.scheduler.enrollments_advance_due",
         "channels_app.delivery.deliveries_sweep",
     ],

@@ -26,9 +26,9 @@ class Migration(migrations.Migration):
     dependencies = [
         ("auth", "0012_alter_user_first_name_max_length"),
         ("contenttypes", "0002_remove_content_type_name"),
-        ("orchestrator", "0007_authority_and_audit"),
+        ("orchestrator", "0009_auditlog"),
         ("governor", "0005_audit_history"),
-        ("channels_app", "0004_audit_history"),
+        ("channels_app", "0005_audit_history"),
         ("journeys", "0002_proposals_and_audit"),
     ]
 

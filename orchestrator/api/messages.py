@@ -14,7 +14,7 @@ from channels_app.models import DeliveryAttempt
 
 from ..models import AUTO_CHANNEL, Channel, Message, Purpose, Recipient
 from ..pipeline import SendRefused, message_send
-from .serializers import MessageSerializer
+from .serializers import MessageDecisionSerializer, MessageSerializer
 from .views import idempotent_response
 
 
@@ -48,7 +48,7 @@ class MessageCreateSerializer(serializers.Serializer):
     source_ref = serializers.CharField(required=False, allow_blank=True, max_length=200)
 
 
-class MessageDecisionSerializer(serializers.ModelSerializer):
+class MessageSendResultSerializer(serializers.ModelSerializer):
     class Meta:
         model = Message
         fields = [
@@ -80,9 +80,12 @@ class DeliveryAttemptSerializer(serializers.ModelSerializer):
 
 class MessageDetailSerializer(MessageSerializer):
     attempts_detail = DeliveryAttemptSerializer(source="delivery_attempts", many=True, read_only=True)
+    decisions = MessageDecisionSerializer(
+        many=True, read_only=True, help_text="Every decision, oldest first."
+    )
 
     class Meta(MessageSerializer.Meta):
-        fields = [*MessageSerializer.Meta.fields, "attempts_detail"]
+        fields = [*MessageSerializer.Meta.fields, "decisions", "attempts_detail"]
 
 
 def refusal_body(exc: SendRefused) -> dict:
@@ -99,7 +102,7 @@ class MessageCreateView(APIView):
 
     @extend_schema(
         request=MessageCreateSerializer,
-        responses={201: MessageDecisionSerializer},
+        responses={201: MessageSendResultSerializer},
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
     )
     def post(self, request):
@@ -124,7 +127,7 @@ class MessageCreateView(APIView):
                 )
             except SendRefused as exc:
                 raise ValidationError(refusal_body(exc)) from exc
-            return status.HTTP_201_CREATED, MessageDecisionSerializer(message).data
+            return status.HTTP_201_CREATED, MessageSendResultSerializer(message).data
 
         return idempotent_response(request, "messages", act)
 
@@ -135,7 +138,8 @@ class MessageDetailView(APIView):
     @extend_schema(responses=MessageDetailSerializer)
     def get(self, request, pk: int):
         message = get_object_or_404(
-            Message.objects.select_related("recipient").prefetch_related("delivery_attempts"), pk=pk
+            Message.objects.select_related("recipient").prefetch_related("delivery_attempts", "decisions"),
+            pk=pk,
         )
         return Response(MessageDetailSerializer(message).data)
 

@@ -2,9 +2,44 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from rest_framework import serializers
 
-from ..models import Channel, ContactPoint, Event, Message, Preference, Recipient
+from ..models import Channel, ContactPoint, Event, Message, MessageDecision, Preference, Recipient
+
+
+def duration_iso(value: timedelta) -> str:
+    """The shortest ISO 8601 form: `P1D`, `PT4H`, `PT30M`, `P1DT2H`, `PT0S`."""
+    seconds = value.total_seconds()
+    sign, seconds = ("-", -seconds) if seconds < 0 else ("", seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    date = f"{int(days)}D" if days else ""
+    time = "".join(
+        f"{n:g}{unit}" for n, unit in ((int(hours), "H"), (int(minutes), "M"), (round(secs, 6), "S")) if n
+    )
+    if not date and not time:
+        return "PT0S"
+    return f"{sign}P{date}{'T' + time if time else ''}"
+
+
+class DurationISOField(serializers.DurationField):
+    """ISO 8601 in and out (`PT4H`, `P1D`); `02:00:00` also accepted."""
+
+    def to_representation(self, value):
+        return duration_iso(value)
+
+
+class MessageDecisionSerializer(serializers.ModelSerializer):
+    """One governor decision on a message, with the numbers behind its reason."""
+
+    window = DurationISOField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = MessageDecision
+        fields = ["at", "outcome", "rule", "reason", "used", "limit", "window", "next_slot"]
 
 
 class ContactPointSerializer(serializers.ModelSerializer):

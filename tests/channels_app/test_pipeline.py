@@ -1,6 +1,6 @@
 """The send pipeline's channel part: lint refusals and warnings, shelf life, delivery on commit."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
@@ -91,8 +91,8 @@ def test_the_callers_expiry_wins_and_email_never_expires_by_default():
 
 
 def test_shelf_life_counts_from_deliver_after():
-    recipient = ReachableRecipientFactory()
-    at = timezone.now()
+    recipient = ReachableRecipientFactory(timezone="UTC")
+    at = datetime(2026, 6, 10, 6, 0, tzinfo=UTC)  # the requested 16:00 is outside quiet hours
     later = at + timedelta(hours=10)
     m = message_send(
         recipient=recipient,

@@ -1,6 +1,6 @@
 from datetime import UTC, datetime
 
-from governor.services import message_decide
+from governor.services import MessageDraft, message_decide
 from orchestrator.models import Message
 from tests.orchestrator.factories import MessageFactory
 
@@ -9,20 +9,12 @@ CONTENT = {"title": "Hello", "body": "A message."}
 
 
 def decide(recipient, *, at=AT, channel="email", purpose="engagement", priority=50, **kwargs) -> Message:
-    params = {
-        "content": CONTENT,
-        "expires_at": None,
-        "deliver_after": None,
-        "source": "api",
-        "source_ref": "",
-        "requested_channel": channel,
-        "channel_reason": "",
-        "warnings": [],
-    }
-    params.update(kwargs)
-    return message_decide(
-        recipient=recipient, channel=channel, purpose=purpose, priority=priority, at=at, **params
+    """Decide and record one message through the governor alone (the pipeline's last step)."""
+    params = {"content": CONTENT, "requested_channel": channel, **kwargs}
+    draft = MessageDraft(
+        recipient_id=recipient.pk, channel=channel, purpose=purpose, priority=priority, **params
     )
+    return message_decide(draft=draft, at=at)
 
 
 def sent(recipient, at, *, channel="email", purpose="engagement", **kwargs) -> Message:

@@ -206,7 +206,10 @@ def test_a_message_that_cannot_pass_before_it_expires_is_expired(default_governo
         sent(r, AT - i * H)
     m = decide(r, expires_at=AT + 2 * H)
     assert m.status == MessageStatus.EXPIRED and m.expired_at == AT
-    assert "after it expires" in m.reason and m.rule == "Engagement + promotional, 24 h"
+    assert (
+        "it expires at 14:00 UTC first, so it will not be sent" in m.reason
+        and m.rule == "Engagement + promotional, 24 h"
+    )
     ok = decide(r, expires_at=AT + 23 * H)
     assert ok.status == MessageStatus.DEFERRED
 

@@ -23,7 +23,8 @@ def transitions():
     seen = []
 
     def receiver(sender, message, previous, **kwargs):
-        seen.append((message.pk, previous, message.status))
+        if previous:  # a move, not a new message
+            seen.append((message.pk, previous, message.status))
 
     message_status_changed.connect(receiver, dispatch_uid="test-transitions")
     yield seen
@@ -47,7 +48,7 @@ def waiting(recipient, *, priority, created_at, deliver_after, expires_at=None, 
 
 
 def test_the_redrive_is_registered_as_due_work(settings):
-    assert "governor.services.deferred_redrive" in settings.ORCHESTRATOR["DUE_WORK"]
+    assert "governor.redrive.deferred_redrive" in settings.ORCHESTRATOR["DUE_WORK"]
 
 
 def test_a_deferred_message_is_accepted_when_its_slot_frees(no_governor, transitions):

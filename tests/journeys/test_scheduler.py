@@ -5,11 +5,11 @@ from datetime import timedelta
 import pytest
 from django.db import transaction
 
-from governor import services as governor
 from journeys import scheduler
 from journeys.demo import cart_recovery_definition
 from journeys.models import Enrollment, EnrollmentStatus, StepRun, StepRunStatus, Waiting
 from journeys.services import enrollment_create, journey_transition
+from orchestrator import pipeline
 from orchestrator.models import Channel, ContactPoint, Message, MessageStatus, Source
 from orchestrator.services import event_ingest
 from orchestrator.signals import message_status_changed
@@ -40,7 +40,7 @@ def fake_governor(monkeypatch, decide):
             for d in drafts
         ]
 
-    monkeypatch.setattr(governor, "messages_decide_bulk", decide_bulk)
+    monkeypatch.setattr(pipeline, "messages_decide", decide_bulk)
 
 
 def deferred(d, at):
@@ -156,7 +156,8 @@ def test_an_unreachable_channel_is_skipped_with_the_reason(clock, committed):
     ContactPoint.objects.filter(recipient=ada, channel=Channel.PUSH).delete()
     e = enroll(journey, ada, committed, clock)
     assert runs(e)[0] == ("nudge", StepRunStatus.SKIPPED)
-    assert "no opted-in push contact point" in StepRun.objects.get(step_id="nudge").detail
+    detail = StepRun.objects.get(step_id="nudge").detail
+    assert detail.startswith("Not sent: unreachable:") and "has no opted-in Push contact point." in detail
 
 
 @pytest.mark.parametrize("on_timeout", ["continue", "exit"])
@@ -297,7 +298,7 @@ def test_a_send_the_lint_now_blocks_is_skipped_with_the_lint_reason(monkeypatch,
 
     journey, ada = active_journey(), ReachableRecipientFactory()
     monkeypatch.setattr(
-        scheduler,
+        pipeline,
         "message_lint",
         lambda **kw: [lint.Violation("push_too_long", lint.Severity.BLOCK, "A push carries one short line.")],
     )
@@ -308,11 +309,11 @@ def test_a_send_the_lint_now_blocks_is_skipped_with_the_lint_reason(monkeypatch,
 
 
 def test_accepted_sends_are_handed_to_delivery_in_one_call_per_batch(monkeypatch, clock, committed):
-    from channels_app import delivery
+    from channels_app import receivers
 
     calls = []
     monkeypatch.setattr(
-        delivery, "messages_deliver_enqueue", lambda *, message_ids: calls.append(list(message_ids))
+        receivers, "messages_deliver_enqueue", lambda *, message_ids: calls.append(list(message_ids))
     )
     journey = active_journey()
     recipients = [ReachableRecipientFactory() for _ in range(3)]
@@ -336,7 +337,7 @@ def test_the_portable_writer_used_on_sqlite_advances_a_batch_like_the_postgresql
     clock, committed, monkeypatch
 ):
     """`make run` defaults to SQLite, which has no unnest: the ORM writer must give the same records."""
-    monkeypatch.setattr(scheduler, "_write", scheduler._write_portable)
+    monkeypatch.setattr(scheduler, "is_postgres", lambda: False)
     journey = active_journey()
     people = [ReachableRecipientFactory() for _ in range(3)]
     Enrollment.objects.bulk_create(

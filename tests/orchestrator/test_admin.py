@@ -53,3 +53,31 @@ def test_recipient_search_by_email(admin_client):
     cp = ContactPointFactory(address="findme@example.com")
     resp = admin_client.get("/admin/orchestrator/recipient/", {"q": "findme@"})
     assert cp.recipient.external_id in resp.content.decode()
+
+
+def test_a_messages_decisions_show_on_its_page_and_in_the_timeline(admin_client):
+    from datetime import UTC, datetime
+
+    from governor.redrive import deferred_redrive
+    from orchestrator.pipeline import message_send
+
+    from .factories import ReachableRecipientFactory
+
+    r = ReachableRecipientFactory()
+    noon = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    email = {"subject": "s", "body": "b"}
+    for n in range(3):
+        message_send(
+            recipient=r,
+            channel="email",
+            purpose="engagement",
+            content=email,
+            at=noon - timedelta(hours=23 - n),
+        )
+    m = message_send(recipient=r, channel="email", purpose="engagement", content=email, at=noon)
+    deferred_redrive(now=noon + timedelta(hours=1), limit=10)
+    page = admin_client.get(f"/admin/orchestrator/message/{m.pk}/change/").content.decode()
+    assert "Decisions (the first, then every re-drive)" in page
+    assert "3 of 3 in 24 h" in page and page.index(">deferred<") < page.index(">accepted<")
+    timeline = admin_client.get(f"/admin/orchestrator/recipient/{r.pk}/change/").content.decode()
+    assert "2 decisions" in timeline

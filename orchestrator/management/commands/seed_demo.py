@@ -5,8 +5,9 @@ import os
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
+from django.utils import timezone
 
-from orchestrator.demo import demo_people_seed, demo_recipients_seed
+from orchestrator.demo import demo_campaign_send, demo_people_seed, demo_recipients_seed
 
 # Each app may ship a `demo` module with `seed(stdout)`; they run in dependency order.
 DEMO_MODULES = ["governor.demo", "channels_app.demo", "journeys.demo"]
@@ -39,6 +40,9 @@ class Command(BaseCommand):
                     raise
                 continue
             module.seed(stdout=self.stdout)
+        sent = demo_campaign_send(now=timezone.now())
+        if sent:
+            self.stdout.write(f"Demo campaign: {sent} promotional emails through the send pipeline.")
 
         self.stdout.write(self.style.SUCCESS("Demo ready."))
         self.stdout.write(f"  Admin: http://127.0.0.1:8000/admin/  login: {username} / {password}")

@@ -12,7 +12,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("auth", "0012_alter_user_first_name_max_length"),
-        ("orchestrator", "0006_drop_redundant_recipient_fk_indexes"),
+        ("orchestrator", "0007_message_decisions"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

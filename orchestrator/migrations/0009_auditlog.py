@@ -5,7 +5,7 @@ from django.db import migrations
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("orchestrator", "0007_authority_and_audit"),
+        ("orchestrator", "0008_authority_and_audit"),
     ]
 
     operations = [

@@ -1,0 +1,212 @@
+"""Writes on the one history table: new messages with their first decision, later decisions, and every
+status move, checked against the one table of legal moves (`models.MESSAGE_TRANSITIONS`).
+
+Every write here tells listeners through `message_status_changed` (a new message has previous = ""), inside
+the caller's transaction: the channels app enqueues delivery of what became accepted, journeys wake the
+enrollment whose deferred send moved on. Nobody else writes Message rows or their status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from django.db import connection
+from django.db.models.base import ModelState
+
+from .db import hot_cursor, is_postgres, rows_copy, sequence_next
+from .models import MESSAGE_TRANSITIONS, Message, MessageDecision
+from .signals import message_status_changed
+
+MESSAGE_TABLE = Message._meta.db_table
+DECISION_TABLE = MessageDecision._meta.db_table
+DECISION_FIELDS = ("at", "outcome", "rule", "reason", "used", "limit", "window", "next_slot")
+
+
+class IllegalTransition(ValueError):
+    """A status move the table of legal moves does not allow (a bug in the caller, never user input)."""
+
+
+def status_move_check(*, previous: str, status: str) -> None:
+    if status not in MESSAGE_TRANSITIONS.get(previous, ()):
+        raise IllegalTransition(f"A message cannot move from {previous} to {status}.")
+
+
+def stamp_field(status: str) -> str:
+    """The per-status timestamp column (`accepted_at`, `deferred_at`, ...)."""
+    return f"{status}_at"
+
+
+# --- new messages --------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _message_columns() -> tuple[list[str], frozenset[str], dict[str, Any]]:
+    """Message's attnames (without id), the JSON ones, and the constant defaults of the others."""
+    fields = [f for f in Message._meta.concrete_fields if not f.primary_key]
+    attnames = [f.attname for f in fields]
+    json_fields = frozenset(f.attname for f in fields if f.get_internal_type() == "JSONField")
+    defaults = {f.attname: f.get_default() for f in fields if not (f.has_default() and callable(f.default))}
+    return attnames, json_fields, defaults
+
+
+def _message_loaded(pk: int | None, attnames: list[str], values: list) -> Message:
+    """A Message instance for a row just written, like Model.from_db but without __init__'s per-field
+    descriptor work (a blast builds 100k of them; no init signals are connected for Message)."""
+    message = Message.__new__(Message)
+    message.__dict__.update(zip(attnames, values, strict=True))
+    message.id = pk
+    message._state = ModelState()
+    message._state.adding, message._state.db = False, connection.alias
+    return message
+
+
+@lru_cache(maxsize=64)
+def _insert_sql(present: tuple[str, ...], decision: tuple[str, ...] | None) -> str:
+    """INSERT of the columns that have a value (NULLs are left to the column): a handful of shapes. With a
+    decision, one statement writes both rows (a data-modifying CTE): one round trip, not two."""
+    columns = {f.attname: connection.ops.quote_name(f.column) for f in Message._meta.concrete_fields}
+    sql = (
+        f"INSERT INTO {MESSAGE_TABLE} ({', '.join(columns[a] for a in present)})"
+        f" VALUES ({', '.join(['%s'] * len(present))}) RETURNING id"
+    )
+    if decision is None:
+        return sql
+    named = {f.attname: connection.ops.quote_name(f.column) for f in MessageDecision._meta.concrete_fields}
+    names = ", ".join(named[a] for a in decision)
+    return (
+        f"WITH m AS ({sql}) INSERT INTO {DECISION_TABLE} (message_id, {names})"
+        f" SELECT m.id, {', '.join(['%s'] * len(decision))} FROM m RETURNING message_id"
+    )
+
+
+def _insert_one(cursor, prepare: dict, *, values: Mapping[str, Any], decision, json_fields) -> int:
+    """One message (and its first decision) on PostgreSQL, as a prepared statement."""
+    from psycopg.types.json import Jsonb
+
+    present = tuple(a for a, v in values.items() if v is not None)
+    params = [Jsonb(values[a]) if a in json_fields else values[a] for a in present]
+    shape = None
+    if decision is not None:
+        shape = tuple(a for a, v in decision.items() if v is not None)
+        params += [decision[a] for a in shape]
+    cursor.execute(_insert_sql(present, shape), params, **prepare)
+    return cursor.fetchone()[0]
+
+
+def messages_insert(
+    *, rows: Sequence[Mapping[str, Any]], decisions: Sequence[Mapping[str, Any] | None]
+) -> list[Message]:
+    """Insert new messages, each with its first decision (or None, e.g. a send recorded from elsewhere),
+    and tell listeners. Inside the caller's transaction; returns the Messages in the order of `rows`.
+
+    One row: two prepared INSERTs (the API's hot path). Many: COPY with ids drawn up front on PostgreSQL
+    (the ORM's bulk_create spent most of a blast preparing values); bulk_create on SQLite.
+    """
+    if not rows:
+        return []
+    attnames, json_fields, defaults = _message_columns()
+    full = [{**defaults, **row} for row in rows]
+    for row in full:
+        status_move_check(previous="", status=row["status"])
+    if len(full) == 1 and is_postgres():
+        with hot_cursor() as (cursor, prepare):
+            pk = _insert_one(cursor, prepare, values=full[0], decision=decisions[0], json_fields=json_fields)
+        messages = [_message_loaded(pk, attnames, [full[0][a] for a in attnames])]
+    elif is_postgres():
+        ids = sequence_next(table=MESSAGE_TABLE, count=len(full))
+        ordered = [[row[a] for a in attnames] for row in full]
+        json_at = [n + 1 for n, a in enumerate(attnames) if a in json_fields]
+        rows_copy(
+            table=MESSAGE_TABLE,
+            columns=["id", *(Message._meta.get_field(a).column for a in attnames)],
+            rows=([pk, *values] for pk, values in zip(ids, ordered, strict=True)),
+            json_at=json_at,
+        )
+        messages = [_message_loaded(pk, attnames, values) for pk, values in zip(ids, ordered, strict=True)]
+        _decisions_copy((pk, d) for pk, d in zip(ids, decisions, strict=True) if d is not None)
+    else:
+        messages = Message.objects.bulk_create([Message(**row) for row in full], batch_size=500)
+        MessageDecision.objects.bulk_create(
+            [
+                MessageDecision(message_id=m.pk, **d)
+                for m, d in zip(messages, decisions, strict=True)
+                if d is not None
+            ],
+            batch_size=500,
+        )
+    for message in messages:
+        message_status_changed.send(sender=Message, message=message, previous="")
+    return messages
+
+
+def _decisions_copy(pairs: Iterable[tuple[int, Mapping[str, Any]]]) -> None:
+    rows_copy(
+        table=DECISION_TABLE,
+        columns=["message_id", *(MessageDecision._meta.get_field(f).column for f in DECISION_FIELDS)],
+        rows=([pk, *(d.get(f) for f in DECISION_FIELDS)] for pk, d in pairs),
+    )
+
+
+def message_decisions_insert(*, pairs: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
+    """Record later decisions (the re-drive): (message id, decision fields) each."""
+    if not pairs:
+        return
+    if is_postgres():
+        _decisions_copy(pairs)
+    else:
+        MessageDecision.objects.bulk_create(
+            [MessageDecision(message_id=pk, **d) for pk, d in pairs], batch_size=500
+        )
+
+
+# --- status moves --------------------------------------------------------------------------------------
+
+
+def message_status_move(
+    *,
+    message: Message,
+    status: str,
+    at: datetime,
+    update_fields: Iterable[str] = (),
+    stamp: bool = True,
+) -> Message:
+    """Move one message to `status` (a legal move), stamp its time (unless `stamp` is False: a dead
+    letter retried keeps the accepted_at caps count), save, and tell listeners (inside the caller's
+    transaction)."""
+    previous = message.status
+    status_move_check(previous=previous, status=status)
+    stamps = set()
+    if stamp:
+        stamps.add(stamp_field(status))
+        setattr(message, stamp_field(status), at)
+    message.status = status
+    message.save(update_fields=sorted({"status", "updated_at", *stamps, *update_fields}))
+    message_status_changed.send(sender=Message, message=message, previous=previous)
+    return message
+
+
+def messages_status_move_bulk(
+    *, moves: Sequence[tuple[Message, str]], at: datetime, update_fields: Iterable[str] = ()
+) -> None:
+    """The set-based `message_status_move` (the governor's re-drive): each message already carries its new
+    status and fields in memory, `moves` pairs it with its previous status. Checks every move, stamps the
+    ones that changed status, writes all rows in one statement per batch, and tells listeners of each
+    change."""
+    if not moves:
+        return
+    stamps = set()
+    for message, previous in moves:
+        status_move_check(previous=previous, status=message.status)
+        if message.status != previous:
+            stamp = stamp_field(message.status)
+            setattr(message, stamp, at)
+            stamps.add(stamp)
+        message.updated_at = at
+    fields = sorted({"status", "updated_at", *stamps, *update_fields})
+    Message.objects.bulk_update([m for m, _ in moves], fields, batch_size=500)
+    for message, previous in moves:
+        if message.status != previous:
+            message_status_changed.send(sender=Message, message=message, previous=previous)
