@@ -112,6 +112,16 @@ def history(no_governor):  # noqa: F811
 def test_the_forecast_replays_the_proposal_with_the_known_numbers(history, django_assert_max_num_queries):
     with django_assert_max_num_queries(18):  # a fixed handful, whatever the history size
         f = journey_forecast(definition=DEFINITION, now=NOW)
+    assert_known_numbers(f)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_numbers_when_the_database_counts_caps_on_its_own_connection(history):
+    """Outside a transaction, PostgreSQL counts who reached each cap on a second connection meanwhile."""
+    assert_known_numbers(journey_forecast(definition=DEFINITION, now=NOW))
+
+
+def assert_known_numbers(f):
     assert (f.entered, f.recipients_entered, f.converted) == (8, 8, 1)
     assert dict(f.sends) == {"push": 7, "email": 6}
     assert dict(f.cleared) == {"push": 6, "email": 5}
