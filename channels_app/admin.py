@@ -20,7 +20,8 @@ from orchestrator.models import Channel, Purpose
 
 from .delivery import message_delivery_retry
 from .lint import Severity, message_lint
-from .models import AttemptOutcome, ChannelPolicy, DeadLetter, DeliveryAttempt
+from .models import AttemptOutcome, ChannelPolicy, CircuitState, DeadLetter, DeliveryAttempt, ProviderCircuit
+from .providers import circuit_close, providers_for_channel
 from .services import channel_policies_restore
 
 OUTCOME_COLOURS = {
@@ -348,3 +349,55 @@ class DeadLetterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             f"{retried} message{'s' if retried != 1 else ''} queued for delivery again.",
             messages.SUCCESS,
         )
+
+
+CIRCUIT_COLOURS = {
+    CircuitState.CLOSED: "#059669",
+    CircuitState.OPEN: "#dc2626",
+    CircuitState.HALF_OPEN: "#d97706",
+}
+
+
+@admin.register(ProviderCircuit)
+class ProviderCircuitAdmin(admin.ModelAdmin):
+    """Each provider's circuit breaker: open means its channel fails over to the next provider until
+    the retry time, when one trial call decides. "Close" puts a provider back at once."""
+
+    list_display = [
+        "provider",
+        "channel_order",
+        "state_tag",
+        "failures",
+        "retry_at",
+        "last_error_short",
+        "updated_at",
+    ]
+    list_filter = ["state"]
+    search_fields = ["provider", "last_error"]
+    readonly_fields = [f.name for f in ProviderCircuit._meta.fields]
+    actions = ["close_circuits"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="State", ordering="state")
+    def state_tag(self, obj: ProviderCircuit) -> str:
+        return _badge(obj.get_state_display(), CIRCUIT_COLOURS.get(obj.state, "#374151"))
+
+    @admin.display(description="Channel (order)")
+    def channel_order(self, obj: ProviderCircuit) -> str:
+        for channel in Channel.values:
+            names = [p.name for p in providers_for_channel(channel=channel)]
+            if obj.provider in names:
+                return f"{channel} (#{names.index(obj.provider) + 1} of {len(names)})"
+        return "not configured now"
+
+    @admin.display(description="Last error")
+    def last_error_short(self, obj: ProviderCircuit) -> str:
+        return _short(obj.last_error, 70)
+
+    @admin.action(description="Close the circuit (the provider is back)")
+    def close_circuits(self, request, queryset):
+        now = timezone.now()
+        n = sum(circuit_close(provider=c.provider, now=now) for c in queryset)
+        self.message_user(request, f"Closed {n} circuit{'s' if n != 1 else ''}.", messages.SUCCESS)

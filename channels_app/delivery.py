@@ -27,12 +27,14 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from orchestrator.consent import contact_point_suppress
 from orchestrator.history import message_status_move
-from orchestrator.models import Message, MessageStatus
-from orchestrator.selectors import contact_points_reachable
+from orchestrator.models import ChangeKind, Channel, Message, MessageStatus
+from orchestrator.selectors import reachable_kind, recipient_unreachable_reasons, recipients_reachable_points
 
-from .backends import BaseBackend, Outgoing, SendResult, backend_for_channel
+from .backends import Outgoing, SendResult
 from .models import AttemptOutcome, DeliveryAttempt
+from .providers import ChainOutcome, ProviderChain, ProviderTry, provider_chain
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +77,6 @@ def messages_deliver_enqueue(*, message_ids: Iterable[int]) -> None:
 class Claim:
     attempt_id: int
     number: int
-    backend_path: str
     provider: str
     started_at: datetime
     outgoing: Outgoing
@@ -89,12 +90,17 @@ def retry_delay(*, attempts: int, rng: random.Random | None = None) -> timedelta
 
 
 def _contact_addresses(messages: list[Message]) -> dict[int, str]:
-    """Where each message goes: its named contact point, else its channel's newest reachable one.
-    Messages whose contact point is gone are missing from the result. One query for the batch."""
-    reachable = contact_points_reachable(recipient_ids={m.recipient_id for m in messages})
+    """Where each message goes: its named contact point, else its channel's newest reachable one (the
+    reachability rule of orchestrator.selectors). Messages whose contact point is gone, opted out or
+    undeliverable are missing from the result. One query per kind of source in the batch."""
+    points: dict[tuple[str, int], dict[str, list[str]]] = {}
+    for kind in {reachable_kind(m.source) for m in messages}:
+        ids = {m.recipient_id for m in messages if reachable_kind(m.source) == kind}
+        for rid, channels in recipients_reachable_points(recipient_ids=ids, source=kind).items():
+            points[(kind, rid)] = channels
     found = {}
     for m in messages:
-        candidates = reachable.get(m.recipient_id, {}).get(m.channel, [])
+        candidates = points.get((reachable_kind(m.source), m.recipient_id), {}).get(m.channel, [])
         if m.to_address:
             candidates = [a for a in candidates if a == m.to_address]
         if candidates:
@@ -108,16 +114,6 @@ def _fail(message: Message, *, error: str, at: datetime) -> None:
     message_status_move(
         message=message, status=MessageStatus.FAILED, at=at, update_fields=["last_error", "next_attempt_at"]
     )
-
-
-def _backend_name(channel: str) -> str:
-    """The backend's name for the record; a backend that cannot even be loaded is named by its path
-    (its send then fails as transient and, retries exhausted, the message ends in the dead letter)."""
-    try:
-        return backend_for_channel(channel=channel).name
-    except Exception:  # noqa: BLE001 - a misconfigured backend must not lose the message
-        logger.exception("cannot load the %s backend", channel)
-        return f"unloadable:{settings.CHANNELS['BACKENDS'].get(channel, '?')}"[:100]
 
 
 def deliveries_claim(*, message_ids: Iterable[int], now: datetime) -> list[Claim]:
@@ -179,14 +175,18 @@ def deliveries_claim(*, message_ids: Iterable[int], now: datetime) -> list[Claim
             if message.pk not in addresses:
                 wanted = f" {message.to_address!r}" if message.to_address else ""
                 who = message.recipient.external_id
+                why = recipient_unreachable_reasons(recipient=message.recipient).get(message.channel)
                 _fail(
-                    message, error=f"{who} has no opted-in {message.channel} contact point{wanted}.", at=now
+                    message,
+                    error=f"{who} has no opted-in {message.channel} contact point{wanted} that is deliverable"
+                    + (f": {why}." if why else "."),
+                    at=now,
                 )
                 continue
             claimable.append((message, (last.number if last else 0) + 1))
         if not claimable:
             return []
-        names = {ch: _backend_name(ch) for ch in {m.channel for m, _ in claimable}}
+        names = {ch: provider_chain(channel=ch).first for ch in {m.channel for m, _ in claimable}}
         attempts = DeliveryAttempt.objects.bulk_create(
             [
                 DeliveryAttempt(
@@ -206,7 +206,6 @@ def deliveries_claim(*, message_ids: Iterable[int], now: datetime) -> list[Claim
             Claim(
                 attempt_id=attempt.pk,
                 number=n,
-                backend_path=conf("BACKENDS")[m.channel],
                 provider=names[m.channel],
                 started_at=now,
                 outgoing=Outgoing(
@@ -214,6 +213,7 @@ def deliveries_claim(*, message_ids: Iterable[int], now: datetime) -> list[Claim
                     channel=m.channel,
                     purpose=m.purpose,
                     recipient=m.recipient.external_id,
+                    recipient_id=m.recipient_id,
                     to=addresses[m.pk],
                     content=dict(m.content or {}),
                     expires_at=m.expires_at,
@@ -229,12 +229,20 @@ def delivery_claim(*, message_id: int, now: datetime) -> Claim | None:
     return claims[0] if claims else None
 
 
-def delivery_record(*, claim: Claim, result: SendResult, now: datetime) -> Message:
-    """Record the provider's answer on the attempt and move the message on (second short transaction)."""
+def delivery_record(*, claim: Claim, result: SendResult | ChainOutcome, now: datetime) -> Message:
+    """Record the providers' answers on the attempt rows and move the message on (second short
+    transaction). The claimed row takes the first provider's answer; each failover call gets a row of its
+    own after it, so the rows say which provider answered what and the last row is the deciding one."""
+    if isinstance(result, SendResult):
+        result = ChainOutcome(
+            result, claim.provider, [ProviderTry(claim.provider, result, claim.started_at, now)], []
+        )
+    outcome = result
+    result = outcome.result
     retry_at = None
     with transaction.atomic():
         message = Message.objects.select_for_update().get(pk=claim.outgoing.message_id)
-        message.provider = claim.provider
+        message.provider = outcome.provider
         if message.status != MessageStatus.ACCEPTED:
             # A receipt got here first (delivered before we heard back) or an operator acted: record the
             # attempt, fill in what the provider told us, and leave the status where it is.
@@ -273,25 +281,57 @@ def delivery_record(*, claim: Claim, result: SendResult, now: datetime) -> Messa
                 error = result.summary
             message.save(update_fields=["provider"])
             _fail(message, error=error, at=now)
+        if result.undeliverable:
+            # The provider says the address itself is dead: nothing more goes to it until cleared.
+            contact_point_suppress(
+                channel=message.channel,
+                address=claim.outgoing.to,
+                kind=ChangeKind.TOKEN_LOST if message.channel == Channel.PUSH else ChangeKind.HARD_BOUNCE,
+                reason=f"{outcome.provider}: {result.summary}",
+                at=now,
+                recipient_id=message.recipient_id,
+                message_id=message.pk,
+            )
+        tries = outcome.tries or [ProviderTry(outcome.provider, result, claim.started_at, now)]
+        first, rest = tries[0], tries[1:]
+        last_retry = retry_at if not rest else None
         DeliveryAttempt.objects.filter(pk=claim.attempt_id).update(
-            outcome=result.outcome,
-            finished_at=now,
-            provider_message_id=result.provider_message_id[:255],
-            response=result.summary[:2000],
-            retry_at=retry_at,
+            provider=first.provider,
+            outcome=first.result.outcome,
+            finished_at=now if not rest else first.finished_at,
+            provider_message_id=first.result.provider_message_id[:255],
+            response=_response(first.result, outcome.skipped if not rest else [])[:2000],
+            retry_at=last_retry,
         )
+        if rest:
+            DeliveryAttempt.objects.bulk_create(
+                [
+                    DeliveryAttempt(
+                        message_id=message.pk,
+                        number=claim.number + n,
+                        provider=t.provider,
+                        started_at=t.started_at,
+                        finished_at=now if n == len(rest) else t.finished_at,
+                        outcome=t.result.outcome,
+                        provider_message_id=t.result.provider_message_id[:255],
+                        response=_response(t.result, outcome.skipped if n == len(rest) else [])[:2000],
+                        retry_at=retry_at if n == len(rest) else None,
+                    )
+                    for n, t in enumerate(rest, start=1)
+                ]
+            )
         return message
 
 
-def _send(claim: Claim, backends: dict[str, BaseBackend]) -> SendResult:
-    """The provider call (outside any transaction); a backend that raises counts as transient."""
-    channel = claim.outgoing.channel
-    try:
-        backend = backends.get(channel) or backends.setdefault(channel, backend_for_channel(channel=channel))
-        return backend.send(claim.outgoing)
-    except Exception as exc:  # noqa: BLE001 - send() maps errors; this guards a broken backend
-        logger.exception("backend %s raised for message %s", claim.backend_path, claim.outgoing.message_id)
-        return SendResult.transient(f"{type(exc).__name__}: {exc}")
+def _response(result: SendResult, skipped: list[str]) -> str:
+    if not skipped or "(skipped " in result.summary:
+        return result.summary
+    return f"{result.summary} (skipped {'; '.join(skipped)})"
+
+
+def _send(claim: Claim, chains: dict[str, ProviderChain]) -> ChainOutcome:
+    """The provider calls (outside any transaction): the channel's providers in order, with failover."""
+    return provider_chain(channel=claim.outgoing.channel, chains=chains).send(claim.outgoing)
 
 
 def message_deliver(*, message_id: int, now: datetime | None = None) -> Message | None:
@@ -312,14 +352,14 @@ def messages_deliver(*, message_ids: Iterable[int]) -> int:
     chunk = max(1, conf("CLAIM_CHUNK"))
     budget = conf("TASK_TIME_BUDGET").total_seconds()
     started = time.monotonic()
-    backends: dict[str, BaseBackend] = {}
+    chains: dict[str, ProviderChain] = {}
     done = 0
     for i in range(0, len(ids), chunk):
         if time.monotonic() - started > budget:
             messages_deliver_enqueue(message_ids=ids[i:])
             break
         for claim in deliveries_claim(message_ids=ids[i : i + chunk], now=timezone.now()):
-            delivery_record(claim=claim, result=_send(claim, backends), now=timezone.now())
+            delivery_record(claim=claim, result=_send(claim, chains), now=timezone.now())
             done += 1
     return done
 

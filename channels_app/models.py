@@ -135,3 +135,37 @@ class DeadLetter(Message):
         proxy = True
         verbose_name = "dead letter"
         verbose_name_plural = "dead letters"
+
+
+class CircuitState(models.TextChoices):
+    CLOSED = "closed", "Closed (sending)"
+    OPEN = "open", "Open (skipped until retry_at)"
+    HALF_OPEN = "half_open", "Half-open (one trial call)"
+
+
+class ProviderCircuit(models.Model):
+    """A circuit breaker per provider, shared by every worker: a provider that keeps failing is skipped
+    for a while (its channel fails over to the next provider), then tried once before it closes again."""
+
+    provider = models.CharField(max_length=100, unique=True)
+    state = models.CharField(max_length=10, choices=CircuitState.choices, default=CircuitState.CLOSED)
+    failures = models.PositiveIntegerField(default=0, help_text="Transient failures in a row.")
+    opened_at = models.DateTimeField(null=True, blank=True)
+    retry_at = models.DateTimeField(
+        null=True, blank=True, help_text="While open: when one trial call may go through."
+    )
+    last_error = models.TextField(blank=True, default="")
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["provider"]
+        verbose_name = "provider circuit"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(state__in=CircuitState.values), name="providercircuit_state_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider}: {self.state}"

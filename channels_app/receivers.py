@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+from anymail.signals import inbound as anymail_inbound
+from anymail.signals import tracking as anymail_tracking
 from django.db import transaction
 from django.dispatch import receiver
 
@@ -11,6 +13,7 @@ from orchestrator.models import Event, Message, MessageStatus
 from orchestrator.signals import event_ingested, message_status_changed
 
 from .delivery import message_deliver_enqueue, messages_deliver_enqueue
+from .esp import anymail_event_apply, anymail_inbound_apply
 from .services import inbox_messages_deliver
 
 # The product events that mean "the recipient is in the app now": their inbox is shown.
@@ -60,3 +63,15 @@ def inbox_on_visit(sender, event: Event, **kwargs) -> None:
     """An app_open is a visit: queued in-app messages are delivered now."""
     if event.name in VISIT_EVENTS:
         inbox_messages_deliver(recipient=event.recipient, now=event.received_at)
+
+
+@receiver(anymail_tracking, dispatch_uid="channels_anymail_tracking")
+def anymail_tracking_received(sender, event, esp_name: str, **kwargs) -> None:
+    """An ESP's tracking webhook (through django-anymail): receipts, bounces, complaints."""
+    anymail_event_apply(event=event, esp_name=esp_name)
+
+
+@receiver(anymail_inbound, dispatch_uid="channels_anymail_inbound")
+def anymail_inbound_received(sender, event, esp_name: str, **kwargs) -> None:
+    """Inbound email (through django-anymail): the List-Unsubscribe mailto."""
+    anymail_inbound_apply(event=event, esp_name=esp_name)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -107,3 +110,48 @@ PROVIDERS: dict[str, Callable[[Any], list[Receipt]]] = {
     "twilio": twilio_parse,
     "generic": generic_parse,
 }
+
+
+# --- inbound SMS (Twilio-style) ---------------------------------------------------------------------
+
+
+def twilio_signature(*, auth_token: str, url: str, params: Mapping[str, list[str]]) -> str:
+    """Twilio's X-Twilio-Signature: base64(HMAC-SHA1(auth token, URL + each POST name and value, sorted))."""
+    payload = url
+    for name in sorted(set(params)):
+        for value in sorted(set(params[name])):
+            payload += name + value
+    digest = hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def twilio_signature_valid(
+    *, auth_token: str, urls: list[str], params: Mapping[str, list[str]], given: str
+) -> bool:
+    """Whether `given` signs the request for any of the URLs it may have been sent to (the public one
+    behind a proxy, or the one this server saw). Constant-time; no token configured → never valid."""
+    if not auth_token or not given:
+        return False
+    return any(
+        hmac.compare_digest(
+            twilio_signature(auth_token=auth_token, url=url, params=params).encode(), given.encode()
+        )
+        for url in urls
+    )
+
+
+STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
+START_WORDS = frozenset({"START", "UNSTOP"})
+HELP_WORDS = frozenset({"HELP", "INFO"})
+
+
+def sms_keyword(body: str) -> str:
+    """The keyword a whole message is (carriers match the entire body, any case): STOP, START, HELP or ''."""
+    word = (body or "").strip().strip(".!").upper()
+    if word in STOP_WORDS:
+        return "STOP"
+    if word in START_WORDS:
+        return "START"
+    if word in HELP_WORDS:
+        return "HELP"
+    return ""

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.db import connection
+from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.duration import duration_string
 from django.utils.html import format_html
@@ -15,7 +18,8 @@ from orchestrator.admin import PageAdmin
 from orchestrator.models import Channel, Purpose
 from orchestrator.text import duration_text
 
-from .models import CapRule, ChannelPause, GovernorOverview, PauseMode, QuietHours
+from .holdout import GLOBAL_SCOPE, holdout_sql
+from .models import CapRule, ChannelPause, GlobalHoldout, GovernorOverview, PauseMode, QuietHours
 from .selectors import governor_overview
 from .services import channel_pause, channel_resume
 
@@ -191,3 +195,56 @@ class GovernorOverviewAdmin(PageAdmin):
             **(extra_context or {}),
         }
         return TemplateResponse(request, "admin/governor/overview.html", context)
+
+
+class GlobalHoldoutForm(forms.ModelForm):
+    purposes = forms.MultipleChoiceField(
+        choices=[(p.value, p.label) for p in (Purpose.ENGAGEMENT, Purpose.PROMOTIONAL)],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Held-out recipients get no messages of these purposes, from any source.",
+    )
+
+    class Meta:
+        model = GlobalHoldout
+        fields = ["share", "purposes", "note"]
+        labels = {"share": "Share held out"}
+
+
+@admin.register(GlobalHoldout)
+class GlobalHoldoutAdmin(admin.ModelAdmin):
+    """One row: the list opens its form (created with share 0 the first time it is saved)."""
+
+    form = GlobalHoldoutForm
+    readonly_fields = ["held_out_now", "updated_at"]
+    fields = ["share", "purposes", "note", "held_out_now", "updated_at"]
+
+    def has_add_permission(self, request):
+        return not GlobalHoldout.objects.exists() and super().has_add_permission(request)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        if GlobalHoldout.objects.filter(pk=1).exists():
+            return HttpResponseRedirect(reverse("admin:governor_globalholdout_change", args=[1]))
+        return HttpResponseRedirect(reverse("admin:governor_globalholdout_add"))
+
+    def save_model(self, request, obj, form, change):
+        obj.pk = 1
+        super().save_model(request, obj, form, change)
+
+    @admin.display(description="Recipients held out now")
+    def held_out_now(self, obj: GlobalHoldout) -> str:
+        if not obj or not obj.share:
+            return "None (share 0: the holdout is off)."
+        from orchestrator.models import Recipient
+
+        held, params = holdout_sql(scope=GLOBAL_SCOPE, recipient_column="id", share=obj.share)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT COUNT(*), SUM(CASE WHEN {held} THEN 1 ELSE 0 END) FROM {Recipient._meta.db_table}",
+                params,
+            )
+            total, count = cursor.fetchone()
+        return f"{count or 0} of {total} recipients ({float(obj.share) * 100:g} % share)."

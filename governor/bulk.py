@@ -22,7 +22,7 @@ from orchestrator.history import messages_insert
 from orchestrator.models import Message
 
 from .counting import kth_oldest_cleared, recipients_uses_sql, window_params
-from .decision import PREFERENCE_TABLE, RECIPIENT_TABLE, MessageDraft, draft_row, zone
+from .decision import PREFERENCE_TABLE, RECIPIENT_TABLE, MessageDraft, draft_row, policy_for, zone
 from .policy import Decision, Policy, RuleUse, decide, policy_current
 
 CHUNK = 5000  # recipients per set-based query (keeps parameter lists bounded)
@@ -113,9 +113,12 @@ class Batch:
         pk: int | None = None,
         shelf_life=None,
         preview: bool = False,
+        policy: Policy | None = None,
     ) -> Decision:
-        """Decide one message of the batch; unless `preview`, an accepted one takes its slot."""
+        """Decide one message of the batch (under `policy`, the batch's unless given); unless `preview`,
+        an accepted one takes its slot."""
         at = self.at
+        policy = policy or self.policy
         created_at = created_at or at
         waiting = [
             w
@@ -125,12 +128,12 @@ class Batch:
             and w.ahead_of(priority=priority, created_at=created_at, pk=pk)
         ]
         uses = {}
-        for r in self.policy.rules_for(channel, purpose):
+        for r in policy.rules_for(channel, purpose):
             base = self.uses.get((recipient_id, r.id)) or RuleUse()
             ahead = sum(1 for w in waiting if r.applies_to(w.channel, w.purpose))
             uses[r.id] = RuleUse(base.count, base.oldest, ahead, self.taken[(recipient_id, r.id)])
         decision = decide(
-            self.policy,
+            policy,
             tz=zone(self.tz.get(recipient_id, "UTC")),
             opted_out=(recipient_id, channel, purpose) in self.opted_out,
             channel=channel,
@@ -141,6 +144,7 @@ class Batch:
             uses=uses,
             kth_oldest=partial(kth_oldest_cleared, recipient_id=recipient_id, at=at),
             shelf_life=shelf_life,
+            recipient_id=recipient_id,
         )
         if preview:
             return decision
@@ -161,6 +165,7 @@ class Batch:
             deliver_after=draft.deliver_after,
             shelf_life=draft.shelf_life,
             preview=preview,
+            policy=policy_for(draft, self.policy),
         )
 
 

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from orchestrator.db import as_datetime, hot_cursor, is_postgres
 from orchestrator.history import messages_insert, stamp_field
-from orchestrator.models import Message, MessageStatus, Preference, Recipient
+from orchestrator.models import Message, MessageStatus, Preference, Recipient, Source
 
 from .counting import kth_oldest_cleared, recipient_uses_sql, window_params
 from .policy import Decision, Policy, RuleUse, decide, policy_current
@@ -62,6 +62,13 @@ class MessageDraft:
     deliver_after: datetime | None = None
     # The channel's default shelf life, applied when expires_at is None (see policy.decide).
     shelf_life: timedelta | None = None
+
+
+def policy_for(draft: MessageDraft, policy: Policy | None = None) -> Policy:
+    """The policy a draft is decided under: a reply to the recipient's own inbound message (source
+    `reply`: the STOP/HELP confirmation) is exempt from caps and quiet hours; pauses still hold it."""
+    policy = policy or policy_current()
+    return policy.uncapped() if draft.source == Source.REPLY else policy
 
 
 def draft_row(draft: MessageDraft, decision: Decision, *, at: datetime) -> dict[str, Any]:
@@ -143,6 +150,7 @@ def recipient_decide(
         uses=uses,
         kth_oldest=partial(kth_oldest_cleared, recipient_id=recipient_id, at=at),
         shelf_life=draft.shelf_life,
+        recipient_id=recipient_id,
     )
 
 
@@ -152,7 +160,7 @@ def message_decide(*, draft: MessageDraft, at: datetime) -> Message:
     Status: accepted, deferred (deliver_after = the earliest time it could pass; None while its channel
     is paused), suppressed (preferences, pause) or expired (it could not pass before expires_at).
     """
-    policy = policy_current()
+    policy = policy_for(draft)
     with transaction.atomic(), hot_cursor() as (cursor, prepare):
         decision = recipient_decide(
             policy=policy, draft=draft, at=at, lock=True, cursor=cursor, prepare=prepare

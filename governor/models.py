@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -163,6 +165,54 @@ class ChannelPause(models.Model):
     @property
     def active(self) -> bool:
         return self.resumed_at is None
+
+
+def holdout_default_purposes() -> list[str]:
+    return [Purpose.ENGAGEMENT.value, Purpose.PROMOTIONAL.value]
+
+
+class GlobalHoldout(models.Model):
+    """The global holdout: a stable share of recipients who get no engagement or promotional messages
+    at all, so the orchestrator's overall lift can be measured against them. One row (pk 1); share 0 is off.
+    """
+
+    share = models.DecimalField(
+        max_digits=4,
+        decimal_places=3,
+        default=Decimal("0"),
+        validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("0.5"))],
+        help_text="Fraction of recipients held out, from 0 (off) to 0.5: 0.05 holds out 5 %.",
+    )
+    purposes = models.JSONField(
+        default=holdout_default_purposes,
+        blank=True,
+        validators=[validate_exempt_purposes],
+        help_text="Purposes the held-out recipients never get (transactional and alert always go).",
+    )
+    note = models.TextField(blank=True, default="", help_text="Why, and since when (for the team).")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "global holdout"
+        verbose_name_plural = "global holdout"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(share__gte=Decimal("0")) & Q(share__lte=Decimal("0.5")),
+                name="globalholdout_share_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Global holdout: {float(self.share) * 100:g} %" if self.share else "Global holdout: off"
+
+    def clean(self) -> None:
+        if set(self.purposes or []) & {Purpose.TRANSACTIONAL, Purpose.ALERT}:
+            raise ValidationError({"purposes": "Transactional and alert messages are never held out."})
+
+    @classmethod
+    def current(cls) -> GlobalHoldout:
+        """The one row (unsaved defaults until the team sets a share)."""
+        return cls.objects.filter(pk=1).first() or cls(pk=1)
 
 
 class GovernorOverview(CapRule):

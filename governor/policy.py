@@ -12,12 +12,14 @@ import time as monotonic_time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from orchestrator.models import Channel, MessageStatus, Purpose
 from orchestrator.text import duration_text
 
-from .models import CapRule, ChannelPause, PauseMode, QuietHours
+from .holdout import GLOBAL_SCOPE, holdout_assigned
+from .models import CapRule, ChannelPause, GlobalHoldout, PauseMode, QuietHours
 
 POLICY_TTL = 5.0  # seconds another process may act on a stale policy after an edit
 
@@ -84,10 +86,24 @@ class Quiet:
 
 
 @dataclass(frozen=True)
+class Holdout:
+    """The global holdout in force: `share` of recipients get none of `purposes`."""
+
+    share: Decimal
+    purposes: frozenset[str]
+
+    def holds(self, *, recipient_id: int, purpose: str) -> bool:
+        return purpose in self.purposes and holdout_assigned(
+            scope=GLOBAL_SCOPE, recipient_id=recipient_id, share=self.share
+        )
+
+
+@dataclass(frozen=True)
 class Policy:
     rules: tuple[Rule, ...]
     quiet: tuple[Quiet, ...]
     pauses: dict[str, str] = field(default_factory=dict)  # channel -> PauseMode
+    holdout: Holdout | None = None
     _rules_by: dict[tuple[str, str], list[Rule]] = field(default_factory=dict, compare=False, repr=False)
 
     def rules_for(self, channel: str, purpose: str) -> list[Rule]:
@@ -96,6 +112,10 @@ class Policy:
         if found is None:
             found = self._rules_by[key] = [r for r in self.rules if r.applies_to(channel, purpose)]
         return found
+
+    def uncapped(self) -> Policy:
+        """The same pauses without caps or quiet hours: for replies the recipient asked for (STOP/HELP)."""
+        return Policy(rules=(), quiet=(), pauses=self.pauses, holdout=self.holdout)
 
     @property
     def max_window(self) -> timedelta:
@@ -107,7 +127,7 @@ _cached: tuple[float, Policy] | None = None
 
 
 def policy_load() -> Policy:
-    """Read the enabled rules, quiet hours and active pauses (three small queries)."""
+    """Read the enabled rules, quiet hours, active pauses and the global holdout (four small queries)."""
     rules = tuple(
         Rule(r.pk, r.name, r.limit, r.window, frozenset(r.channels), frozenset(r.purposes))
         for r in CapRule.objects.filter(enabled=True).order_by("pk")
@@ -117,7 +137,9 @@ def policy_load() -> Policy:
         for q in QuietHours.objects.filter(enabled=True).order_by("pk")
     )
     pauses = dict(ChannelPause.objects.filter(resumed_at__isnull=True).values_list("channel", "mode"))
-    return Policy(rules=rules, quiet=quiet, pauses=pauses)
+    held = GlobalHoldout.current()
+    holdout = Holdout(held.share, frozenset(held.purposes)) if held.share > 0 and held.purposes else None
+    return Policy(rules=rules, quiet=quiet, pauses=pauses, holdout=holdout)
 
 
 def policy_current() -> Policy:
@@ -231,6 +253,29 @@ def quiet_push(
 
 KthOldest = Callable[[Rule, int], datetime]
 
+GLOBAL_HOLDOUT_RULE = "global holdout"
+
+
+def global_holdout_decision(policy: Policy, *, recipient_id: int | None, purpose: str) -> Decision | None:
+    """Suppressed when the recipient is in the global holdout for this purpose, else None.
+
+    The one check behind the global holdout: every governed send passes it (the journeys' own holdouts
+    are applied before a send is built, in the journey scheduler).
+    """
+    holdout = policy.holdout
+    if (
+        holdout is None
+        or recipient_id is None
+        or not holdout.holds(recipient_id=recipient_id, purpose=purpose)
+    ):
+        return None
+    return Decision(
+        MessageStatus.SUPPRESSED,
+        GLOBAL_HOLDOUT_RULE,
+        f"The recipient is in the global holdout ({float(holdout.share) * 100:g} % of recipients get no "
+        f"{'/'.join(sorted(holdout.purposes, key=PURPOSE_ORDER.get))} messages, to measure the lift).",
+    )
+
 
 def decide(
     policy: Policy,
@@ -245,6 +290,7 @@ def decide(
     uses: dict[int, RuleUse],
     kth_oldest: KthOldest,
     shelf_life: timedelta | None = None,
+    recipient_id: int | None = None,
 ) -> Decision:
     """The governor's decision for one message, from its inputs only (reproducible, no I/O but
     `kth_oldest`, asked only when a recipient is over a cap by more than one message).
@@ -255,6 +301,9 @@ def decide(
     """
     if expires_at is not None and expires_at <= at:
         return Decision(MessageStatus.EXPIRED, "expiry", f"Expired at {when_text(expires_at, at)}.")
+    held_out = global_holdout_decision(policy, recipient_id=recipient_id, purpose=purpose)
+    if held_out is not None:
+        return held_out
     if opted_out:
         return Decision(
             MessageStatus.SUPPRESSED,

@@ -3,10 +3,15 @@ the services, enrollments with their step history, and an action enrolling a fil
 
 from __future__ import annotations
 
+import csv
+import json
+from datetime import timedelta
+from urllib.parse import urlencode
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseRedirect
+from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -18,7 +23,7 @@ from orchestrator.admin import ReadOnlyAdminMixin
 from orchestrator.authority import Denied, allowed, explain, user_channels
 from orchestrator.models import Channel, Recipient
 
-from . import selectors, services
+from . import reports, selectors, services
 from .builder import (
     STEP_TYPE_LABELS,
     JourneyForm,
@@ -27,9 +32,18 @@ from .builder import (
     builder_read,
     empty_definition,
 )
-from .definition import DefinitionInvalid, step_describe
+from .definition import DefinitionInvalid, definition_compile, duration_format, step_describe
 from .forecast import journey_forecast
-from .models import Enrollment, Journey, JourneyStatus, JourneyVersion, StepRun
+from .measurement import MODEL_LABELS, REACHED_CHOICES
+from .models import (
+    ConversionDefinition,
+    Enrollment,
+    Journey,
+    JourneyStatus,
+    JourneyVersion,
+    Report,
+    StepRun,
+)
 from .review import definition_diff, definition_lint
 
 # Glyphs from the fonts every desktop ships (DejaVu): no missing-glyph boxes.
@@ -249,15 +263,27 @@ class JourneyAdmin(SimpleHistoryAdmin):
             counts = selectors.journey_counts(journey=journey)
             top = max(counts.values()) or 1
             user = request.user
+            enrolled = sum(counts.values())
             extra_context.update(
                 versions=[
-                    {"version": v, "steps": steps_view(v.definition), "live": v.pk == journey.live_version_id}
+                    {
+                        "version": v,
+                        "steps": steps_view(v.definition),
+                        "live": v.pk == journey.live_version_id,
+                        "holdout": definition_compile(v.definition).holdout_share * 100,
+                    }
                     for v in journey.versions.order_by("-number")
                 ],
                 counts=[(k, n, int(200 * n / top)) for k, n in counts.items()],
-                report=selectors.journey_report(journey=journey)
-                if allowed(user, "journeys.view_report_journey", journey)
-                else None,
+                conversion={
+                    "converted": counts["converted"],
+                    "enrolled": enrolled,
+                    "rate": counts["converted"] / enrolled if enrolled else 0,
+                },
+                report_url=reverse("admin:journeys_report_changelist")
+                + "?"
+                + urlencode({"journey": journey.slug}),
+                can_report=allowed(user, "journeys.view_report_journey", journey),
                 actions_allowed=[
                     a
                     for a, (src, _) in services.TRANSITIONS.items()
@@ -270,6 +296,7 @@ class JourneyAdmin(SimpleHistoryAdmin):
                 can_review=journey.status == JourneyStatus.PROPOSED
                 and allowed(user, "journeys.approve_journey", journey),
                 review_outcome=journey.review_outcome,
+                burn=selectors.journey_burn(journey=journey, now=timezone.now()),
             )
         return super().change_view(request, object_id, form_url, extra_context=extra_context)
 
@@ -480,8 +507,18 @@ class StepRunInline(admin.TabularInline):
 
 @admin.register(Enrollment)
 class EnrollmentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["id", "journey", "recipient", "status", "step_id", "waiting", "next_run_at", "entered_at"]
-    list_filter = ["journey", "status", "waiting", "trigger"]
+    list_display = [
+        "id",
+        "journey",
+        "recipient",
+        "status",
+        "holdout",
+        "step_id",
+        "waiting",
+        "next_run_at",
+        "entered_at",
+    ]
+    list_filter = ["journey", "status", "held_out", "waiting", "trigger"]
     search_fields = ["recipient__external_id", "journey__slug"]
     list_select_related = ["journey", "recipient"]
     date_hierarchy = "entered_at"
@@ -501,9 +538,21 @@ class EnrollmentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "entered_at",
         "goal_deadline",
         "ended_at",
+        "converted_at",
         "exit_reason",
+        "holdout",
     ]
     readonly_fields = fields
+
+    @admin.display(description="Holdout", ordering="held_out")
+    def holdout(self, obj: Enrollment) -> str:
+        if obj.held_out:
+            return format_html(
+                '<span class="orch-badge" style="background:#7c3aed" title="{}">held out</span>',
+                f"Assigned at entry from (recipient, journey) at a {float(obj.holdout_share) * 100:g} % "
+                "share: no sends from this journey; counted in its report as the control group.",
+            )
+        return f"exposed ({float(obj.holdout_share) * 100:g} % held out)" if obj.holdout_share else "—"
 
 
 # --- enrolling a filtered recipient list ------------------------------------------------------------
@@ -564,3 +613,215 @@ def _attach_enroll_action() -> None:
 
 
 _attach_enroll_action()
+
+
+# --- measurement: conversion definitions and the reports ---------------------------------------------
+
+
+class ConversionDefinitionForm(forms.ModelForm):
+    property_filter = forms.JSONField(
+        required=False,
+        initial=dict,
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
+        help_text='Only events whose properties match all of these, e.g. {"plan": "pro"}. Empty: every one.',
+    )
+
+    class Meta:
+        model = ConversionDefinition
+        fields = ["name", "event", "property_filter", "lookback", "value_property", "enabled", "description"]
+
+    def clean_property_filter(self):
+        return self.cleaned_data.get("property_filter") or {}
+
+
+@admin.register(ConversionDefinition)
+class ConversionDefinitionAdmin(admin.ModelAdmin):
+    """What counts as a conversion outside journeys; the overall report attributes these."""
+
+    form = ConversionDefinitionForm
+    list_display = [
+        "name",
+        "event",
+        "filter_text",
+        "lookback_text",
+        "value_property",
+        "enabled",
+        "report_link",
+    ]
+    list_filter = ["enabled", "event"]
+    list_editable = ["enabled"]
+    search_fields = ["name", "event", "description"]
+
+    @admin.display(description="Property filter")
+    def filter_text(self, obj: ConversionDefinition) -> str:
+        return ", ".join(f"{k} = {v!r}" for k, v in sorted(obj.property_filter.items())) or "every event"
+
+    @admin.display(description="Lookback", ordering="lookback")
+    def lookback_text(self, obj: ConversionDefinition) -> str:
+        return duration_format(obj.lookback)
+
+    @admin.display(description="Report")
+    def report_link(self, obj: ConversionDefinition) -> str:
+        url = reverse("admin:journeys_report_changelist") + "?" + urlencode({"conversion": obj.name})
+        return format_html('<a href="{}">Attribution</a>', url)
+
+
+REPORT_DEFAULT_DAYS = 30
+
+
+@admin.register(Report)
+class ReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The measurement page: listed under Journeys as "Reports", it renders the report for the filters in
+    its query string (a journey's, or the overall one) with charts, and each table as CSV."""
+
+    def has_view_permission(self, request, obj=None):
+        return reports.reports_viewable(user=request.user)
+
+    def has_module_permission(self, request):
+        return reports.reports_viewable(user=request.user)
+
+    def get_urls(self):
+        return [
+            path(
+                "csv/<str:table>/",
+                self.admin_site.admin_view(self.csv_view),
+                name="journeys_report_csv",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _report(self, request) -> tuple[dict, dict[str, list[str]]]:
+        """The report for the request's filters; bad filters are listed and the defaults used instead."""
+        now = timezone.now()
+        errors: dict[str, list[str]] = {}
+        try:
+            filters = reports.report_filters_parse(request.GET, default_days=REPORT_DEFAULT_DAYS, now=now)
+        except reports.ReportInputError as exc:
+            errors = exc.errors
+            filters = reports.report_filters_parse({}, default_days=REPORT_DEFAULT_DAYS, now=now)
+        except reports.ReportJourneyNotFound as exc:
+            errors = {"journey": [str(exc)]}
+            filters = reports.report_filters_parse({}, default_days=REPORT_DEFAULT_DAYS, now=now)
+        if (
+            filters.journey is not None
+            and not reports.reports_visible_journeys(user=request.user).filter(pk=filters.journey.pk).exists()
+        ):
+            raise Http404("No such journey.")
+        if filters.journey is not None:
+            report = reports.journey_report(journey=filters.journey, filters=filters)
+        else:
+            report = reports.overall_report(filters=filters)
+        report["filters"] = filters
+        return report, errors
+
+    def changelist_view(self, request, extra_context=None):
+        report, errors = self._report(request)
+        filters = report["filters"]
+        tables = reports.report_tables(report)
+        query = request.GET.urlencode()
+        for name, table in tables.items():
+            table["csv"] = reverse("admin:journeys_report_csv", args=[name]) + (f"?{query}" if query else "")
+            table["cells"] = [
+                [_cell_text(key, row.get(key)) for key, _ in table["columns"]] for row in table["rows"]
+            ]
+        shown_to = filters.end - timedelta(days=1) if filters.end else None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Report — {filters.journey.name}"
+            if filters.journey
+            else "Report — all journeys and channels",
+            "opts": self.model._meta,
+            "report": report,
+            "tables": tables,
+            "errors": errors,
+            "form": {
+                "from": request.GET.get("from")
+                or (filters.start.date().isoformat() if filters.start else ""),
+                "to": request.GET.get("to") or (shown_to.date().isoformat() if shown_to else ""),
+                "journey": filters.journey.slug if filters.journey else "",
+                "channel": filters.channel,
+                "half_life": request.GET.get("half_life") or reports.duration_iso(filters.half_life),
+                "reached": list(filters.reached),
+                "conversion": filters.conversion.name if filters.conversion else "",
+            },
+            "journeys": reports.reports_visible_journeys(user=request.user).order_by("slug"),
+            "channels": Channel.choices,
+            "reached_choices": list(REACHED_CHOICES),
+            "definitions": ConversionDefinition.objects.order_by("name"),
+            "models": [(m, MODEL_LABELS[m]) for m in filters.models],
+            "chart_data": _chart_data(report, filters.models),
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, "admin/journeys/report.html", context)
+
+    def csv_view(self, request, table: str):
+        if not self.has_view_permission(request):
+            raise Http404
+        report, _errors = self._report(request)
+        tables = reports.report_tables(report)
+        if table not in tables:
+            raise Http404(f"No table {table!r}.")
+        filters = report["filters"]
+        name = "-".join(
+            part
+            for part in (
+                "report",
+                filters.journey.slug if filters.journey else "all",
+                table,
+                filters.start.date().isoformat() if filters.start else "",
+                (filters.end - timedelta(days=1)).date().isoformat() if filters.end else "",
+            )
+            if part
+        )
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
+        writer = csv.writer(response)
+        spec = tables[table]
+        writer.writerow([label for _, label in spec["columns"]])
+        for row in spec["rows"]:
+            writer.writerow([_csv_cell(row.get(key)) for key, _ in spec["columns"]])
+        return response
+
+
+def _cell_text(key: str, value) -> str:
+    """How the page shows a cell: rates as percentages, credit to 2 decimals, nothing as a dash."""
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if key.endswith("_rate") or key == "share":
+            return f"{value * 100:.1f} %"
+        return f"{value:,.2f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} = {v!r}" for k, v in sorted(value.items())) or "—"
+    return str(value)
+
+
+def _csv_cell(value):
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def _chart_data(report: dict, models: tuple[str, ...]) -> dict:
+    """What the page's charts draw (static/orchestrator/reports.js)."""
+    channels = [row["channel"] for row in report.get("by_channel", [])]
+    return {
+        "models": [{"key": m, "label": MODEL_LABELS[m]} for m in models],
+        "channels": channels,
+        "credit": {m: [row[m] for row in report.get("by_channel", [])] for m in models},
+        "value": {m: [row[f"{m}_value"] for row in report.get("by_channel", [])] for m in models},
+        "funnel": [
+            {"label": row["step"], "entered": row["entered"], "reached": row.get("reached")}
+            for row in report.get("funnel", [])
+        ],
+        "sequences": [
+            {"label": row["sequence"], "entrants": row["entrants"], "converted": row["converted"]}
+            for row in report.get("sequences", [])[:10]
+        ],
+        "holdout": report.get("holdout"),
+        "trend": report.get("trend", []),
+    }

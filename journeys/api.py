@@ -5,17 +5,17 @@ from __future__ import annotations
 from django.shortcuts import get_object_or_404
 from django.urls import path
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from orchestrator.authority import authorize
+from orchestrator.authority import Denied, authorize, user_channels
 from orchestrator.models import Recipient
 
-from . import selectors, services
+from . import reports, selectors, services
 from .definition import DefinitionInvalid
 from .models import Enrollment, Journey
 
@@ -90,6 +90,9 @@ class EnrollmentSerializer(serializers.ModelSerializer):
             "entered_at",
             "ended_at",
             "exit_reason",
+            "converted_at",
+            "held_out",
+            "holdout_share",
         ]
 
 
@@ -248,15 +251,72 @@ class EnrollmentListView(ListAPIView):
         return Response(EnrollmentSerializer(enrollment).data, status=status.HTTP_201_CREATED)
 
 
+REPORT_PARAMETERS = [
+    OpenApiParameter("from", str, description="First day (YYYY-MM-DD) or moment (ISO 8601) of the range."),
+    OpenApiParameter("to", str, description="Last day (included) or moment (excluded) of the range."),
+    OpenApiParameter("half_life", str, description="Time-decay half-life: P7D, PT12H or days (default P7D)."),
+    OpenApiParameter(
+        "reached", str, description="Statuses that count as a touch (delivered,opened,clicked)."
+    ),
+    OpenApiParameter("channel", str, description="Only this channel's credit, sequences and steps."),
+    OpenApiParameter(
+        "model", str, description="Only these models: first,last,linear,time_decay,position_based."
+    ),
+]
+
+
+def _report_input_error(exc: reports.ReportInputError) -> Response:
+    return Response(exc.errors, status=status.HTTP_400_BAD_REQUEST)
+
+
 class JourneyReportView(APIView):
-    """Enrolled, converted, conversion rate, touch sequences and attribution by model."""
+    """Enrolled, converted and conversion rate of the entrants in the range; touch sequences; the funnel
+    by step; credit per channel and step under the five attribution models; lift against the holdout."""
 
     required = {"GET": ("journeys:read", "journeys.view_report_journey")}
 
-    @extend_schema(responses=dict)
+    @extend_schema(parameters=REPORT_PARAMETERS, responses=dict)
     def get(self, request, slug: str):
         journey = journey_get_or_404(slug, user=request.user, perm="journeys.view_report_journey")
-        return Response(selectors.journey_report(journey=journey))
+        try:
+            filters = reports.report_filters_parse(request.query_params, journey=journey)
+        except reports.ReportInputError as exc:
+            return _report_input_error(exc)
+        return Response(reports.journey_report(journey=journey, filters=filters))
+
+
+class AttributionReportView(APIView):
+    """Credit per channel (and journey, step) for first, last, linear, time_decay and position_based:
+    a journey's goal conversions (`journey`), else the conversion definitions kept in the admin."""
+
+    required = {"GET": ("journeys:read", "journeys.view_report_journey")}
+
+    @extend_schema(
+        parameters=[
+            *REPORT_PARAMETERS,
+            OpenApiParameter("journey", str, description="A journey's slug: its goal conversions."),
+            OpenApiParameter("conversion", str, description="One conversion definition (by name)."),
+        ],
+        responses=dict,
+    )
+    def get(self, request):
+        if user_channels(request.user) is not None:
+            # A channel owner reads the reports of their own journeys only: name one.
+            slug = request.query_params.get("journey")
+            if not slug or "\x00" in slug:
+                raise Denied(
+                    "channel_not_owned",
+                    "Attribution across every channel is the messaging team's; name a journey you own "
+                    "(?journey=<slug>).",
+                )
+            journey_get_or_404(slug, user=request.user, perm="journeys.view_report_journey")
+        try:
+            filters = reports.report_filters_parse(request.query_params)
+        except reports.ReportInputError as exc:
+            return _report_input_error(exc)
+        except reports.ReportJourneyNotFound as exc:
+            raise NotFound(str(exc)) from exc
+        return Response(reports.attribution_report(filters=filters))
 
 
 urlpatterns = [
@@ -265,4 +325,5 @@ urlpatterns = [
     path("journeys/<slug:slug>/enrollments/", EnrollmentListView.as_view(), name="journey-enrollments"),
     path("journeys/<slug:slug>/report/", JourneyReportView.as_view(), name="journey-report"),
     path("journeys/<slug:slug>/<str:action>/", JourneyActionView.as_view(), name="journey-action"),
+    path("reports/attribution/", AttributionReportView.as_view(), name="report-attribution"),
 ]

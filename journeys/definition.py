@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.utils.dateparse import parse_duration
 
 from channels_app.lint import Severity, message_lint
+from governor.holdout import MAX_SHARE
 from orchestrator.models import AUTO_CHANNEL, Channel, Purpose
 
-from .models import ReentryPolicy
+from .models import PROPERTY_KEY_RE, ReentryPolicy
 
 STEP_TYPES = ("send", "wait", "wait_for_event", "branch", "exit")
 WAIT_TYPES = frozenset({"wait", "wait_for_event"})
@@ -131,6 +133,23 @@ def _send_validate(c: _Collector, sid: str, step: dict) -> None:
         c.add(sid, "content", "no_channel_fits", "No channel's policy accepts this content for auto.")
 
 
+def holdout_share(definition: dict) -> Decimal | None:
+    """The definition's holdout share (`"holdout": {"share": 0.1}` or `"holdout": 0.1`); None if invalid."""
+    raw = definition.get("holdout")
+    if raw is None:
+        return Decimal(0)
+    share = raw.get("share", 0) if isinstance(raw, dict) else raw
+    if isinstance(share, bool) or not isinstance(share, int | float | str):
+        return None
+    try:
+        value = Decimal(str(share))
+    except ArithmeticError:
+        return None
+    if not value.is_finite() or not Decimal(0) <= value <= MAX_SHARE:
+        return None
+    return value.quantize(Decimal("0.001"))
+
+
 def definition_validate(definition: Any, *, slug: str | None = None) -> dict[str, Any]:
     """Return the definition if it can run; raise DefinitionInvalid listing every problem."""
     c = _Collector()
@@ -157,8 +176,27 @@ def definition_validate(definition: Any, *, slug: str | None = None) -> dict[str
     if goal is not None:
         if not isinstance(goal, dict) or not goal.get("event"):
             c.add("", "goal.event", "required", 'goal must look like {"event": "purchase", "within": "P3D"}.')
-        elif "within" in goal:
-            c.duration("", "goal.within", goal["within"])
+        else:
+            if "within" in goal:
+                c.duration("", "goal.within", goal["within"])
+            value_property = goal.get("value_property", "")
+            if value_property and (
+                not isinstance(value_property, str) or not PROPERTY_KEY_RE.fullmatch(value_property)
+            ):
+                c.add(
+                    "",
+                    "goal.value_property",
+                    "invalid",
+                    "value_property names the goal event's property holding the revenue (e.g. amount).",
+                )
+    if "holdout" in definition and holdout_share(definition) is None:
+        c.add(
+            "",
+            "holdout.share",
+            "invalid_holdout_share",
+            "The holdout share is a fraction from 0 to 0.5 (0.1 holds out 10 % of entrants); "
+            "more than half held out is refused.",
+        )
     reentry = definition.get("reentry")
     if reentry is not None:
         policy = reentry.get("policy") if isinstance(reentry, dict) else None
@@ -306,6 +344,7 @@ class CompiledDefinition:
     goal_event: str = ""
     goal_within: timedelta | None = None
     trigger_event: str = ""
+    holdout_share: Decimal = Decimal(0)
 
 
 def definition_compile(definition: dict) -> CompiledDefinition:
@@ -330,6 +369,7 @@ def definition_compile(definition: dict) -> CompiledDefinition:
         goal_event=goal.get("event", "") or "",
         goal_within=duration_parse(goal["within"]) if goal.get("within") else None,
         trigger_event=(definition.get("trigger") or {}).get("event", "") or "",
+        holdout_share=holdout_share(definition) or Decimal(0),
     )
 
 

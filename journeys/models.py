@@ -7,6 +7,9 @@ advanced by the scheduler when its `next_run_at` comes; every step it runs leave
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -201,6 +204,16 @@ class Enrollment(models.Model):
     goal_deadline = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     exit_reason = models.CharField(max_length=300, blank=True, default="")
+    converted_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the goal event happened (the conversion's time)."
+    )
+
+    # The journey's holdout, assigned once at entry from (recipient, journey): held-out entrants run the
+    # journey without any of its sends and are the control group of its report.
+    held_out = models.BooleanField(default=False)
+    holdout_share = models.DecimalField(
+        max_digits=4, decimal_places=3, default=0, help_text="The journey's holdout share when it entered."
+    )
 
     class Meta:
         ordering = ["-entered_at", "-id"]
@@ -212,6 +225,8 @@ class Enrollment(models.Model):
                 fields=["recipient"], name="enrollment_recipient_active", condition=Q(status="active")
             ),
             models.Index(fields=["journey", "status"], name="enrollment_journey_status"),
+            # Reports take a journey's entry cohort by date range.
+            models.Index(fields=["journey", "entered_at"], name="enrollment_journey_entered"),
         ]
         constraints = [
             # One active run per recipient and journey (re-entry races end here).
@@ -261,3 +276,83 @@ class StepRun(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.step_id} ({self.status})"
+
+
+PROPERTY_KEY_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
+
+def validate_property_filter(value) -> None:
+    if not isinstance(value, dict):
+        raise ValidationError('Expected a JSON object such as {"plan": "pro"}.', code="invalid")
+    for key, item in value.items():
+        if not PROPERTY_KEY_RE.fullmatch(key) or "__" in key or key.isdigit():
+            raise ValidationError(
+                f"{key!r}: property names are letters, digits, _, - and . (no double underscore).",
+                code="invalid_key",
+            )
+        if isinstance(item, dict | list):
+            raise ValidationError(f"{key!r}: compare with a plain value (text, number, true/false).")
+        if isinstance(item, str) and "\x00" in item:
+            raise ValidationError(f"{key!r}: the value contains a NUL character.")
+
+
+def validate_property_key(value) -> None:
+    if value and (not PROPERTY_KEY_RE.fullmatch(value) or "__" in value or value.isdigit()):
+        raise ValidationError("A property name: letters, digits, _, - and . (no double underscore).")
+
+
+def validate_lookback(value) -> None:
+    if value is None or value.total_seconds() <= 0:
+        raise ValidationError("The lookback window must be a positive duration (e.g. 7 00:00:00).")
+    if value.days > 366:
+        raise ValidationError("The lookback window is at most a year.")
+
+
+class ConversionDefinition(models.Model):
+    """What counts as a conversion outside journeys: a product event (optionally with matching
+    properties), credited to the messages that reached the recipient within the lookback window."""
+
+    name = models.CharField(max_length=200, unique=True)
+    event = models.CharField(max_length=200, db_index=True, help_text="The product event, e.g. purchase.")
+    property_filter = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_property_filter],
+        help_text='Only events whose properties match all of these, e.g. {"plan": "pro"}. Empty: every one.',
+    )
+    lookback = models.DurationField(
+        default=timedelta(days=7),
+        validators=[validate_lookback],
+        help_text="Messages that reached the recipient this long before the event get credit (7 00:00:00).",
+    )
+    value_property = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        validators=[validate_property_key],
+        help_text="The event property holding the revenue, e.g. amount (blank: conversions only).",
+    )
+    enabled = models.BooleanField(default=True)
+    description = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=dj_timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(lookback__gt=timedelta(0)), name="conversion_lookback_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Report(Journey):
+    """Not data: the admin's measurement pages (attribution, sequences, lift) hang off this proxy."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "report"
+        verbose_name_plural = "reports"

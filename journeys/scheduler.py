@@ -51,6 +51,7 @@ BATCH_SIZE = 500
 RECHECK_AFTER = timedelta(minutes=5)
 # Steps one enrollment may run in one round (validation forbids loops without a wait; this is a fuse).
 MAX_STEPS_PER_ROUND = 100
+HELD_OUT_DETAIL = "Held out: in the journey's holdout, so nothing is sent (counted in its report)."
 
 _compiled: dict[int, CompiledDefinition] = {}
 
@@ -260,6 +261,7 @@ def _resume(e: Enrollment, b: _Batch) -> None:
                 _run_finish(e, b, StepRunStatus.CANCELLED, "The recipient converted.")
                 b.steps -= 1
             _end(e, b, EnrollmentStatus.CONVERTED, f"converted: {d.goal_event} at {at:%Y-%m-%d %H:%M}")
+            e.converted_at = at
             return
     step = d.steps.get(e.step_id)
     if e.waiting == Waiting.TIME:
@@ -318,6 +320,10 @@ def _walk(e: Enrollment, b: _Batch, *, allow_send: bool) -> None:
         step = d.steps[e.step_id]
         e.step_started_at = b.now
         if step.type == "send":
+            if e.held_out:  # the journey's holdout: no send is built; the run goes on and is measured
+                _run_new(e, step, b, StepRunStatus.SKIPPED, HELD_OUT_DETAIL)
+                e.step_id = step.next_id
+                continue
             if not allow_send:
                 e.next_run_at = b.now  # one governor call per batch: the next round sends it
                 return
@@ -474,6 +480,7 @@ _ENROLLMENT_COLUMNS = [
     ("next_run_at", "timestamptz"),
     ("ended_at", "timestamptz"),
     ("exit_reason", "varchar"),
+    ("converted_at", "timestamptz"),
 ]
 _STEPRUN_COLUMNS = [
     ("enrollment_id", "bigint"),

@@ -1,16 +1,15 @@
-"""Reads on journeys: per-journey counts and the conversion report with touch sequences."""
+"""Reads on journeys: per-journey counts (the reports live in journeys.reports)."""
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from typing import Any
+from datetime import datetime
 
 from django.db.models import Count, Q, QuerySet
 
 from orchestrator.authority import model_perm_has, user_channels
-from orchestrator.models import CLEARED_STATUSES
+from orchestrator.consent import SourceRate, consent_burn_by_source_ref, consent_conf
 
-from .models import Enrollment, EnrollmentStatus, Journey, StepRun, StepRunStatus, Waiting
+from .models import Enrollment, EnrollmentStatus, Journey, Waiting
 
 
 def journeys_visible(*, user, queryset: QuerySet[Journey] | None = None) -> QuerySet[Journey]:
@@ -59,51 +58,9 @@ def journey_counts(*, journey: Journey) -> dict[str, int]:
     return counts
 
 
-def journey_report(*, journey: Journey) -> dict[str, Any]:
-    """Enrolled, converted, conversion rate, the touch sequences of converted enrollments and a simple
-    attribution of conversions to channels by first touch, last touch and linear split."""
-    counts = journey_counts(journey=journey)
-    enrolled = sum(counts.values())
-    converted_ids = list(
-        Enrollment.objects.filter(journey=journey, status=EnrollmentStatus.CONVERTED).values_list(
-            "pk", flat=True
-        )
+def journey_burn(*, journey: Journey, now: datetime) -> list[SourceRate]:
+    """The journey's opt-out rate per channel against each channel's usual rate (its page flags ≥ 2×)."""
+    lookback = consent_conf("BURN_LOOKBACK")
+    return consent_burn_by_source_ref(
+        since=now - lookback, until=now, source_refs=[journey.slug], prefix=f"{journey.slug} · "
     )
-    touches: dict[int, list[str]] = defaultdict(list)
-    runs = (
-        StepRun.objects.filter(enrollment_id__in=converted_ids, step_type="send", status=StepRunStatus.SENT)
-        .exclude(message=None)
-        .filter(message__status__in=list(CLEARED_STATUSES))
-        .order_by("enrollment_id", "seq")
-        .values_list("enrollment_id", "message__channel")
-    )
-    for enrollment_id, channel in runs:
-        touches[enrollment_id].append(channel)
-    sequences = Counter(" → ".join(touches.get(pk, [])) or "(no touch)" for pk in converted_ids)
-    first, last, linear = Counter(), Counter(), Counter()
-    for channels in touches.values():
-        first[channels[0]] += 1
-        last[channels[-1]] += 1
-        for channel in channels:
-            linear[channel] += 1 / len(channels)
-    converted = counts["converted"]
-    return {
-        "journey": journey.slug,
-        "enrolled": enrolled,
-        "active": counts["active"],
-        "waiting": counts["waiting"],
-        "converted": converted,
-        "exited": counts["exited"],
-        "conversion_rate": round(converted / enrolled, 4) if enrolled else 0.0,
-        "touch_sequences": [{"sequence": seq, "converted": n} for seq, n in sequences.most_common()],
-        "attribution": {
-            "computed_over": (
-                "Converted enrollments only; a touch is a journey send the governor cleared, in step order. "
-                "Each model splits one conversion across channels: first touch, last touch, or linear "
-                "(equal shares). Conversions with no touch are not attributed."
-            ),
-            "first_touch": dict(first),
-            "last_touch": dict(last),
-            "linear": {k: round(v, 3) for k, v in linear.items()},
-        },
-    }

@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 from django_q.tasks import async_task
 
+from governor.holdout import holdout_assigned
 from orchestrator.authority import authorize
 from orchestrator.history import message_status_move
 from orchestrator.models import Event, Message, MessageStatus, Recipient
@@ -210,6 +211,12 @@ def journey_transition(
 # --- enrollments ----------------------------------------------------------------------------------
 
 
+def enrollment_holdout(*, journey: Journey, recipient_id: int, share) -> bool:
+    """Is this recipient held out of this journey? Deterministic per (recipient, journey): the same
+    answer on every re-entry for as long as the share stays the same."""
+    return holdout_assigned(scope=f"journey:{journey.pk}", recipient_id=recipient_id, share=share)
+
+
 class EnrollmentRefused(JourneyConflict):
     """The recipient may not enter the journey now (not active, or the re-entry policy)."""
 
@@ -255,6 +262,10 @@ def enrollment_create(
                 next_run_at=now,
                 entered_at=now,
                 goal_deadline=now + compiled.goal_within if compiled.goal_within else None,
+                held_out=enrollment_holdout(
+                    journey=journey, recipient_id=recipient.pk, share=compiled.holdout_share
+                ),
+                holdout_share=compiled.holdout_share,
             )
     except IntegrityError as exc:  # a concurrent enrollment of the same recipient won
         raise EnrollmentRefused(
@@ -300,6 +311,8 @@ def enrollments_create_bulk(
                 next_run_at=now,
                 entered_at=now,
                 goal_deadline=now + compiled.goal_within if compiled.goal_within else None,
+                held_out=enrollment_holdout(journey=journey, recipient_id=rid, share=compiled.holdout_share),
+                holdout_share=compiled.holdout_share,
             )
             for rid in sorted(ids - blocked)
         ]
@@ -363,8 +376,11 @@ def _goal_reached(enrollment: Enrollment, event: Event) -> bool:
     )
 
 
-def enrollments_convert(*, enrollments: list[Enrollment], reason: str, now: datetime) -> None:
-    """Exit enrollments as converted, cancelling what was pending (a wait, a deferred send)."""
+def enrollments_convert(
+    *, enrollments: list[Enrollment], reason: str, now: datetime, converted_at: datetime | None = None
+) -> None:
+    """Exit enrollments as converted (at the goal event's time), cancelling what was pending (a wait,
+    a deferred send)."""
     if not enrollments:
         return
     runs = [e.waiting_run_id for e in enrollments if e.waiting_run_id]
@@ -375,6 +391,7 @@ def enrollments_convert(*, enrollments: list[Enrollment], reason: str, now: date
     Enrollment.objects.filter(pk__in=[e.pk for e in enrollments]).update(
         status=EnrollmentStatus.CONVERTED,
         ended_at=now,
+        converted_at=converted_at or now,
         next_run_at=None,
         waiting="",
         waiting_run=None,
@@ -424,6 +441,7 @@ def event_apply(*, event: Event, now: datetime, blocking: bool = False) -> list[
         enrollments=converted,
         reason=f"converted: {event.name} at {event.occurred_at:%Y-%m-%d %H:%M}",
         now=now,
+        converted_at=event.occurred_at,
     )
     converted_ids = {e.pk for e in converted}
     wake = [

@@ -127,6 +127,9 @@ class Source(models.TextChoices):
     JOURNEY = "journey", "Journey step"
     CAMPAIGN = "campaign", "Campaign"
     ADMIN = "admin", "Admin"
+    # A confirmation answering the recipient's own inbound message (SMS STOP / START / HELP): it may go
+    # to a number that just opted out (carriers require the one confirmation) and no cap holds it.
+    REPLY = "reply", "Reply to the recipient"
 
 
 def validate_timezone(value: str) -> None:
@@ -168,11 +171,22 @@ class ContactPoint(models.Model):
     channel = models.CharField(max_length=10, choices=Channel.choices)
     address = models.CharField(max_length=512, blank=True, default="")
     opted_in = models.BooleanField(default=True)
+    # Suppression: the provider told us this address cannot be reached (hard bounce, spam complaint,
+    # invalid push token). Nothing goes to it until an operator clears it.
+    undeliverable_at = models.DateTimeField(null=True, blank=True)
+    undeliverable_reason = models.CharField(max_length=500, blank=True, default="")
+    soft_bounces = models.PositiveSmallIntegerField(
+        default=0, help_text="Soft bounces in a row; suppressed at settings.CONSENT['SOFT_BOUNCE_LIMIT']."
+    )
     created_at = models.DateTimeField(default=dj_timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["channel", "address"]
+        indexes = [
+            # Inbound SMS and ESP events find the contact point by its address.
+            models.Index(fields=["channel", "address"], name="contactpoint_channel_address"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["recipient", "channel", "address"], name="contactpoint_unique_address"
@@ -187,6 +201,11 @@ class ContactPoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_channel_display()}: {self.address or 'enabled'}"
+
+    @property
+    def reachable(self) -> bool:
+        """Opted in and not undeliverable (the rule `orchestrator.selectors.REACHABLE` applies in SQL)."""
+        return self.opted_in and self.undeliverable_at is None
 
 
 class Preference(models.Model):
@@ -209,6 +228,80 @@ class Preference(models.Model):
     def __str__(self) -> str:
         state = "opted in" if self.opted_in else "opted out"
         return f"{self.channel}/{self.purpose}: {state}"
+
+
+class ChangeSource(models.TextChoices):
+    """Who changed a preference or a contact point's state."""
+
+    LINK = "link", "Preference link (the recipient)"
+    API = "api", "API"
+    ADMIN = "admin", "Admin"
+    PROVIDER = "provider", "Provider (SMS keyword, ESP or push service)"
+
+
+class ChangeKind(models.TextChoices):
+    UNSUBSCRIBE = "unsubscribe", "Unsubscribed"
+    RESUBSCRIBE = "resubscribe", "Resubscribed"
+    STOP = "stop", "SMS STOP"
+    START = "start", "SMS START"
+    COMPLAINT = "complaint", "Spam complaint"
+    HARD_BOUNCE = "hard_bounce", "Hard bounce"
+    SOFT_BOUNCES = "soft_bounces", "Soft bounces in a row"
+    TOKEN_LOST = "token_lost", "Push token invalid"
+    CLEARED = "cleared", "Suppression cleared"
+
+
+# Kinds that lose permission to reach someone (the permission-burn monitor counts these).
+BURN_KINDS = frozenset({ChangeKind.UNSUBSCRIBE, ChangeKind.STOP, ChangeKind.COMPLAINT, ChangeKind.TOKEN_LOST})
+
+
+class PreferenceChange(models.Model):
+    """Every change of a recipient's word or reachability, with its source: the consent record.
+
+    `purpose` blank means the whole channel; `address` names the contact point when one was concerned;
+    `message` is the message that prompted it (the link's email, the SMS answered with STOP, the bounced
+    message), which lets the burn monitor attribute opt-outs to a journey or campaign.
+    """
+
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="preference_changes")
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    purpose = models.CharField(max_length=20, choices=Purpose.choices, blank=True, default="")
+    address = models.CharField(max_length=512, blank=True, default="")
+    kind = models.CharField(max_length=20, choices=ChangeKind.choices)
+    opted_in = models.BooleanField(help_text="The state after the change (reachable after it).")
+    source = models.CharField(max_length=10, choices=ChangeSource.choices)
+    detail = models.CharField(max_length=500, blank=True, default="")
+    message = models.ForeignKey(
+        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="preference_changes"
+    )
+    created_at = models.DateTimeField(default=dj_timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["created_at"], name="prefchange_time"),
+            models.Index(fields=["recipient", "-created_at"], name="prefchange_recipient_time"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(channel__in=Channel.values), name="prefchange_channel_valid"),
+            models.CheckConstraint(condition=Q(kind__in=ChangeKind.values), name="prefchange_kind_valid"),
+            models.CheckConstraint(
+                condition=Q(source__in=ChangeSource.values), name="prefchange_source_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        what = f"{self.channel}/{self.purpose}" if self.purpose else self.channel
+        return f"{self.get_kind_display()} {what} ({self.get_source_display()})"
+
+
+class PermissionBurn(PreferenceChange):
+    """The permission-burn monitor's place in the admin (a page, not a list)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "permission-burn monitor"
+        verbose_name_plural = "permission-burn monitor"
 
 
 class Event(models.Model):

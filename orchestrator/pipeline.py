@@ -28,7 +28,7 @@ from governor.services import MessageDraft, messages_decide
 
 from .channel_choice import ChoiceRequest, channels_choose_bulk
 from .models import AUTO_CHANNEL, Channel, Message, Purpose, Recipient, Source
-from .selectors import contact_points_reachable
+from .selectors import reachable_kind, recipients_reachable_points, recipients_unreachable_reasons
 
 
 class SendRefused(Exception):
@@ -113,31 +113,30 @@ def messages_send_bulk(
     if not pending:
         return results  # type: ignore[return-value]
 
-    ids = {requests[n].recipient_id for n in pending}
-    reachable = contact_points_reachable(recipient_ids=ids)
+    # Where each recipient can be reached (opted in, not undeliverable; a reply to the recipient's own
+    # message needs only a working address): one query per kind of source in the batch.
+    reachable: dict[tuple[str, int], dict[str, list[str]]] = {}
+    for kind in {reachable_kind(requests[n].source) for n in pending}:
+        ids = {requests[n].recipient_id for n in pending if reachable_kind(requests[n].source) == kind}
+        for rid, points in recipients_reachable_points(recipient_ids=ids, source=kind).items():
+            reachable[(kind, rid)] = points
     known = dict(recipients or {})
     policies = channel_policy_views()
 
-    # Validation and the `auto` choice. Refusals name the recipient by external id, read at the end for
-    # the few that need it.
+    # Validation and the `auto` choice. Refusals name the recipient by external id and say why a channel
+    # is closed, read at the end for the few that need it.
     refused: dict[int, tuple[str, str, str]] = {}  # n -> (field, code, detail with {who})
     chosen: dict[int, tuple[str, str]] = {}
     autos = []
     for n in pending:
         r = requests[n]
-        points = reachable.get(r.recipient_id, {})
+        points = reachable.get((reachable_kind(r.source), r.recipient_id), {})
         if r.channel == AUTO_CHANNEL:
             autos.append(n)
         elif r.channel not in points:
-            label = Channel(r.channel).label
-            refused[n] = ("channel", "unreachable", f"{{who}} has no opted-in {label} contact point.")
+            refused[n] = ("channel", "unreachable", "")
         elif r.to is not None and r.to not in points[r.channel]:
-            label = Channel(r.channel).label
-            refused[n] = (
-                "to",
-                "unknown_contact_point",
-                f"{{who}} has no opted-in {label} contact point {r.to!r}.",
-            )
+            refused[n] = ("to", "unknown_contact_point", "")
         else:
             chosen[n] = (r.channel, "")
     if autos:
@@ -147,7 +146,9 @@ def messages_send_bulk(
                     recipient_id=requests[n].recipient_id,
                     purpose=requests[n].purpose,
                     content=requests[n].content,
-                    reachable=frozenset(reachable.get(requests[n].recipient_id, ())),
+                    reachable=frozenset(
+                        reachable.get((reachable_kind(requests[n].source), requests[n].recipient_id), ())
+                    ),
                     avoid=requests[n].avoid_channels,
                     priority=int(requests[n].priority),
                     expires_at=requests[n].expires_at,
@@ -158,26 +159,19 @@ def messages_send_bulk(
             at=at,
             policies=policies,
         )
+        closed = recipients_unreachable_reasons(recipient_ids={requests[n].recipient_id for n in autos})
         for n, pick in zip(autos, picks, strict=True):
             if pick is None:
-                purpose = requests[n].purpose
-                refused[n] = (
-                    "channel",
-                    "no_channel",
-                    f"No channel can carry this {purpose} message to {{who}}.",
-                )
-            else:
-                chosen[n] = (pick.channel, pick.reason)
+                refused[n] = ("channel", "no_channel", "")
+                continue
+            reason = pick.reason
+            why = closed.get(requests[n].recipient_id)
+            if why:
+                # Rerouted: say which channels were closed and why (a bounced address, an opted-out number).
+                reason += "; not " + "; not ".join(f"{ch}: {text}" for ch, text in sorted(why.items()))
+            chosen[n] = (pick.channel, reason)
     if refused:
-        names = {pk: r.external_id for pk, r in known.items()}
-        wanted = {requests[n].recipient_id for n in refused} - set(names)
-        names.update(Recipient.objects.filter(pk__in=wanted).values_list("pk", "external_id"))
-        for n, (field, code, detail) in refused.items():
-            rid = requests[n].recipient_id
-            if rid in names:
-                results[n] = _refuse(field, code, detail.replace("{who}", names[rid]))
-            else:
-                results[n] = _refuse("recipient", "unknown_recipient", f"No recipient with id {rid}.")
+        _refusals_explain(requests, refused, known, results)
 
     # Lint once per distinct content object and channel (a journey step or a campaign shares one), then
     # the drafts for the governor.
@@ -232,6 +226,39 @@ def messages_send_bulk(
                 Message.recipient.field.set_cached_value(message, recipient)
             results[n] = message
     return results  # type: ignore[return-value]
+
+
+def _refusals_explain(
+    requests: Sequence[SendRequest],
+    refused: Mapping[int, tuple[str, str, str]],
+    known: Mapping[int, Recipient],
+    results: list,
+) -> None:
+    """Turn refusals into SendRefused with the recipient's external id and why a channel is closed (two
+    queries for the whole batch, only when something was refused)."""
+    ids = {requests[n].recipient_id for n in refused}
+    names = {pk: r.external_id for pk, r in known.items() if pk in ids}
+    names.update(Recipient.objects.filter(pk__in=ids - set(names)).values_list("pk", "external_id"))
+    closed = recipients_unreachable_reasons(recipient_ids=ids)
+    for n, (field, code, _) in refused.items():
+        r = requests[n]
+        who = names.get(r.recipient_id)
+        if who is None:
+            results[n] = _refuse("recipient", "unknown_recipient", f"No recipient with id {r.recipient_id}.")
+            continue
+        if code == "no_channel":
+            results[n] = _refuse(field, code, f"No channel can carry this {r.purpose} message to {who}.")
+            continue
+        label = Channel(r.channel).label
+        why = closed.get(r.recipient_id, {}).get(r.channel)
+        because = f" ({why})." if why else "."
+        if code == "unknown_contact_point":
+            detail = f"{who} has no reachable {label} contact point {r.to!r}{because}"
+        elif why and "undeliverable" in why:
+            code, detail = "undeliverable", f"Not sent to {who} on {label}: {why}."
+        else:
+            detail = f"{who} has no opted-in {label} contact point{because}"
+        results[n] = _refuse(field, code, detail)
 
 
 def message_send(

@@ -1,30 +1,94 @@
-"""Reads on the conversation: a recipient's unified history and timeline."""
+"""Reads on the conversation: reachability, a recipient's unified history and timeline."""
 
 from __future__ import annotations
 
 import heapq
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from .models import ContactPoint, Event, Message, Recipient
+from .models import Channel, ContactPoint, Event, Message, Recipient, Source
+
+# Reachability, the one rule: a contact point may be sent to when the recipient keeps it opted in and no
+# provider has marked it undeliverable. The pipeline, `auto` channel choice, the journey scheduler and
+# delivery all read it through the functions below.
+REACHABLE = Q(opted_in=True, undeliverable_at__isnull=True)
+# A reply to the recipient's own inbound message (the STOP confirmation) only needs a working address.
+REACHABLE_FOR_REPLY = Q(undeliverable_at__isnull=True)
 
 
-def contact_points_reachable(*, recipient_ids: Iterable[int]) -> dict[int, dict[str, list[str]]]:
-    """Where each recipient can be reached: channel → addresses of their opted-in contact points, newest
-    first. The one definition of "reachable" that sending, channel choice and delivery share (one query)."""
+def reachable_kind(source: str) -> str:
+    """Which reachability rule a message source follows: replies have their own, every other the same."""
+    return Source.REPLY if source == Source.REPLY else ""
+
+
+def reachable_q(*, source: str = "") -> Q:
+    """The reachability condition on ContactPoint for a message from `source`."""
+    return REACHABLE_FOR_REPLY if source == Source.REPLY else REACHABLE
+
+
+def contact_points_reachable(*, source: str = "") -> QuerySet[ContactPoint]:
+    """Contact points a message from `source` may go to."""
+    return ContactPoint.objects.filter(reachable_q(source=source))
+
+
+def recipients_reachable_points(
+    *, recipient_ids: Iterable[int], source: str = ""
+) -> dict[int, dict[str, list[str]]]:
+    """Where each recipient can be reached: channel → addresses of their reachable contact points, newest
+    first (set-based: one query for the batch). Sending, channel choice and delivery all read this."""
     found: dict[int, dict[str, list[str]]] = {}
     rows = (
-        ContactPoint.objects.filter(recipient_id__in=list(recipient_ids), opted_in=True)
+        contact_points_reachable(source=source)
+        .filter(recipient_id__in=list(recipient_ids))
         .order_by("-created_at", "-id")
         .values_list("recipient_id", "channel", "address")
     )
     for rid, channel, address in rows:
         found.setdefault(rid, {}).setdefault(channel, []).append(address)
     return found
+
+
+def recipients_reachable_channels(*, recipient_ids: Iterable[int], source: str = "") -> dict[int, set[str]]:
+    """Channels each recipient can be reached on (set-based: one query for the batch)."""
+    found: dict[int, set[str]] = defaultdict(set)
+    rows = contact_points_reachable(source=source).filter(recipient_id__in=list(recipient_ids))
+    for rid, channel in rows.values_list("recipient_id", "channel").distinct():
+        found[rid].add(channel)
+    return found
+
+
+def recipients_unreachable_reasons(*, recipient_ids: Iterable[int]) -> dict[int, dict[str, str]]:
+    """Why each channel a recipient has contact points on, but cannot be reached on, is closed (set-based:
+    one query for the batch)."""
+    reasons: dict[tuple[int, str], list[str]] = defaultdict(list)
+    open_channels: set[tuple[int, str]] = set()
+    for cp in ContactPoint.objects.filter(recipient_id__in=list(recipient_ids)):
+        key = (cp.recipient_id, cp.channel)
+        if cp.reachable:
+            open_channels.add(key)
+        elif cp.undeliverable_at is not None:
+            who = cp.address or Channel(cp.channel).label
+            reasons[key].append(
+                f"{who} is undeliverable since {cp.undeliverable_at:%Y-%m-%d %H:%M} UTC: "
+                f"{cp.undeliverable_reason or 'no reason given'}"
+            )
+        else:
+            reasons[key].append(f"{cp.address or Channel(cp.channel).label} is opted out")
+    found: dict[int, dict[str, str]] = defaultdict(dict)
+    for (rid, channel), why in reasons.items():
+        if (rid, channel) not in open_channels:
+            found[rid][channel] = "; ".join(why)
+    return found
+
+
+def recipient_unreachable_reasons(*, recipient: Recipient) -> dict[str, str]:
+    """Why each channel the recipient has contact points on, but cannot be reached on, is closed."""
+    return recipients_unreachable_reasons(recipient_ids=[recipient.pk]).get(recipient.pk, {})
 
 
 def recipient_messages(

@@ -19,7 +19,9 @@ from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from .consent import preference_changes_record
 from .models import (
+    ChangeSource,
     Channel,
     ContactPoint,
     Event,
@@ -135,19 +137,26 @@ def _preferences_validate(preferences: Any) -> list[tuple[str, str, bool]]:
     return rows
 
 
-def _preferences_apply(*, recipient: Recipient, rows: list[tuple[str, str, bool]]) -> bool:
-    changed = False
+def _preferences_apply(
+    *, recipient: Recipient, rows: list[tuple[str, str, bool]], source: str, at: datetime
+) -> bool:
+    """Write the preference rows that differ and record each change with its source."""
+    changed, wrote = [], False
     current = {(p.channel, p.purpose): p for p in recipient.preferences.all()}
     for channel, purpose, allowed in rows:
         pref = current.get((channel, purpose))
         if pref is None:
             Preference.objects.create(recipient=recipient, channel=channel, purpose=purpose, opted_in=allowed)
-            changed = True
+            wrote = True
+            if not allowed:  # no row meant opted in: only an opt-out changes the recipient's word
+                changed.append((channel, purpose, allowed))
         elif pref.opted_in != allowed:
             pref.opted_in = allowed
             pref.save(update_fields=["opted_in", "updated_at"])
-            changed = True
-    return changed
+            changed.append((channel, purpose, allowed))
+    if changed:
+        preference_changes_record(recipient=recipient, rows=changed, source=source, at=at)
+    return wrote or bool(changed)
 
 
 def recipient_upsert(
@@ -162,6 +171,7 @@ def recipient_upsert(
     in_app: bool | None = None,
     preferences: Mapping[str, Any] | None = None,
     create: bool = True,
+    source: str = ChangeSource.API,
 ) -> UpsertResult:
     """Create or update a recipient by external id. Fields left as None keep their value; repeating the
     same upsert changes nothing. Raises ValidationError (by field) before writing anything."""
@@ -222,7 +232,7 @@ def recipient_upsert(
                 recipient.save(update_fields=[*updates, "updated_at"])
                 changed = True
         changed |= _contact_points_apply(recipient=recipient, desired=desired)
-        changed |= _preferences_apply(recipient=recipient, rows=pref_rows)
+        changed |= _preferences_apply(recipient=recipient, rows=pref_rows, source=source, at=timezone.now())
         if changed:
             recipient_changed.send(sender=Recipient, recipient=recipient, created=created)
     return UpsertResult(recipient=recipient, created=created, changed=changed)

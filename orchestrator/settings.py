@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "django_q",
     "rules.apps.AutodiscoverRulesConfig",
     "simple_history",
+    "anymail",
     "orchestrator",
     "governor",
     "channels_app",
@@ -104,7 +105,12 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
 
-LANGUAGE_CODE = "en-us"
+LANGUAGE_CODE = "en"
+# Languages of the recipient-facing pages (the preference centre), chosen by the recipient's locale.
+# Translations live in orchestrator/locale/ and are committed compiled (.mo), so a fresh machine needs
+# no gettext; `manage.py compilemessages` (GNU gettext's msgfmt) rebuilds them after an edit.
+LANGUAGES = [("en", "English"), ("fr", "Français"), ("pt-br", "Português (Brasil)")]
+LOCALE_PATHS = [BASE_DIR / "orchestrator" / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
@@ -170,6 +176,48 @@ EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
 EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "orchestrator@localhost")
 
+# Absolute links in messages (the preference centre, List-Unsubscribe) and the URL a provider signed
+# (Twilio's X-Twilio-Signature covers the full URL it called). Set it to the public origin, e.g.
+# https://messages.example.com; unset, links are built from the request or fall back to localhost.
+PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+
+# Consent and reachability (orchestrator.consent, the preference centre, channels' suppression).
+CONSENT = {
+    # How long a preference link (and a List-Unsubscribe URL) stays valid.
+    "LINK_MAX_AGE": timedelta(days=int(os.environ.get("PREFERENCE_LINK_MAX_AGE_DAYS", "90"))),
+    # The mailto: of List-Unsubscribe; blank: unsubscribe@ the DEFAULT_FROM_EMAIL domain.
+    "UNSUBSCRIBE_MAILTO": os.environ.get("UNSUBSCRIBE_MAILTO", ""),
+    # Soft bounces in a row after which an address counts as undeliverable.
+    "SOFT_BOUNCE_LIMIT": int(os.environ.get("SOFT_BOUNCE_LIMIT", "3")),
+    # A journey or campaign is flagged on its page at twice its channel's opt-out rate with at least
+    # this many opt-outs (fewer is noise); over this look-back.
+    "BURN_MIN_OPT_OUTS": int(os.environ.get("BURN_MIN_OPT_OUTS", "3")),
+    "BURN_LOOKBACK": timedelta(days=int(os.environ.get("BURN_LOOKBACK_DAYS", "28"))),
+    # Answers to SMS keywords (sent as transactional replies, exempt from caps and quiet hours).
+    "SMS_HELP_TEXT": os.environ.get(
+        "SMS_HELP_TEXT",
+        "Orchestrator alerts: reply STOP to unsubscribe, START to resubscribe. Help: support@example.com",
+    ),
+    "SMS_STOP_TEXT": os.environ.get(
+        "SMS_STOP_TEXT", "You are unsubscribed and will receive no more messages. Reply START to resubscribe."
+    ),
+    "SMS_START_TEXT": os.environ.get(
+        "SMS_START_TEXT", "You are subscribed again. Reply HELP for help, STOP to unsubscribe."
+    ),
+}
+
+# django-anymail: the ESP for EMAIL_BACKEND and its tracking webhooks at /anymail/<esp>/tracking/.
+# WEBHOOK_SECRET ("user:password", basic auth in the webhook URL the ESP calls) is required in
+# production; each ESP's own signing key (e.g. MAILGUN_WEBHOOK_SIGNING_KEY) is read by anymail too.
+ANYMAIL = {
+    "WEBHOOK_SECRET": os.environ.get("ANYMAIL_WEBHOOK_SECRET", ""),
+    **{
+        key.removeprefix("ANYMAIL_"): value
+        for key, value in os.environ.items()
+        if key.startswith("ANYMAIL_") and key != "ANYMAIL_WEBHOOK_SECRET"
+    },
+}
+
 # The orchestrator's own knobs; each app reads its part.
 ORCHESTRATOR = {
     # How long a stored Idempotency-Key response is honoured.
@@ -189,6 +237,14 @@ ORCHESTRATOR = {
     "SELF_APPROVAL": env_bool("ORCHESTRATOR_SELF_APPROVAL", False),
     # How far back the review page's forecast replays real history.
     "FORECAST_DAYS": int(os.environ.get("ORCHESTRATOR_FORECAST_DAYS", "14")),
+    # Measurement (journeys.reports): the time-decay half-life and the statuses that count as a touch
+    # reaching the recipient, when a report does not say (`half_life`, `reached`); the sort memory a
+    # report statement may use on PostgreSQL.
+    "REPORTS": {
+        "HALF_LIFE": timedelta(days=float(os.environ.get("REPORT_HALF_LIFE_DAYS", "7"))),
+        "REACHED": tuple(env_list("REPORT_REACHED", "delivered,opened,clicked")),
+        "WORK_MEM": os.environ.get("REPORT_WORK_MEM", "64MB"),
+    },
 }
 
 LOGGING = {
@@ -201,12 +257,27 @@ LOGGING = {
 
 # Channels (channels_app): provider backend per channel by dotted path, like EMAIL_BACKEND. The defaults
 # keep everything on this machine (email through EMAIL_BACKEND = console, SMS and push in memory).
+def channel_backends(channel: str, default: str) -> str | list[str]:
+    """CHANNEL_<X>_BACKENDS (comma-separated, tried in order: failover) or the single CHANNEL_<X>_BACKEND."""
+    several = env_list(f"CHANNEL_{channel.upper()}_BACKENDS")
+    return several or os.environ.get(f"CHANNEL_{channel.upper()}_BACKEND", default)
+
+
 CHANNELS = {
+    # One dotted path per channel, or a list tried in order (failover); a list entry may also be a dict
+    # {"BACKEND": path, "NAME": "...", "TIMEOUT": seconds, "OPTIONS": {...}} (channels_app.providers).
     "BACKENDS": {
-        "email": os.environ.get("CHANNEL_EMAIL_BACKEND", "channels_app.backends.email.DjangoEmailBackend"),
-        "sms": os.environ.get("CHANNEL_SMS_BACKEND", "channels_app.backends.sms.LocmemSmsBackend"),
-        "push": os.environ.get("CHANNEL_PUSH_BACKEND", "channels_app.backends.push.LocmemPushBackend"),
-        "in_app": os.environ.get("CHANNEL_IN_APP_BACKEND", "channels_app.backends.in_app.InboxBackend"),
+        "email": channel_backends("email", "channels_app.backends.email.DjangoEmailBackend"),
+        "sms": channel_backends("sms", "channels_app.backends.sms.LocmemSmsBackend"),
+        "push": channel_backends("push", "channels_app.backends.push.LocmemPushBackend"),
+        "in_app": channel_backends("in_app", "channels_app.backends.in_app.InboxBackend"),
+    },
+    # A provider that fails FAILURES times in a row is skipped for COOLDOWN (its channel fails over to
+    # the next provider), then tried once; one delivery stops failing over after FAILOVER_BUDGET.
+    "CIRCUIT": {
+        "FAILURES": int(os.environ.get("CHANNEL_CIRCUIT_FAILURES", "5")),
+        "COOLDOWN": timedelta(seconds=float(os.environ.get("CHANNEL_CIRCUIT_COOLDOWN_SECONDS", "60"))),
+        "FAILOVER_BUDGET": timedelta(seconds=float(os.environ.get("CHANNEL_FAILOVER_BUDGET_SECONDS", "60"))),
     },
     # Transient errors retry with exponential backoff and jitter: 8 tries over about 30 minutes.
     "RETRY_MAX_ATTEMPTS": int(os.environ.get("CHANNEL_RETRY_MAX_ATTEMPTS", "8")),
@@ -231,6 +302,14 @@ CHANNELS = {
         "FROM": os.environ.get("SMS_HTTP_FROM", ""),
         "STATUS_CALLBACK": os.environ.get("SMS_HTTP_STATUS_CALLBACK", ""),
         "TIMEOUT": float(os.environ.get("SMS_HTTP_TIMEOUT", "10")),
+    },
+    # Firebase Cloud Messaging HTTP v1 (channels_app.backends.fcm.FcmBackend): a service account's JSON
+    # (the file's path or its content) authorises the calls; BASE_URL is for tests and proxies.
+    "FCM": {
+        "SERVICE_ACCOUNT": os.environ.get("FCM_SERVICE_ACCOUNT", ""),
+        "PROJECT_ID": os.environ.get("FCM_PROJECT_ID", ""),
+        "BASE_URL": os.environ.get("FCM_BASE_URL", "https://fcm.googleapis.com"),
+        "TIMEOUT": float(os.environ.get("FCM_TIMEOUT", "10")),
     },
     # Web Push with VAPID (channels_app.backends.push.WebPushBackend).
     "WEBPUSH": {

@@ -23,6 +23,7 @@ class Outgoing:
     to: str
     content: dict[str, Any]
     expires_at: datetime | None = None
+    recipient_id: int | None = None  # for links signed per recipient (List-Unsubscribe)
 
     @property
     def idempotency_key(self) -> str:
@@ -46,8 +47,14 @@ class SendResult:
         return cls(TRANSIENT, "", summary)
 
     @classmethod
-    def permanent(cls, summary: str) -> SendResult:
-        return cls(PERMANENT, "", summary)
+    def permanent(cls, summary: str, *, undeliverable: bool = False) -> SendResult:
+        """A refusal; `undeliverable` when it says the address itself is dead (unknown mailbox,
+        unregistered push token): delivery then suppresses that contact point."""
+        return cls(PERMANENT, "", summary, {"undeliverable": True} if undeliverable else {})
+
+    @property
+    def undeliverable(self) -> bool:
+        return bool(self.extra.get("undeliverable"))
 
 
 class TransientError(Exception):
@@ -66,6 +73,12 @@ class BaseBackend:
     """
 
     name = "base"
+    # Seconds to wait for this provider (set per provider by the chain); None: the backend's default.
+    timeout: float | None = None
+
+    def __init__(self, **options: Any) -> None:
+        # Per-provider options from CHANNELS["BACKENDS"] (e.g. another base URL or SMTP host).
+        self.options = options
 
     def send(self, outgoing: Outgoing) -> SendResult:
         try:
@@ -97,6 +110,35 @@ class BaseBackend:
     def classify(self, exc: Exception) -> SendResult:
         """Map an exception from build/transmit/parse to a result (default: transient)."""
         return SendResult.transient(f"{type(exc).__name__}: {_summary(exc)}")
+
+
+class ConfiguredBackend(BaseBackend):
+    """A backend configured by a section of settings.CHANNELS (`settings_key`), which a provider's
+    OPTIONS override key by key (e.g. another base URL for a second account), with its TIMEOUT."""
+
+    settings_key = ""
+
+    def __init__(self, **options: Any) -> None:
+        from django.conf import settings
+
+        super().__init__(**options)
+        self.conf = {**settings.CHANNELS[self.settings_key], **{k.upper(): v for k, v in options.items()}}
+
+    @property
+    def wait(self) -> float:
+        """Seconds to wait for the provider: the chain's per-provider timeout, else the section's."""
+        return self.timeout if self.timeout is not None else self.conf["TIMEOUT"]
+
+    def http_post(self, session: Any, url: str, **kwargs: Any) -> Any:
+        """POST with this provider's timeout; no answer in time or no connection is transient."""
+        import requests
+
+        try:
+            return session.post(url, timeout=self.wait, **kwargs)
+        except requests.Timeout as exc:
+            raise TransientError(f"no answer within {self.wait} s ({type(exc).__name__})") from exc
+        except requests.ConnectionError as exc:
+            raise TransientError(f"could not connect: {exc}") from exc
 
 
 def _summary(exc: Exception, limit: int = 500) -> str:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import uuid
 
-from django.conf import settings
 from django.utils import timezone
 from pywebpush import WebPushException, webpush
 
-from .base import BaseBackend, Outgoing, PermanentError, SendResult
+from .base import BaseBackend, ConfiguredBackend, Outgoing, PermanentError, SendResult
 
 # Every push the locmem backend "sent" in this process.
 outbox: list[dict] = []
@@ -46,7 +45,7 @@ class LocmemPushBackend(BaseBackend):
         return SendResult.success(response, "stored in the in-memory push outbox")
 
 
-class WebPushBackend(BaseBackend):
+class WebPushBackend(ConfiguredBackend):
     """The push token is the browser's subscription JSON ({endpoint, keys: {p256dh, auth}}).
 
     404/410 mean the subscription is gone (permanent); 429 and 5xx are transient.
@@ -54,8 +53,7 @@ class WebPushBackend(BaseBackend):
 
     name = "webpush"
 
-    def __init__(self) -> None:
-        self.conf = settings.CHANNELS["WEBPUSH"]
+    settings_key = "WEBPUSH"
 
     def build(self, outgoing: Outgoing) -> dict:
         try:
@@ -83,7 +81,7 @@ class WebPushBackend(BaseBackend):
             vapid_private_key=self.conf["VAPID_PRIVATE_KEY"],
             vapid_claims={"sub": self.conf["VAPID_SUBJECT"]},
             ttl=request["ttl"],
-            timeout=self.conf["TIMEOUT"],
+            timeout=self.wait,
             headers={"Topic": f"m{outgoing.message_id}"[:32], "Urgency": "high"},
         )
 
@@ -97,7 +95,8 @@ class WebPushBackend(BaseBackend):
             text = f"HTTP {status}: {(getattr(exc.response, 'text', '') or '')[:200]}"
             if status is None or status == 429 or status >= 500:
                 return SendResult.transient(text if status else str(exc))
-            return SendResult.permanent(text)
+            # 404/410: the browser subscription is gone for good.
+            return SendResult.permanent(text, undeliverable=status in (404, 410))
         import requests
 
         if isinstance(exc, requests.RequestException):

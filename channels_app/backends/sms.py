@@ -5,9 +5,11 @@ from __future__ import annotations
 import uuid
 
 import requests
-from django.conf import settings
 
-from .base import BaseBackend, Outgoing, PermanentError, SendResult, TransientError, content_text
+from .base import BaseBackend, ConfiguredBackend, Outgoing, PermanentError, SendResult, content_text
+
+# Twilio error codes meaning the number cannot receive messages (invalid, not mobile, opted out).
+TWILIO_DEAD_NUMBER_CODES = frozenset({21211, 21214, 21610, 21614})
 
 # Every SMS the locmem backend "sent" in this process (like django.core.mail.outbox).
 outbox: list[dict] = []
@@ -32,7 +34,7 @@ class LocmemSmsBackend(BaseBackend):
         return SendResult.success(response, "stored in the in-memory SMS outbox")
 
 
-class TwilioSmsBackend(BaseBackend):
+class TwilioSmsBackend(ConfiguredBackend):
     """POST {BASE_URL}/2010-04-01/Accounts/{SID}/Messages.json, form-encoded, basic auth.
 
     429, 5xx, timeouts and connection errors are transient; other 4xx are permanent (bad number,
@@ -40,9 +42,7 @@ class TwilioSmsBackend(BaseBackend):
     """
 
     name = "twilio"
-
-    def __init__(self) -> None:
-        self.conf = settings.CHANNELS["SMS_HTTP"]
+    settings_key = "SMS_HTTP"
 
     def build(self, outgoing: Outgoing) -> dict:
         if not outgoing.to.startswith("+"):
@@ -58,18 +58,13 @@ class TwilioSmsBackend(BaseBackend):
         }
 
     def transmit(self, request: dict, outgoing: Outgoing) -> requests.Response:
-        try:
-            return requests.post(
-                request["url"],
-                data=request["data"],
-                headers=request["headers"],
-                auth=(self.conf["ACCOUNT_SID"], self.conf["AUTH_TOKEN"]),
-                timeout=self.conf["TIMEOUT"],
-            )
-        except requests.Timeout as exc:
-            raise TransientError(f"no answer within {self.conf['TIMEOUT']} s ({type(exc).__name__})") from exc
-        except requests.ConnectionError as exc:
-            raise TransientError(f"could not connect: {exc}") from exc
+        return self.http_post(
+            requests,
+            request["url"],
+            data=request["data"],
+            headers=request["headers"],
+            auth=(self.conf["ACCOUNT_SID"], self.conf["AUTH_TOKEN"]),
+        )
 
     def parse(self, response: requests.Response, outgoing: Outgoing) -> SendResult:
         try:
@@ -89,4 +84,5 @@ class TwilioSmsBackend(BaseBackend):
         text = f"HTTP {response.status_code}" + (f" (code {code})" if code else "") + f": {detail}"
         if response.status_code == 429 or response.status_code >= 500 or response.status_code == 408:
             return SendResult.transient(text)
-        return SendResult.permanent(text)
+        # Twilio's "invalid To number" and "unsubscribed recipient" say the number itself is dead.
+        return SendResult.permanent(text, undeliverable=code in TWILIO_DEAD_NUMBER_CODES)

@@ -45,7 +45,15 @@ class MessageDecisionSerializer(serializers.ModelSerializer):
 class ContactPointSerializer(serializers.ModelSerializer):
     class Meta:
         model = ContactPoint
-        fields = ["channel", "address", "opted_in"]
+        fields = [
+            "channel",
+            "address",
+            "opted_in",
+            "undeliverable_at",
+            "undeliverable_reason",
+            "soft_bounces",
+        ]
+        read_only_fields = ["undeliverable_at", "undeliverable_reason", "soft_bounces"]
 
 
 class RecipientWriteSerializer(serializers.Serializer):

@@ -17,71 +17,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class ScriptedHTTPServer(ThreadingHTTPServer):
+class ScriptedHTTPServer:
     """Answers by the first path segment: /ok → 201, /busy → 429, /broken → 500, /slow → sleeps,
-    /bad → 400, /gone → 410. Keeps every request for the test to read back."""
+    /bad → 400, /gone → 410. Keeps every request for the test to read back (a ProgrammableHTTPServer
+    with this script; requests also carry the parsed `form`)."""
 
-    daemon_threads = True
+    ANSWERS = {
+        "busy": (429, {"code": 20429, "message": "Too Many Requests"}),
+        "broken": (500, {"message": "Internal error"}),
+        "slow": (201, {"sid": "SMslow", "status": "queued"}),
+        "bad": (400, {"code": 21211, "message": "Invalid 'To' Phone Number"}),
+        "gone": (410, {"message": "subscription expired"}),
+    }
 
     def __init__(self):
-        self.requests: list[dict] = []
-        super().__init__(("127.0.0.1", 0), _Handler)
+        self.server = ProgrammableHTTPServer(self.answer)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+    def answer(self, path, headers, raw):
+        request = self.server.requests[-1]
+        request["form"] = parse_qs(raw.decode("latin-1")) if "form" in headers.get("content-type", "") else {}
+        mode = path.strip("/").split("/")[0]
+        n = len(self.server.requests)
+        if mode == "ok":
+            body = {"sid": f"SM{n:032d}", "status": "queued"}
+            return 201, body, 0, {"Location": f"{self.server.url}/messages/{n}"}
+        status, body = self.ANSWERS.get(mode, (404, {"message": "no such route"}))
+        return status, body, 1.5 if mode == "slow" else 0
 
-
-class _Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length)
-        mode = self.path.strip("/").split("/")[0]
-        form = parse_qs(raw.decode("latin-1")) if "form" in self.headers.get("Content-Type", "") else {}
-        self.server.requests.append(
-            {
-                "path": self.path,
-                "headers": {k.lower(): v for k, v in self.headers.items()},
-                "raw": raw,
-                "form": form,
-            }
-        )
-        if mode == "slow":
-            time.sleep(1.5)
-        status, body = {
-            "ok": (201, {"sid": f"SM{len(self.server.requests):032d}", "status": "queued"}),
-            "busy": (429, {"code": 20429, "message": "Too Many Requests"}),
-            "broken": (500, {"message": "Internal error"}),
-            "slow": (201, {"sid": "SMslow", "status": "queued"}),
-            "bad": (400, {"code": 21211, "message": "Invalid 'To' Phone Number"}),
-            "gone": (410, {"message": "subscription expired"}),
-        }.get(mode, (404, {"message": "no such route"}))
-        payload = json.dumps(body).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            if mode == "ok":
-                self.send_header("Location", f"{self.server.url}/messages/{len(self.server.requests)}")
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (the timeout case)
+    def __getattr__(self, name):
+        return getattr(self.server, name)
 
 
 @contextmanager
 def http_server():
-    server = ScriptedHTTPServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
+    scripted = ScriptedHTTPServer()
+    with _serving(scripted.server):
+        yield scripted
 
 
 class SmtpRecorder:
@@ -113,3 +84,60 @@ def smtp_server(refuse: str | None = None):
         yield controller, handler
     finally:
         controller.stop()
+
+
+class ProgrammableHTTPServer(ThreadingHTTPServer):
+    """Answers each POST with `answer(path, headers, body) -> (status, body, delay[, headers])`;
+    keeps every request. For fake provider APIs whose answers a test scripts (FCM, a token endpoint)."""
+
+    daemon_threads = True
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.requests: list[dict] = []
+        super().__init__(("127.0.0.1", 0), _ProgrammableHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _ProgrammableHandler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        self.server.requests.append({"path": self.path, "headers": headers, "raw": raw})
+        status, body, delay, *extra = self.server.answer(self.path, headers, raw)
+        if delay:
+            time.sleep(delay)
+        payload = json.dumps(body).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            for name, value in (extra[0] if extra else {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (the timeout case)
+
+
+@contextmanager
+def _serving(server):
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def programmable_server(answer):
+    with _serving(ProgrammableHTTPServer(answer)) as server:
+        yield server

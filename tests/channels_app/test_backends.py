@@ -282,3 +282,31 @@ def test_in_app_delivery_puts_it_in_the_inbox_as_sent():
     message = AcceptedMessageFactory(channel=Channel.IN_APP)
     message_deliver(message_id=message.pk)
     assert Message.objects.get(pk=message.pk).status == "sent"
+
+
+@pytest.mark.parametrize(
+    ("purpose", "carries"),
+    [("engagement", True), ("promotional", True), ("transactional", False), ("alert", False)],
+)
+def test_only_engagement_and_promotional_email_carries_one_click_unsubscribe(purpose, carries, settings):
+    from orchestrator.preferences import preference_token_read
+
+    settings.PUBLIC_BASE_URL = "https://messages.example.com"
+    message = DjangoEmailBackend().build(
+        Outgoing(
+            message_id=42,
+            channel="email",
+            purpose=purpose,
+            recipient="u1",
+            to="u1@example.com",
+            content=EMAIL,
+            recipient_id=7,
+        )
+    )
+    headers = message.extra_headers
+    assert ("List-Unsubscribe" in headers) is carries
+    assert ("List-Unsubscribe-Post" in headers) is carries
+    if carries:
+        url = headers["List-Unsubscribe"].split(">")[0][1:]
+        claims = preference_token_read(url.split("/preferences/")[1].split("/")[0])
+        assert (claims.recipient_id, claims.message_id, claims.purpose) == (7, 42, purpose)

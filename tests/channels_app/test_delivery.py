@@ -146,7 +146,9 @@ def test_a_backend_that_raises_counts_as_transient():
     m = sms_message()
     from unittest import mock
 
-    with mock.patch.object(delivery, "backend_for_channel", return_value=Boom()):
+    from channels_app.providers import ProviderSpec
+
+    with mock.patch.object(ProviderSpec, "backend", return_value=Boom()):
         message_deliver(message_id=m.pk)
     m.refresh_from_db()
     assert m.status == "accepted" and "kaboom" in m.last_error

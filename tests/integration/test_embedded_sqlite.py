@@ -4,14 +4,9 @@ The suite runs on PostgreSQL; this drives the same code on a throwaway SQLite fi
 (tasks inline with Q_SYNC), so PostgreSQL-only SQL cannot creep into the default setup unnoticed.
 """
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.integration.sqlite import sqlite_manage
 
 SEND_AND_CHECK = """
 from orchestrator.models import Message
@@ -42,26 +37,7 @@ print("PAGES", [client.get(page, HTTP_HOST="127.0.0.1").status_code for page in 
 
 @pytest.mark.slow
 def test_the_embedded_sqlite_default_runs_the_whole_spine(tmp_path):
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}",
-        "DJANGO_SETTINGS_MODULE": "orchestrator.settings",
-        "Q_SYNC": "1",
-        "LOG_LEVEL": "WARNING",
-    }
-
-    def manage(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        return done.stdout
-
+    manage = sqlite_manage(tmp_path / "demo.sqlite3")
     manage("migrate", "--noinput", "-v0")
     assert "Demo ready." in manage("seed_demo", "--no-progress", "--recipients", "6")
     assert "STATUS sent 1" in manage("shell", "-c", SEND_AND_CHECK)

@@ -1,11 +1,22 @@
 """Factories for journeys: a journey with a version, enrollments, step runs."""
 
+from datetime import timedelta
+
 import factory
 from django.utils import timezone
 
 from journeys.demo import cart_recovery_definition
-from journeys.models import Enrollment, Journey, JourneyStatus, JourneyVersion, StepRun, StepRunStatus
-from tests.orchestrator.factories import ReachableRecipientFactory
+from journeys.models import (
+    ConversionDefinition,
+    Enrollment,
+    Journey,
+    JourneyStatus,
+    JourneyVersion,
+    StepRun,
+    StepRunStatus,
+)
+from orchestrator.models import Message, MessageStatus
+from tests.orchestrator.factories import MessageFactory, ReachableRecipientFactory
 
 
 class JourneyFactory(factory.django.DjangoModelFactory):
@@ -62,3 +73,27 @@ def active_journey(definition: dict | None = None, *, now=None, **changes):
     for action in ("propose", "approve", "activate"):
         journey = journey_transition(journey=journey, action=action, now=now)
     return journey
+
+
+class ConversionDefinitionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ConversionDefinition
+
+    name = factory.Sequence(lambda n: f"Conversion {n}")
+    event = "purchase"
+    lookback = timedelta(days=7)
+    value_property = "amount"
+
+
+def touch(recipient, channel: str, at, *, status: str = MessageStatus.DELIVERED, **fields) -> Message:
+    """A message that reached (or not) `recipient` on `channel` at `at` (delivered_at = at)."""
+    reached = status in (MessageStatus.DELIVERED, MessageStatus.OPENED, MessageStatus.CLICKED)
+    return MessageFactory(
+        recipient=recipient,
+        channel=channel,
+        status=status,
+        created_at=at - timedelta(minutes=1),
+        sent_at=at - timedelta(seconds=30) if reached else at,
+        delivered_at=at if reached else None,
+        **fields,
+    )

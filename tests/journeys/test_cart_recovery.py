@@ -1,5 +1,7 @@
 """The cart-recovery sequence end to end under a moving clock (the issue's must-show)."""
 
+from datetime import timedelta
+
 import pytest
 from django.core.management import call_command
 
@@ -116,6 +118,16 @@ def test_report_counts_the_conversion_and_its_touches(api, clock, committed):
         post_event(api, committed, r, "cart_abandoned")
     clock.advance(hours=2)
     orchestrate(committed)
+    # A touch is a send that reached the recipient: the providers' delivery receipts come in.
+    for message in journey_sends(cy):
+        delivered_at = (message.created_at + timedelta(seconds=5)).isoformat()
+        receipt = api.post(
+            f"/api/v1/messages/{message.pk}/events/",
+            {"type": "delivered", "occurred_at": delivered_at},
+            format="json",
+        )
+        assert receipt.status_code in (200, 201), receipt.content
+    clock.advance(minutes=5)
     post_event(api, committed, cy, "purchase")
 
     report = api.get(f"/api/v1/journeys/{journey.slug}/report/").json()

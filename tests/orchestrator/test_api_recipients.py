@@ -99,7 +99,14 @@ def test_get_returns_contact_points_and_preferences(api):
     assert resp.status_code == 200
     assert resp.json()["preferences"] == {"email": {"promotional": False}}
     assert resp.json()["contact_points"] == [
-        {"channel": "email", "address": "u5@example.com", "opted_in": True}
+        {
+            "channel": "email",
+            "address": "u5@example.com",
+            "opted_in": True,
+            "undeliverable_at": None,
+            "undeliverable_reason": "",
+            "soft_bounces": 0,
+        }
     ]
 
 

@@ -26,10 +26,10 @@ class Migration(migrations.Migration):
     dependencies = [
         ("auth", "0012_alter_user_first_name_max_length"),
         ("contenttypes", "0002_remove_content_type_name"),
-        ("orchestrator", "0009_auditlog"),
-        ("governor", "0005_audit_history"),
-        ("channels_app", "0005_audit_history"),
-        ("journeys", "0002_proposals_and_audit"),
+        ("orchestrator", "0010_authority_and_audit"),
+        ("governor", "0006_audit_history"),
+        ("channels_app", "0006_audit_history"),
+        ("journeys", "0003_proposals_and_audit"),
     ]
 
     operations = [

@@ -1,0 +1,236 @@
+"""Providers per channel, in order, with failover and a circuit breaker per provider.
+
+Courier's tiers as the model: a provider has its own timeout (the backend's), a channel tries its
+providers in order within one delivery (a transient failure or an open circuit moves on to the next,
+within the channel's failover budget; the last provider is always called), and the message keeps its
+retry budget across deliveries (`channels_app.delivery`). Delivery only calls `ProviderChain.send`;
+it knows nothing of the order, the circuits or the timeouts, so a concurrent delivery loop can reuse
+the chain as it is.
+
+Settings: `CHANNELS["BACKENDS"][channel]` is a dotted path (one provider, as before) or a list of
+paths or of {"BACKEND", "NAME"?, "TIMEOUT"?, "OPTIONS"?} dicts; `CHANNEL_<X>_BACKENDS` in the
+environment lists paths. Circuit knobs: `CHANNELS["CIRCUIT"]`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from .backends.base import TRANSIENT, BaseBackend, Outgoing, SendResult
+from .models import CircuitState, ProviderCircuit
+
+logger = logging.getLogger(__name__)
+
+CIRCUIT_DEFAULTS = {
+    "FAILURES": 5,
+    "COOLDOWN": timedelta(seconds=60),
+    "FAILOVER_BUDGET": timedelta(seconds=60),
+}
+
+
+def circuit_conf(name: str):
+    return settings.CHANNELS.get("CIRCUIT", {}).get(name, CIRCUIT_DEFAULTS[name])
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    name: str
+    path: str
+    timeout: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def backend(self) -> BaseBackend:
+        backend = import_string(self.path)(**self.options)
+        backend.provider_name = self.name
+        if self.timeout is not None:
+            backend.timeout = self.timeout
+        return backend
+
+
+def providers_for_channel(*, channel: str) -> list[ProviderSpec]:
+    """The channel's providers in order, each with a unique name (the record and the circuit key)."""
+    entries = settings.CHANNELS["BACKENDS"][channel]
+    if isinstance(entries, str | dict):
+        entries = [entries]
+    specs, seen = [], set()
+    for entry in entries:
+        if isinstance(entry, str):
+            entry = {"BACKEND": entry}
+        path = entry["BACKEND"]
+        options = dict(entry.get("OPTIONS") or {})
+        name = entry.get("NAME") or _default_name(path, options)
+        base, n = name, 2
+        while name in seen:
+            name, n = f"{base}#{n}", n + 1
+        seen.add(name)
+        specs.append(ProviderSpec(name[:100], path, entry.get("TIMEOUT"), options))
+    return specs
+
+
+def _default_name(path: str, options: dict[str, Any]) -> str:
+    """The backend's own name, or its path when it cannot even be loaded (its sends then fail as
+    transient and end in the dead letter, recorded under that name)."""
+    try:
+        return import_string(path)(**options).name
+    except Exception:  # noqa: BLE001 - a misconfigured backend must not lose the message
+        logger.exception("cannot load the provider backend %s", path)
+        return f"unloadable:{path}"[:100]
+
+
+# --- the circuit breaker -----------------------------------------------------------------------------
+
+
+def circuit_allows(*, provider: str, now: datetime) -> tuple[bool, str]:
+    """May a call go to this provider now? An open circuit whose retry time came lets exactly one
+    caller through (an atomic open → half-open update) and keeps the others out until that trial ends
+    or the cooldown passes again."""
+    row = ProviderCircuit.objects.filter(provider=provider).values("state", "retry_at").first()
+    if row is None or row["state"] == CircuitState.CLOSED:
+        return True, ""
+    if row["retry_at"] is not None and row["retry_at"] <= now:
+        took = ProviderCircuit.objects.filter(
+            Q(state=CircuitState.OPEN) | Q(state=CircuitState.HALF_OPEN),
+            provider=provider,
+            retry_at__lte=now,
+        ).update(state=CircuitState.HALF_OPEN, retry_at=now + circuit_conf("COOLDOWN"), updated_at=now)
+        if took:
+            return True, "trial call after the cooldown"
+    until = row["retry_at"]
+    return False, f"circuit open until {until:%H:%M:%S} UTC" if until else "circuit open"
+
+
+def circuit_record(*, provider: str, result: SendResult, now: datetime) -> None:
+    """Count the provider's answer: a transient failure adds to the failures in a row and opens the
+    circuit at CHANNELS["CIRCUIT"]["FAILURES"]; any answer from the provider (success, or a permanent
+    refusal of that one message) closes it. A healthy closed circuit costs no write."""
+    if result.outcome == TRANSIENT:
+        ProviderCircuit.objects.get_or_create(provider=provider, defaults={"updated_at": now})
+        ProviderCircuit.objects.filter(provider=provider).update(
+            failures=F("failures") + 1, last_error=result.summary[:2000], updated_at=now
+        )
+        threshold = circuit_conf("FAILURES")
+        opened = ProviderCircuit.objects.filter(
+            Q(state=CircuitState.HALF_OPEN) | Q(state=CircuitState.CLOSED, failures__gte=threshold),
+            provider=provider,
+        ).update(state=CircuitState.OPEN, opened_at=now, retry_at=now + circuit_conf("COOLDOWN"))
+        if opened:
+            logger.warning("circuit opened for provider %s: %s", provider, result.summary)
+        return
+    ProviderCircuit.objects.filter(
+        ~Q(state=CircuitState.CLOSED) | Q(failures__gt=0), provider=provider
+    ).update(state=CircuitState.CLOSED, failures=0, retry_at=None, last_success_at=now, updated_at=now)
+
+
+def circuit_close(*, provider: str, now: datetime) -> int:
+    """An operator closes a circuit by hand (the provider is back)."""
+    return ProviderCircuit.objects.filter(provider=provider).update(
+        state=CircuitState.CLOSED, failures=0, retry_at=None, updated_at=now
+    )
+
+
+# --- the chain ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProviderTry:
+    provider: str
+    result: SendResult
+    started_at: datetime
+    finished_at: datetime
+
+
+@dataclass
+class ChainOutcome:
+    """What one delivery got: the deciding result and provider, every provider call, every skip."""
+
+    result: SendResult
+    provider: str
+    tries: list[ProviderTry]
+    skipped: list[str]
+
+
+class ProviderChain:
+    """A channel's providers in order. `send` tries them until one answers with success or a permanent
+    refusal; transient failures and open circuits move on to the next (the last is always called, so
+    every delivery makes at least one provider call and the retry budget counts real calls)."""
+
+    def __init__(self, *, channel: str):
+        self.channel = channel
+        self.specs = providers_for_channel(channel=channel)
+        self._backends: dict[str, BaseBackend] = {}
+
+    @property
+    def first(self) -> str:
+        return self.specs[0].name
+
+    def _backend(self, spec: ProviderSpec) -> BaseBackend:
+        if spec.name not in self._backends:
+            self._backends[spec.name] = spec.backend()
+        return self._backends[spec.name]
+
+    def send(self, outgoing: Outgoing) -> ChainOutcome:
+        budget = circuit_conf("FAILOVER_BUDGET").total_seconds()
+        began = time.monotonic()
+        tries: list[ProviderTry] = []
+        skipped: list[str] = []
+        for n, spec in enumerate(self.specs):
+            if n and time.monotonic() - began > budget:
+                skipped.append(f"{spec.name}: failover budget of {budget:.0f} s spent")
+                continue
+            # The last provider is always called: an open circuit moves a message on to another
+            # provider, never leaves it without a call (retries with backoff pace a lone provider).
+            if n < len(self.specs) - 1:
+                allowed, why = circuit_allows(provider=spec.name, now=timezone.now())
+                if not allowed:
+                    skipped.append(f"{spec.name}: {why}")
+                    continue
+            started = timezone.now()
+            result = _call(spec, self, outgoing)
+            finished = timezone.now()
+            circuit_record(provider=spec.name, result=result, now=finished)
+            tries.append(ProviderTry(spec.name, result, started, finished))
+            if result.outcome != TRANSIENT:
+                break
+        if tries:
+            last = tries[-1]
+            result = last.result
+            if result.outcome == TRANSIENT and skipped:
+                result = SendResult(result.outcome, result.provider_message_id, _with_skips(result, skipped))
+            return ChainOutcome(result, last.provider, tries, skipped)
+        return ChainOutcome(
+            SendResult.transient("No provider could be called: " + "; ".join(skipped)),
+            self.first,
+            [],
+            skipped,
+        )
+
+
+def _with_skips(result: SendResult, skipped: list[str]) -> str:
+    return f"{result.summary} (skipped {'; '.join(skipped)})"
+
+
+def _call(spec: ProviderSpec, chain: ProviderChain, outgoing: Outgoing) -> SendResult:
+    """One provider call; a backend that raises (or cannot be built) counts as transient."""
+    try:
+        return chain._backend(spec).send(outgoing)
+    except Exception as exc:  # noqa: BLE001 - send() maps errors; this guards a broken backend
+        logger.exception("provider %s raised for message %s", spec.name, outgoing.message_id)
+        return SendResult.transient(f"{type(exc).__name__}: {exc}")
+
+
+def provider_chain(*, channel: str, chains: dict[str, ProviderChain] | None = None) -> ProviderChain:
+    """The chain for a channel, reused from `chains` (a batch keeps one per channel)."""
+    if chains is None:
+        return ProviderChain(channel=channel)
+    if channel not in chains:
+        chains[channel] = ProviderChain(channel=channel)
+    return chains[channel]
