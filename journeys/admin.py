@@ -702,6 +702,14 @@ class ReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         except reports.ReportJourneyNotFound as exc:
             errors = {"journey": [str(exc)]}
             filters = reports.report_filters_parse({}, default_days=REPORT_DEFAULT_DAYS, now=now)
+        if filters.journey is None and not reports.reports_overall_viewable(user=request.user):
+            # A channel owner's reports are their journeys': the first of them unless one is named.
+            mine = reports.reports_visible_journeys(user=request.user).order_by("slug").first()
+            if mine is None:
+                raise Http404("No journey of yours to report on yet.")
+            filters = reports.report_filters_parse(
+                {**request.GET.dict(), "journey": mine.slug}, default_days=REPORT_DEFAULT_DAYS, now=now
+            )
         if (
             filters.journey is not None
             and not reports.reports_visible_journeys(user=request.user).filter(pk=filters.journey.pk).exists()

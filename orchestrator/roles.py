@@ -51,6 +51,21 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "orchestrator.add_servicetoken",
         "orchestrator.change_servicetoken",
         "orchestrator.view_channelownership",
+        # Consent and deliverability (every report, and the team's hands on suppressions).
+        "orchestrator.view_contactpoint",
+        "orchestrator.change_contactpoint",
+        "orchestrator.view_preferencechange",
+        "orchestrator.view_permissionburn",
+        "orchestrator.view_messagedecision",
+        "governor.view_globalholdout",
+        "governor.change_globalholdout",
+        "channels_app.view_providercircuit",
+        # Measurement: conversions and reports.
+        "journeys.view_conversiondefinition",
+        "journeys.add_conversiondefinition",
+        "journeys.change_conversiondefinition",
+        "journeys.view_report",
+        "journeys.view_steprun",
     ],
     CHANNEL_OWNER: [
         "journeys.view_journey",

@@ -318,3 +318,18 @@ def test_bad_action_bodies_are_400_and_change_nothing(world, body):
 def test_bad_journey_bodies_are_400_never_500(world, body):
     response = api_client(world, "team").post("/api/v1/journeys/", body, format="json")
     assert response.status_code == 400, response.content
+
+
+def test_a_channel_owner_reads_only_their_own_journeys_reports(world):
+    owner = api_client(world, "owner")
+    assert owner.get("/api/v1/reports/attribution/").json()["code"] == "channel_not_owned"
+    assert owner.get("/api/v1/reports/attribution/?journey=in-app-draft").status_code == 403
+    assert owner.get("/api/v1/reports/attribution/?journey=owner-draft").status_code == 200
+    assert owner.get("/api/v1/journeys/owner-draft/report/").status_code == 200
+    assert owner.get("/api/v1/journeys/in-app-draft/report/").status_code == 403
+    assert api_client(world, "team").get("/api/v1/reports/attribution/").status_code == 200
+    browser = admin_client(world, "owner")
+    page = browser.get("/admin/journeys/report/")
+    assert page.status_code == 200 and "Owner draft" in page.content.decode()
+    other = ids(world)["in-app-draft"]
+    assert browser.get(f"/admin/journeys/report/?journey=in-app-draft&x={other}").status_code == 404
