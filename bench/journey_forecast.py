@@ -65,9 +65,10 @@ def populate(connection, now) -> None:
         cur.execute(
             """
             INSERT INTO orchestrator_contactpoint
-              (recipient_id, channel, address, opted_in, created_at, updated_at)
+              (recipient_id, channel, address, opted_in, soft_bounces, undeliverable_reason, created_at,
+               updated_at)
             SELECT r.id, c.channel, CASE WHEN c.channel = 'in_app' THEN '' ELSE c.channel || '-' || r.id END,
-                   true, %(now)s, %(now)s
+                   true, 0, '', %(now)s, %(now)s
             FROM orchestrator_recipient r CROSS JOIN (VALUES ('email'), ('push'), ('in_app')) AS c(channel)
             WHERE r.id <= %(t)s
             """,
