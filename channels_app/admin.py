@@ -14,8 +14,10 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from simple_history.admin import SimpleHistoryAdmin
 
 from orchestrator.admin import ReadOnlyAdminMixin, status_badge
+from orchestrator.authority import allowed
 from orchestrator.forms import ISO_DURATION
 from orchestrator.limits import duration_iso
 from orchestrator.models import Channel, Purpose, Recipient
@@ -79,7 +81,8 @@ class LintTryForm(forms.Form):
 
 
 @admin.register(ChannelPolicy)
-class ChannelPolicyAdmin(admin.ModelAdmin):
+class ChannelPolicyAdmin(SimpleHistoryAdmin):
+    history_list_display = ["history_source"]
     formfield_overrides = {models.DurationField: ISO_DURATION}
 
     @admin.display(description="Shelf life", ordering="default_ttl")
@@ -112,6 +115,10 @@ class ChannelPolicyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         # One policy per channel: nothing to add once every channel has its own.
         return super().has_add_permission(request) and ChannelPolicy.objects.count() < len(Channel.values)
+
+    def has_change_permission(self, request, obj=None):
+        # The role's permission, and (object rule) the policy's channel.
+        return allowed(request.user, "channels_app.change_channelpolicy", obj)
 
     def has_delete_permission(self, request, obj=None):
         return False  # every channel keeps a job; "Restore the shipped defaults" undoes edits

@@ -42,6 +42,8 @@ def _result(r) -> dict:
 class MessageEventView(APIView):
     """An engagement receipt for one message; late or out-of-order receipts never move it back."""
 
+    required = {"POST": ("receipts", "orchestrator.receipt_message")}
+
     @extend_schema(request=ReceiptSerializer, responses=ReceiptResultSerializer)
     def post(self, request, pk: int):
         incoming = ReceiptSerializer(data=request.data)
@@ -58,11 +60,14 @@ class MessageEventView(APIView):
 
 
 class WebhookPermission(permissions.BasePermission):
-    """An API token, or the provider's shared secret (?token= or X-Webhook-Token) when one is set."""
+    """Only the provider's own shared secret (?token= or X-Webhook-Token), never an API or service token:
+    a leaked service token must not let anyone forge bounces."""
+
+    message = "Provider webhooks accept only the provider's own shared secret (CHANNEL_WEBHOOK_TOKENS)."
 
     def has_permission(self, request, view) -> bool:
-        if request.user and request.user.is_authenticated:
-            return True
+        if view.kwargs.get("provider", "") not in PROVIDERS:
+            return True  # the view answers 404 for an unknown provider
         expected = settings.CHANNELS.get("WEBHOOK_TOKENS", {}).get(view.kwargs.get("provider", ""))
         given = request.headers.get("X-Webhook-Token") or request.query_params.get("token") or ""
         return bool(expected) and hmac.compare_digest(expected.encode(), given.encode())
@@ -72,6 +77,8 @@ class WebhookView(APIView):
     """Provider delivery receipts. Unknown provider → 404; malformed body → 400; a receipt for an
     unknown message → 404. All receipts of one call apply together or not at all."""
 
+    # No API authentication at all here: a token header is neither read nor enough.
+    authentication_classes: list = []
     permission_classes = [WebhookPermission]
 
     @extend_schema(
@@ -140,6 +147,8 @@ class InboxMessageSerializer(serializers.ModelSerializer):
 
 class InboxView(APIView):
     """In-app messages waiting for this visit; showing them marks them delivered."""
+
+    required = {"GET": ("inbox", "orchestrator.inbox_recipient")}
 
     @extend_schema(
         responses=InboxMessageSerializer(many=True),

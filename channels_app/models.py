@@ -6,6 +6,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from orchestrator.audit import audited
 from orchestrator.models import AUTO_CHANNEL, Channel, Message, MessageStatus, Purpose
 
 
@@ -61,6 +62,7 @@ class ChannelPolicy(models.Model):
         ),
     )
     updated_at = models.DateTimeField(auto_now=True)
+    history = audited(excluded_fields=["updated_at"])
 
     class Meta:
         ordering = ["channel"]

@@ -6,7 +6,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import path
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
-from rest_framework import permissions, serializers, status, viewsets
+from rest_framework import serializers, status, viewsets
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
@@ -29,18 +29,6 @@ from .services import PauseError, channel_pause, channel_resume, governor_check
 
 # Cap rule limits fit the column with room to spare; nobody caps at more than a million per window.
 CAP_LIMIT_MAX = 1_000_000
-
-
-class GovernorPermission(permissions.DjangoModelPermissions):
-    """Anyone authenticated reads; changing the governor takes the model's add/change/delete permission
-    (the messaging team's role)."""
-
-    perms_map = {
-        **permissions.DjangoModelPermissions.perms_map,
-        "GET": [],
-        "HEAD": [],
-        "OPTIONS": [],
-    }
 
 
 def _list_validated(value, validator):
@@ -135,7 +123,7 @@ class CapRuleViewSet(viewsets.ModelViewSet):
 
     queryset = CapRule.objects.order_by("pk")
     serializer_class = CapRuleSerializer
-    permission_classes = [GovernorPermission]
+    scope_read, scope_write = "governor:read", "governor:write"
 
 
 class QuietHoursViewSet(viewsets.ModelViewSet):
@@ -143,7 +131,7 @@ class QuietHoursViewSet(viewsets.ModelViewSet):
 
     queryset = QuietHours.objects.order_by("pk")
     serializer_class = QuietHoursSerializer
-    permission_classes = [GovernorPermission]
+    scope_read, scope_write = "governor:read", "governor:write"
 
 
 class ChannelPauseSerializer(serializers.ModelSerializer):
@@ -170,7 +158,11 @@ class ChannelPauseViewSet(viewsets.GenericViewSet):
 
     queryset = ChannelPause.objects.order_by("-paused_at", "-pk")
     serializer_class = ChannelPauseSerializer
-    permission_classes = [GovernorPermission]
+    required = {
+        "list": ("governor:read", "governor.view_channelpause"),
+        "create": ("governor:write", "governor.add_channelpause"),
+        "resume": ("governor:write", "governor.change_channelpause"),
+    }
     lookup_field = "channel"
 
     def list(self, request):
@@ -244,6 +236,8 @@ class GovernorDecisionSerializer(serializers.Serializer):
 
 class GovernorCheckView(APIView):
     """Dry run: the decision the governor would make for this message, with rule and reason; no writes."""
+
+    required = {"POST": ("governor:read", "governor.view_caprule")}
 
     @extend_schema(request=GovernorCheckSerializer, responses=GovernorDecisionSerializer)
     def post(self, request):

@@ -10,21 +10,33 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from simple_history.admin import SimpleHistoryAdmin
 
 from channels_app.models import MessageTemplate
 from orchestrator.admin import ReadOnlyAdminMixin
+from orchestrator.authority import Denied, allowed, explain, user_channels
 from orchestrator.limits import duration_iso
 from orchestrator.models import AUTO_CHANNEL, Channel, Purpose, Recipient
 from orchestrator.pipeline import SendRefused
 
 from . import campaigns, reports, selectors, services
+from .builder import (
+    STEP_TYPE_LABELS,
+    JourneyForm,
+    StepFormSet,
+    builder_initial,
+    builder_read,
+    empty_definition,
+)
 from .definition import DefinitionInvalid, definition_compile, duration_format, step_describe
+from .forecast import journey_forecast
 from .measurement import MODEL_LABELS, REACHED_CHOICES
 from .models import (
     CAMPAIGN_FINAL,
@@ -41,6 +53,7 @@ from .models import (
     ScheduleKind,
     StepRun,
 )
+from .review import definition_diff, definition_lint
 from .selectors import campaign_progress
 
 # Glyphs from the fonts every desktop ships (DejaVu): no missing-glyph boxes.
@@ -72,9 +85,14 @@ def steps_view(definition: dict) -> list[dict]:
     return rows
 
 
-def _transition(request, journey: Journey, action: str) -> bool:
+def _transition(request, journey: Journey, action: str, comment: str = "") -> bool:
     try:
-        services.journey_transition(journey=journey, action=action, now=timezone.now(), user=request.user)
+        services.journey_transition(
+            journey=journey, action=action, now=timezone.now(), user=request.user, comment=comment
+        )
+    except Denied as exc:
+        messages.error(request, exc.detail)
+        return False
     except services.JourneyConflict as exc:
         messages.error(request, exc.detail)
         return False
@@ -92,18 +110,22 @@ def _bulk_action(action: str):
 
     act.__name__ = f"journeys_{action}"
     act.short_description = f"{action.title()} selected journeys"
+    act.required_perm = f"journeys.{action}_journey"
     return act
 
 
 class JourneyVersionInline(admin.TabularInline):
     model = JourneyVersion
     extra = 0
-    fields = ["number", "created_at", "approved_at", "step_count"]
+    fields = ["number", "created_at", "approved_at", "approved_by", "step_count"]
     readonly_fields = fields
     can_delete = False
     show_change_link = True
 
     def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False
 
     @admin.display(description="Steps")
@@ -112,12 +134,16 @@ class JourneyVersionInline(admin.TabularInline):
 
 
 @admin.register(Journey)
-class JourneyAdmin(admin.ModelAdmin):
+class JourneyAdmin(SimpleHistoryAdmin):
+    """Journeys: the list (only those the person may read), a read-only page with the steps as a flow and
+    the lifecycle buttons the person may press, the step builder for drafts and the review page."""
+
     list_display = [
         "slug",
         "name",
         "status_tag",
         "owner_channel",
+        "channels_text",
         "live",
         "active",
         "waiting",
@@ -132,31 +158,62 @@ class JourneyAdmin(admin.ModelAdmin):
         "slug",
         "name",
         "owner_channel",
+        "channels",
         "status",
         "live_version",
         "trigger_event",
         "reentry",
         "cooldown",
+        "created_by",
+        "proposed_by",
+        "proposed_at",
+        "reviewed_by",
+        "reviewed_at",
+        "review_outcome",
+        "review_comment",
         "created_at",
         "updated_at",
     ]
     inlines = [JourneyVersionInline]
     actions = [_bulk_action(a) for a in ("propose", "approve", "activate", "pause", "archive")]
     change_form_template = "admin/journeys/journey/change_form.html"
+    history_list_display = ["status", "history_source"]
+
+    # Object-level permissions through orchestrator.authority (django-rules): the same answer as the API.
+    def has_view_permission(self, request, obj=None):
+        return allowed(request.user, "journeys.view_journey", obj)
 
     def has_add_permission(self, request):
-        return False  # definitions come in through the API (validated JSON)
+        return allowed(request.user, "journeys.add_journey")
+
+    def has_change_permission(self, request, obj=None):
+        # The change page is read-only (steps are edited in the builder); it opens for readers too.
+        return allowed(request.user, "journeys.view_journey", obj)
 
     def has_delete_permission(self, request, obj=None):
         return False  # archive instead: history stays
 
+    def get_actions(self, request):
+        available = super().get_actions(request)
+        return {
+            name: entry
+            for name, entry in available.items()
+            if not hasattr(entry[0], "required_perm") or allowed(request.user, entry[0].required_perm)
+        }
+
     def get_queryset(self, request):
-        return selectors.journeys_with_counts().select_related("live_version")
+        return selectors.journeys_visible(
+            user=request.user, queryset=selectors.journeys_with_counts().select_related("live_version")
+        )
 
     @admin.display(description="Status", ordering="status")
     def status_tag(self, obj: Journey) -> str:
         colour = JOURNEY_COLOURS.get(obj.status, "#374151")
         return format_html('<span class="orch-badge" style="background:{}">{}</span>', colour, obj.status)
+
+    @admin.display(description="Channels")
+    def channels_text(self, obj: Journey) -> str:
+        return ", ".join(obj.channels or []) or "—"
 
     @admin.display(description="Live version")
     def live(self, obj: Journey) -> str:
@@ -200,19 +257,29 @@ class JourneyAdmin(admin.ModelAdmin):
         return f"{obj.n_converted / total:.0%}" if total else "—"
 
     def get_urls(self):
+        view = self.admin_site.admin_view
         return [
+            path("builder/check/", view(self.builder_check_view), name="journeys_journey_builder_check"),
+            path("<path:object_id>/steps/", view(self.builder_view), name="journeys_journey_builder"),
+            path("<path:object_id>/review/", view(self.review_view), name="journeys_journey_review"),
             path(
                 "<path:object_id>/transition/<str:action>/",
-                self.admin_site.admin_view(self.transition_view),
+                view(self.transition_view),
                 name="journeys_journey_transition",
             ),
             *super().get_urls(),
         ]
 
+    def _journey(self, request, object_id) -> Journey:
+        journey = get_object_or_404(Journey.objects.select_related("live_version"), pk=object_id)
+        if not allowed(request.user, "journeys.view_journey", journey):
+            raise PermissionDenied
+        return journey
+
     def transition_view(self, request, object_id, action):
-        journey = get_object_or_404(Journey, pk=object_id)
-        allowed = request.method == "POST" and self.has_change_permission(request, journey)
-        if allowed and _transition(request, journey, action):
+        journey = self._journey(request, object_id)
+        posted = request.method == "POST" and action in services.TRANSITIONS
+        if posted and _transition(request, journey, action, request.POST.get("comment", "")):
             messages.success(request, f"{journey.slug}: {action} done.")
         return HttpResponseRedirect(reverse("admin:journeys_journey_change", args=[journey.pk]))
 
@@ -222,6 +289,7 @@ class JourneyAdmin(admin.ModelAdmin):
         if journey is not None:
             counts = selectors.journey_counts(journey=journey)
             top = max(counts.values()) or 1
+            user = request.user
             enrolled = sum(counts.values())
             extra_context.update(
                 versions=[
@@ -242,16 +310,187 @@ class JourneyAdmin(admin.ModelAdmin):
                 report_url=reverse("admin:journeys_report_changelist")
                 + "?"
                 + urlencode({"journey": journey.slug}),
-                actions_allowed=[a for a, (src, _) in services.TRANSITIONS.items() if journey.status in src],
+                can_report=allowed(user, "journeys.view_report_journey", journey),
+                actions_allowed=[
+                    a
+                    for a, (src, _) in services.TRANSITIONS.items()
+                    if journey.status in src
+                    and a not in ("approve", "reject")
+                    and allowed(user, f"journeys.{a}_journey", journey)
+                ],
+                can_edit_steps=journey.status == JourneyStatus.DRAFT
+                and allowed(user, "journeys.change_journey", journey),
+                can_review=journey.status == JourneyStatus.PROPOSED
+                and allowed(user, "journeys.approve_journey", journey),
+                review_outcome=journey.review_outcome,
                 burn=selectors.journey_burn(journey=journey, now=timezone.now()),
             )
         return super().change_view(request, object_id, form_url, extra_context=extra_context)
 
+    # ---- the step builder ----------------------------------------------------------------------------
+
+    def add_view(self, request, form_url="", extra_context=None):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        return self._builder(request, journey=None)
+
+    def builder_view(self, request, object_id):
+        journey = self._journey(request, object_id)
+        if journey.status != JourneyStatus.DRAFT:
+            messages.info(
+                request,
+                f"{journey.slug} is {journey.status}: only a draft's steps can be edited "
+                "(pause it, then Revise to start a new version).",
+            )
+            return HttpResponseRedirect(reverse("admin:journeys_journey_change", args=[journey.pk]))
+        if not allowed(request.user, "journeys.change_journey", journey):
+            raise PermissionDenied
+        return self._builder(request, journey=journey)
+
+    def _builder_forms(self, request, journey: Journey | None, data=None):
+        slug = journey.slug if journey else None
+        if data is None:
+            definition = (
+                services.journey_latest_version(journey=journey).definition if journey else empty_definition()
+            )
+            journey_initial, steps_initial = builder_initial(definition)
+            if journey is None:
+                owned = user_channels(request.user) or ()
+                journey_initial["owner_channel"] = next((c for c in Channel.values if c in owned), "")
+                steps_initial = []
+            return (
+                JourneyForm(initial=journey_initial, user=request.user, fixed_slug=slug),
+                StepFormSet(initial=steps_initial, prefix="steps"),
+            )
+        return (
+            JourneyForm(data, initial={"slug": slug} if slug else None, user=request.user, fixed_slug=slug),
+            StepFormSet(data, prefix="steps"),
+        )
+
+    def _builder(self, request, journey: Journey | None):
+        user = request.user
+        built = None
+        if request.method == "POST":
+            journey_form, steps = self._builder_forms(request, journey, request.POST)
+            built = builder_read(journey_form, steps, user=user, slug=journey.slug if journey else None)
+            if built.valid:
+                try:
+                    now = timezone.now()
+                    if journey is None:
+                        journey = services.journey_create(definition=built.definition, now=now, user=user)
+                    else:
+                        definition = {k: v for k, v in built.definition.items() if k != "slug"}
+                        services.journey_update(journey=journey, changes=definition, now=now, user=user)
+                    if "_propose" in request.POST:
+                        services.journey_transition(journey=journey, action="propose", now=now, user=user)
+                        messages.success(
+                            request, f"{journey.slug} is proposed: the messaging team reviews it."
+                        )
+                    else:
+                        messages.success(request, f"Draft {journey.slug} saved.")
+                    return HttpResponseRedirect(reverse("admin:journeys_journey_change", args=[journey.pk]))
+                except DefinitionInvalid as exc:
+                    built.journey_errors.extend(str(e) for e in exc.errors)
+                except (Denied, services.JourneyConflict) as exc:
+                    built.journey_errors.append(exc.detail)
+        else:
+            journey_form, steps = self._builder_forms(request, journey)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Steps of {journey.name}" if journey else "New journey",
+            "opts": self.model._meta,
+            "original": journey,
+            "journey_form": journey_form,
+            "steps": steps,
+            "step_rows": [(form, (built.checks if built else {}).get(form.prefix)) for form in steps.forms],
+            "journey_errors": built.journey_errors if built else [],
+            "step_types": STEP_TYPE_LABELS,
+            "owned": user_channels(user),
+        }
+        return TemplateResponse(request, "admin/journeys/journey/builder.html", context)
+
+    def builder_check_view(self, request):
+        """htmx: the whole form in, each step's lint and validation out (out-of-band fragments)."""
+        if request.method != "POST" or not (
+            allowed(request.user, "journeys.add_journey") or allowed(request.user, "journeys.change_journey")
+        ):
+            raise PermissionDenied
+        slug = request.POST.get("fixed_slug") or None
+        journey_form = JourneyForm(request.POST, user=request.user, fixed_slug=slug, initial={"slug": slug})
+        steps = StepFormSet(request.POST, prefix="steps")
+        built = builder_read(journey_form, steps, user=request.user, slug=slug)
+        return TemplateResponse(
+            request,
+            "admin/journeys/journey/builder_check.html",
+            {"checks": built.checks.values(), "journey_errors": built.journey_errors, "valid": built.valid},
+        )
+
+    # ---- the review --------------------------------------------------------------------------------
+
+    def review_view(self, request, object_id):
+        journey = self._journey(request, object_id)
+        can_decide = journey.status == JourneyStatus.PROPOSED and allowed(
+            request.user, "journeys.approve_journey", journey
+        )
+        if request.method == "POST":
+            decision = request.POST.get("decision")
+            if decision not in ("approve", "reject"):
+                messages.error(request, "Choose approve or reject.")
+            elif _transition(request, journey, decision, request.POST.get("comment", "")):
+                messages.success(request, f"{journey.slug}: {decision}d.")
+                return HttpResponseRedirect(reverse("admin:journeys_journey_change", args=[journey.pk]))
+            return HttpResponseRedirect(request.path)
+        proposal = services.journey_latest_version(journey=journey)
+        forecast = journey_forecast(definition=proposal.definition, now=timezone.now())
+        rows = forecast.channel_rows()
+        live = journey.live_version if journey.live_version_id != proposal.pk else None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Review: {journey.name}",
+            "opts": self.model._meta,
+            "original": journey,
+            "proposal": proposal,
+            "steps": steps_view(proposal.definition),
+            "live": live,
+            "diff": definition_diff(live.definition if live else None, proposal.definition),
+            "lint": definition_lint(proposal.definition),
+            "forecast": forecast,
+            "channel_rows": rows,
+            "decision_rows": forecast.decision_rows(),
+            "rule_rows": forecast.rule_rows(),
+            "chart": {
+                "labels": [r["channel"] for r in rows],
+                "cleared": [r["cleared"] for r in rows],
+                "deferred": [r["deferred"] for r in rows],
+                "stopped": [r["stopped"] for r in rows],
+            },
+            "can_decide": can_decide,
+            "can_reject": journey.status == JourneyStatus.PROPOSED
+            and allowed(request.user, "journeys.reject_journey", journey),
+            "self_proposed": journey.proposed_by_id == request.user.pk,
+        }
+        return TemplateResponse(request, "admin/journeys/journey/review.html", context)
+
 
 @admin.register(JourneyVersion)
-class JourneyVersionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["journey", "number", "created_at", "approved_at"]
-    list_filter = ["journey"]
+class JourneyVersionAdmin(ReadOnlyAdminMixin, SimpleHistoryAdmin):
+    """Versions are read through their journey's permission (a channel owner sees their own only)."""
+
+    list_display = ["journey", "number", "created_at", "approved_at", "approved_by"]
+    history_list_display = ["history_source"]
+
+    def get_queryset(self, request):
+        visible = selectors.journeys_visible(user=request.user)
+        return super().get_queryset(request).filter(journey__in=visible)
+
+    def has_view_permission(self, request, obj=None):
+        if obj is None:
+            return allowed(request.user, "journeys.view_journeyversion")
+        return allowed(request.user, "journeys.view_journeyversion") and allowed(
+            request.user, "journeys.view_journey", obj.journey
+        )
+
+    search_fields = ["journey__slug", "journey__name"]
     readonly_fields = ["journey", "number", "created_at", "approved_at", "flow"]
     exclude = ["definition"]
 
@@ -357,6 +596,10 @@ class EnrollForm(forms.Form):
 @admin.action(description="Enroll selected recipients in a journey")
 def enroll_in_journey(modeladmin, request, queryset):
     """Two steps: pick an active journey, then enroll (the re-entry policy skips who may not re-enter)."""
+    if not allowed(request.user, "journeys.add_enrollment"):
+        refusal = explain(request.user, "journeys.add_enrollment")
+        modeladmin.message_user(request, refusal.detail, messages.ERROR)
+        return None
     form = EnrollForm(request.POST if "apply" in request.POST else None)
     if "apply" in request.POST and form.is_valid():
         journey = form.cleaned_data["journey"]
@@ -488,6 +731,14 @@ class ReportAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         except reports.ReportJourneyNotFound as exc:
             errors = {"journey": [str(exc)]}
             filters = reports.report_filters_parse({}, default_days=REPORT_DEFAULT_DAYS, now=now)
+        if filters.journey is None and not reports.reports_overall_viewable(user=request.user):
+            # A channel owner's reports are their journeys': the first of them unless one is named.
+            mine = reports.reports_visible_journeys(user=request.user).order_by("slug").first()
+            if mine is None:
+                raise Http404("No journey of yours to report on yet.")
+            filters = reports.report_filters_parse(
+                {**request.GET.dict(), "journey": mine.slug}, default_days=REPORT_DEFAULT_DAYS, now=now
+            )
         if (
             filters.journey is not None
             and not reports.reports_visible_journeys(user=request.user).filter(pk=filters.journey.pk).exists()

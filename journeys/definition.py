@@ -346,6 +346,24 @@ def definition_validate(definition: Any, *, slug: str | None = None) -> dict[str
     return definition
 
 
+def definition_channels(definition: Any) -> list[str]:
+    """The channels a definition may send on (its owner channel too); `auto` may pick any channel."""
+    if not isinstance(definition, dict):
+        return []
+    found = set()
+    owner = definition.get("owner_channel")
+    if owner in Channel.values:
+        found.add(owner)
+    for step in definition.get("steps") or []:
+        if isinstance(step, dict) and step.get("type") == "send":
+            channel = step.get("channel")
+            if channel == AUTO_CHANNEL:
+                found.update(Channel.values)
+            elif channel in Channel.values:
+                found.add(channel)
+    return [c for c in Channel.values if c in found]
+
+
 def _successors(steps: list[dict], index: int) -> list[str]:
     step = steps[index]
     following = [steps[index + 1]["id"]] if index + 1 < len(steps) else []

@@ -93,6 +93,48 @@ def cart_recovery_install(*, now=None) -> Journey:
     return journey
 
 
+BROWSE_ABANDON = {
+    "slug": "browse-abandon",
+    "name": "Browse abandonment",
+    "owner_channel": "push",
+    "trigger": {"event": "product_viewed"},
+    "goal": {"event": "purchase", "within": "P2D"},
+    "steps": [
+        {
+            "id": "reminder",
+            "type": "send",
+            "channel": "push",
+            "purpose": "engagement",
+            "content": {
+                "title": "Still on your mind?",
+                "body": "It is still in stock.",
+                "action_url": "app://item",
+            },
+        },
+        {"id": "pause", "type": "wait", "duration": "PT4H"},
+        {
+            "id": "compare",
+            "type": "send",
+            "channel": "email",
+            "purpose": "engagement",
+            "content": {"subject": "Compare before you decide", "body": "Reviews, sizes and similar items."},
+        },
+    ],
+}
+
+
+def proposal_install(*, now=None) -> Journey | None:
+    """The channel owner's proposal awaiting the messaging team's review (once), if the demo owner exists."""
+    from django.contrib.auth import get_user_model
+
+    owner = get_user_model().objects.filter(username="owner").first()
+    if owner is None or Journey.objects.filter(slug=BROWSE_ABANDON["slug"]).exists():
+        return None
+    now = now or timezone.now()
+    journey = journey_create(definition=copy.deepcopy(BROWSE_ABANDON), now=now, user=owner)
+    return journey_transition(journey=journey, action="propose", now=now, user=owner)
+
+
 WIN_BACK = {
     "slug": "win-back",
     "name": "Win-back",
@@ -281,7 +323,12 @@ def demo_campaign_seed(*, now=None) -> Campaign | None:
 
 def seed(*, stdout) -> None:
     """Install cart recovery (active) and enroll a few demo recipients who have never been in it; the
-    purchase conversion and the win-back history for the reports; send the demo campaign."""
+    purchase conversion and the win-back history for the reports; the channel owner's browse-abandonment
+    proposal awaiting review; send the demo campaign."""
+    if proposal_install() is not None:
+        stdout.write(
+            f"Journey {BROWSE_ABANDON['slug']}: proposed by owner, awaiting the messaging team's review."
+        )
     campaign = demo_campaign_seed()
     stdout.write(f"Campaign {campaign.name}: {campaign.status}, {campaign.audience} recipients.")
     purchase_conversion_install()

@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone as dj_timezone
 
+from orchestrator.audit import audited
 from orchestrator.models import Channel, Event, Message, Recipient
 
 
@@ -25,6 +27,11 @@ class JourneyStatus(models.TextChoices):
     ACTIVE = "active", "Active"
     PAUSED = "paused", "Paused"
     ARCHIVED = "archived", "Archived"
+
+
+class ReviewOutcome(models.TextChoices):
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
 
 
 class ReentryPolicy(models.TextChoices):
@@ -48,17 +55,49 @@ class Journey(models.Model):
     trigger_event = models.CharField(max_length=200, blank=True, default="", db_index=True)
     reentry = models.CharField(max_length=12, choices=ReentryPolicy.choices, default=ReentryPolicy.AFTER_EXIT)
     reentry_cooldown = models.DurationField(null=True, blank=True)
+    # Every channel the latest version's sends may use (`auto`: all of them) and the owner channel:
+    # what a channel owner must own to edit, propose or read it (orchestrator.authority).
+    channels = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The proposal under review (or last reviewed), and the review's outcome the proposer reads.
+    proposed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    proposed_at = models.DateTimeField(null=True, blank=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    review_outcome = models.CharField(max_length=10, choices=ReviewOutcome.choices, blank=True, default="")
+    review_comment = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=dj_timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+    history = audited(excluded_fields=["updated_at"])
 
     class Meta:
         ordering = ["slug"]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=JourneyStatus.values), name="journey_status_valid"),
         ]
+        permissions = [
+            ("propose_journey", "Can propose a journey for review"),
+            ("approve_journey", "Can approve a proposed journey"),
+            ("reject_journey", "Can reject a proposed journey"),
+            ("activate_journey", "Can activate a journey"),
+            ("pause_journey", "Can pause a journey"),
+            ("archive_journey", "Can archive a journey"),
+            ("revise_journey", "Can start a new draft version of an approved journey"),
+            ("view_report_journey", "Can read journey reports"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.slug})"
+
+    def proposal_channels(self) -> frozenset[str]:
+        """The authority's view of a proposal: the channels it uses."""
+        return frozenset(self.channels or ())
 
 
 class JourneyVersion(models.Model):
@@ -69,6 +108,10 @@ class JourneyVersion(models.Model):
     definition = models.JSONField()
     created_at = models.DateTimeField(default=dj_timezone.now, editable=False)
     approved_at = models.DateTimeField(null=True, blank=True)
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    history = audited()
 
     class Meta:
         ordering = ["journey", "-number"]

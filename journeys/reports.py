@@ -20,6 +20,7 @@ from django.db.models.functions import TruncDate
 from django.utils.dateparse import parse_date, parse_datetime
 
 from governor.models import GlobalHoldout
+from orchestrator.authority import model_perm_has, user_channels
 from orchestrator.limits import duration_iso  # noqa: F401 - re-exported for the admin
 from orchestrator.models import Channel
 
@@ -48,14 +49,23 @@ def default_reached() -> tuple[str, ...]:
 
 
 def reports_viewable(*, user: Any) -> bool:
-    """The hook for roles: staff read the reports (the messaging team; channel owners see their own
-    journeys once roles exist, through `reports_visible_journeys`)."""
-    return bool(user and user.is_active and user.is_staff)
+    """Staff holding the report permission (the messaging team; channel owners for their own journeys,
+    through `reports_visible_journeys`)."""
+    return bool(user and user.is_active and user.is_staff) and model_perm_has(
+        user, "journeys.view_report_journey"
+    )
+
+
+def reports_overall_viewable(*, user: Any) -> bool:
+    """The overall report spans every channel: the messaging team's (not a channel owner's)."""
+    return reports_viewable(user=user) and user_channels(user) is None
 
 
 def reports_visible_journeys(*, user: Any):
-    """The journeys whose reports this user may open (the hook where a channel owner's scope goes)."""
-    return Journey.objects.all()
+    """The journeys whose reports this user may open: a channel owner's own channels only."""
+    from .selectors import journeys_visible
+
+    return journeys_visible(user=user)
 
 
 # --- input ------------------------------------------------------------------------------------------

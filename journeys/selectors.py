@@ -8,9 +8,31 @@ from typing import Any
 
 from django.db.models import Count, Q, QuerySet
 
+from orchestrator.authority import model_perm_has, user_channels
 from orchestrator.consent import SourceRate, consent_burn_by_source_ref, consent_conf
 
 from .models import Enrollment, EnrollmentStatus, Journey, Waiting
+
+
+def journeys_visible(*, user, queryset: QuerySet[Journey] | None = None) -> QuerySet[Journey]:
+    """The journeys `user` may read: all of them for the messaging team; for a channel owner those whose
+    channels they all own, and their own drafts. (Journeys are few: the channel test runs in Python.)"""
+    qs = Journey.objects.all() if queryset is None else queryset
+    if user is None:
+        return qs
+    if not model_perm_has(user, "journeys.view_journey"):
+        return qs.none()
+    allowed = user_channels(user)
+    if allowed is None:
+        return qs
+    ids = [
+        pk
+        for pk, channels, created_by, proposed_by in Journey.objects.values_list(
+            "pk", "channels", "created_by_id", "proposed_by_id"
+        )
+        if set(channels or ()) <= allowed or user.pk in (created_by, proposed_by)
+    ]
+    return qs.filter(pk__in=ids)
 
 
 def journeys_with_counts() -> QuerySet[Journey]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.db import transaction
@@ -57,6 +58,36 @@ PURPOSE_BY_CHANNEL = {
     Channel.SMS: [Purpose.TRANSACTIONAL],
 }
 EVENTS = ["app_open", "product_viewed", "cart_abandoned", "purchase"]
+
+
+DEMO_PEOPLE = [
+    # (username, role, channels owned or None)
+    ("team", "Messaging team", None),
+    ("owner", "Channel owner", ["push", "email"]),
+]
+
+
+def demo_people_seed(*, password_for: Callable[[str], str]) -> list[tuple[str, str, str]]:
+    """A messaging-team member and a channel owner (push + email), staff with passwords (idempotent;
+    `password_for(login)` gives each one's generated password). Returns (username, password, role)."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    from .models import ChannelOwnership
+
+    user_model = get_user_model()
+    logins = []
+    for username, role, channels in DEMO_PEOPLE:
+        password = password_for(username)
+        user, created = user_model.objects.get_or_create(username=username, defaults={"is_staff": True})
+        if created:
+            user.set_password(password)
+            user.save()
+            user.groups.add(*Group.objects.filter(name=role))
+            if channels is not None:
+                ChannelOwnership.objects.update_or_create(user=user, defaults={"channels": channels})
+        logins.append((username, password if created or user.check_password(password) else "(changed)", role))
+    return logins
 
 
 def demo_recipients_seed(*, count: int = 40, days: int = 4, seed: int = 7, progress: bool = True) -> int:

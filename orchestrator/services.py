@@ -30,7 +30,9 @@ from .models import (
     Preference,
     Purpose,
     Recipient,
+    Scope,
     Segment,
+    ServiceToken,
     validate_timezone,
 )
 from .segments import SegmentInvalid, segment_definition_validate
@@ -385,3 +387,46 @@ def segment_update(*, segment: Segment, changes: Mapping[str, Any]) -> Segment:
         except IntegrityError as exc:
             raise SegmentInvalid({"name": [f"A segment named {fields['name']!r} already exists."]}) from exc
     return segment
+
+
+# ---- service tokens -----------------------------------------------------------------------------
+
+
+def service_token_create(
+    *, name: str, scopes: list[str], user=None, by=None, at: datetime | None = None
+) -> tuple[ServiceToken, str]:
+    """Issue a scoped token; without an account, a service account `svc-<name>` in the Service role is
+    made for it. Returns the token and its key, which exists in clear only now."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    from .authority import SERVICE
+
+    unknown = sorted(set(scopes) - set(Scope.values))
+    if unknown:
+        raise ValidationError({"scopes": [f"Unknown scope(s): {', '.join(unknown)}."]})
+    with transaction.atomic():
+        if user is None:
+            user_model = get_user_model()
+            user, created = user_model.objects.get_or_create(username=f"svc-{name}"[:150])
+            if created:
+                user.set_unusable_password()
+                user.save()
+                user.groups.add(*Group.objects.filter(name=SERVICE))
+        token = ServiceToken(name=name, user=user, scopes=sorted(set(scopes)), created_by=by)
+        token.created_at = at or timezone.now()
+        raw = token.key_issue()
+        token.save()
+    return token, raw
+
+
+def service_tokens_revoke(*, tokens, at: datetime | None = None) -> int:
+    """Revoke tokens (they stop authenticating at once); the rows stay for the audit."""
+    count = 0
+    with transaction.atomic():
+        for token in tokens:
+            if token.revoked_at is None:
+                token.revoked_at = at or timezone.now()
+                token.save(update_fields=["revoked_at"])
+                count += 1
+    return count

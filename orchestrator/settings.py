@@ -69,6 +69,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_q",
     "axes",
+    "rules.apps.AutodiscoverRulesConfig",
+    "simple_history",
     "anymail",
     "orchestrator",
     "governor",
@@ -85,6 +87,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Audit: the request (its user and path) is known to every history record written while it runs.
+    "simple_history.middleware.HistoryRequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes requires: it turns a locked-out login into a 429 page.
@@ -96,7 +100,8 @@ MIDDLEWARE = [
 # username from one address lock that pair out for 15 minutes (a username alone would let anyone lock
 # the team out), and a success resets the count.
 AUTHENTICATION_BACKENDS = [
-    "orchestrator.throttle.WebLoginThrottleBackend",
+    "orchestrator.throttle.WebLoginThrottleBackend",  # django-axes: first, so a locked-out login stops here
+    "rules.permissions.ObjectPermissionBackend",  # the object-level checks of orchestrator.authority
     "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_FAILURE_LIMIT = int(os.environ.get("ADMIN_LOGIN_FAILURE_LIMIT", "5"))
@@ -137,6 +142,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Roles are Django groups with model permissions (ModelBackend); django-rules adds the object-level rules
+# (channels owned, separation of duties) of orchestrator.authority.
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
@@ -162,10 +169,13 @@ STORAGES = {
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Scoped service tokens (orch_...) first; a user's own token (drf_create_token) acts with its roles.
+        "orchestrator.api.permissions.ServiceTokenAuthentication",
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Every view declares the scope and permission each method needs; a view that does not is closed.
+    "DEFAULT_PERMISSION_CLASSES": ["orchestrator.api.permissions.Authorized"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -294,6 +304,11 @@ ORCHESTRATOR = {
     "DUE_WORK_EVERY_MINUTES": 1,
     # Schemes an action_url may use besides http and https (docs/limits.md).
     "APP_URL_SCHEMES": env_list("APP_URL_SCHEMES", "app"),
+    # Separation of duties: nobody but a superuser approves their own proposal. A one-person team may
+    # relax it (ORCHESTRATOR_SELF_APPROVAL=true); off by default.
+    "SELF_APPROVAL": env_bool("ORCHESTRATOR_SELF_APPROVAL", False),
+    # How far back the review page's forecast replays real history.
+    "FORECAST_DAYS": int(os.environ.get("ORCHESTRATOR_FORECAST_DAYS", "14")),
     # Measurement (journeys.reports): the time-decay half-life and the statuses that count as a touch
     # reaching the recipient, when a report does not say (`half_life`, `reached`); the sort memory a
     # report statement may use on PostgreSQL.

@@ -5,9 +5,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from orchestrator.api.errors import api_not_found
 
+from .control_room import control_room_install
+
 admin.site.site_header = "Orchestrator"
 admin.site.site_title = "Orchestrator"
 admin.site.index_title = "One conversation with each recipient"
+
+control_room_install(admin.site)
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),

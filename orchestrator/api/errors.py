@@ -15,6 +15,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from ..authority import Denied
 from .request_id import request_id_current
 
 logger = logging.getLogger("orchestrator.api")
@@ -57,6 +58,11 @@ def unexpected_error_body(exc: BaseException, request_path: str = "") -> tuple[d
 
 
 def exception_handler(exc, context):
+    if isinstance(exc, Denied):
+        # 403 naming what is missing (a scope, a permission and its roles, a channel, a second person).
+        return Response(
+            {"code": exc.code, "detail": exc.detail, **exc.extra}, status=status.HTTP_403_FORBIDDEN
+        )
     if isinstance(exc, DjangoValidationError):
         exc = django_validation_error_to_drf(exc)
     elif isinstance(exc, Http404):

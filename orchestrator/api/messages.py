@@ -136,6 +136,8 @@ def refusal_body(exc: SendRefused) -> dict:
 class MessageCreateView(APIView):
     """Send one message through the pipeline; the response carries the governor's decision."""
 
+    required = {"POST": ("send", "orchestrator.send_message")}
+
     @extend_schema(
         request=MessageCreateSerializer,
         responses={201: MessageSendResultSerializer},
@@ -171,6 +173,8 @@ class MessageCreateView(APIView):
 
 
 class MessageDetailView(APIView):
+    required = {"GET": ("recipients:read", "orchestrator.view_message")}
+
     @extend_schema(responses=MessageDetailSerializer)
     def get(self, request, pk: int):
         message = get_object_or_404(

@@ -18,9 +18,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import limits, selectors, services
+from ..authority import authorize
 from ..models import Channel, ContactPoint, IdempotencyKey, MessageStatus, Preference, Purpose, Recipient
 from .errors import Conflict
 from .filters import MessageFilter
+from .permissions import scope_require
 from .serializers import (
     EventSerializer,
     EventWriteSerializer,
@@ -120,6 +122,13 @@ class RecipientViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Recipients by external id: upsert, read, patch (incl. preferences), history and timeline."""
 
     serializer_class = RecipientSerializer
+    required = {
+        "create": ("recipients:write", "orchestrator.change_recipient"),
+        "partial_update": ("recipients:write", "orchestrator.change_recipient"),
+        "retrieve": ("recipients:read", "orchestrator.view_recipient"),
+        "messages": ("recipients:read", "orchestrator.view_message"),
+        "timeline": ("recipients:read", "orchestrator.view_message"),
+    }
     lookup_field = "external_id"
     lookup_value_regex = "[^/]+"
     queryset = Recipient.objects.all()
@@ -208,6 +217,8 @@ class RecipientViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
 class EventCreateView(APIView):
     """Ingest a product event; refuses unknown recipients unless `create_recipient` is true."""
 
+    required = {"POST": ("events", "orchestrator.add_event")}
+
     @extend_schema(
         request=EventWriteSerializer, responses={201: EventSerializer}, parameters=[IDEMPOTENCY_KEY_PARAMETER]
     )
@@ -218,7 +229,11 @@ class EventCreateView(APIView):
             data = incoming.validated_data
             recipient = Recipient.objects.filter(external_id=data["recipient"]).first()
             if recipient is None:
-                if not data["create_recipient"]:
+                if data["create_recipient"]:
+                    # Creating a recipient is a recipients:write act, whatever endpoint carries it.
+                    scope_require(request, "recipients:write")
+                    authorize(request.user, "orchestrator.add_recipient")
+                else:
                     raise Http404(
                         f"No recipient with external_id {data['recipient']!r}; "
                         'create it first or send "create_recipient": true.'

@@ -8,19 +8,19 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from orchestrator.demo import demo_recipients_seed, demo_segments_seed
+from orchestrator.demo import demo_people_seed, demo_recipients_seed, demo_segments_seed
 
 # Each app may ship a `demo` module with `seed(stdout)`; they run in dependency order.
 DEMO_MODULES = ["governor.demo", "channels_app.demo", "journeys.demo"]
 
 
-def demo_admin_password() -> str:
-    """DEMO_ADMIN_PASSWORD when set; else a random one generated on the first run and kept (mode 0600) in
-    var/demo-admin-password, so the login stays the same across restarts. Never a constant."""
-    given = os.environ.get("DEMO_ADMIN_PASSWORD")
+def demo_password(login: str = "admin") -> str:
+    """DEMO_<LOGIN>_PASSWORD when set; else a random one generated on the first run and kept (mode 0600) in
+    var/demo-<login>-password, so the login stays the same across restarts. Never a constant."""
+    given = os.environ.get(f"DEMO_{login.upper()}_PASSWORD")
     if given:
         return given
-    path = settings.VAR_DIR / "demo-admin-password"
+    path = settings.VAR_DIR / f"demo-{login}-password"
     if path.exists() and path.read_text().strip():
         return path.read_text().strip()
     password = secrets.token_urlsafe(12)
@@ -38,13 +38,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         username = os.environ.get("DEMO_ADMIN_USER", "admin")
-        password = demo_admin_password()
+        password = demo_password()
         User = get_user_model()
         user, _ = User.objects.get_or_create(username=username, defaults={"email": "admin@example.com"})
         user.is_staff = user.is_superuser = True
         user.set_password(password)
         user.save()
 
+        people = demo_people_seed(password_for=demo_password)
         new = demo_recipients_seed(count=options["recipients"], progress=not options["no_progress"])
         self.stdout.write(f"Demo recipients: {new} new ({options['recipients']} in the demo).")
         self.stdout.write(f"Demo segment: {demo_segments_seed().name}.")
@@ -60,4 +61,6 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS("Demo ready."))
         base = f"http://127.0.0.1:{os.environ.get('PORT', '8000')}"
         self.stdout.write(f"  Admin: {base}/admin/  login: {username} / {password}")
+        for login, secret, role in people:
+            self.stdout.write(f"  {role}: login {login} / {secret}")
         self.stdout.write(f"  API docs: {base}/api/docs/")
