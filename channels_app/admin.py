@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import Count, Q
 from django.http import JsonResponse
@@ -510,7 +511,17 @@ class MessageTemplateAdmin(admin.ModelAdmin):
         # The key is how senders name the template: fixed once created.
         return [*self.readonly_fields, "key"] if obj else self.readonly_fields
 
+    def has_change_permission(self, request, obj=None):
+        # A channel owner edits the templates of their own channels (orchestrator.authority).
+        return allowed(request.user, "channels_app.change_messagetemplate", obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return allowed(request.user, "channels_app.delete_messagetemplate", obj)
+
     def save_model(self, request, obj, form, change):
+        perm = "channels_app.change_messagetemplate" if change else "channels_app.add_messagetemplate"
+        if not allowed(request.user, perm, obj):
+            raise PermissionDenied(f"{obj.channel} is not one of your channels.")
         if change:
             obj.revision += 1  # a new revision: caches recompile, approved campaigns notice the change
         super().save_model(request, obj, form, change)

@@ -12,10 +12,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
+from orchestrator.authority import authorize
 from orchestrator.history import message_status_move
 from orchestrator.models import ENGAGEMENT_RANK, Channel, Message, MessageStatus, Recipient
 
@@ -207,9 +209,11 @@ def _variants_write(template, locales: dict) -> None:
             variant.save()
 
 
-def template_create(*, data: dict, now: datetime | None = None):
-    """Create a template with its locale variants, validated whole (TemplateInvalid writes nothing)."""
+def template_create(*, data: dict, now: datetime | None = None, user: Any = None):
+    """Create a template with its locale variants, validated whole (TemplateInvalid writes nothing). A
+    channel owner writes templates for their own channels only (authority.Denied otherwise)."""
     fields = _template_fields(data)
+    authorize(user, "channels_app.add_messagetemplate", MessageTemplate(channel=fields["channel"]))
     with transaction.atomic():
         if MessageTemplate.objects.filter(key=fields["key"]).exists():
             raise TemplateInvalid([], {"key": [f"A template with key {fields['key']!r} already exists."]})
@@ -226,9 +230,11 @@ def template_create(*, data: dict, now: datetime | None = None):
     return template
 
 
-def template_update(*, template, changes: dict):
+def template_update(*, template, changes: dict, user: Any = None):
     """Change a template (any of name, channel, purpose, default_locale, locales — `locales` replaces
-    them all); the whole result is validated again and its revision goes up."""
+    them all); the whole result is validated again and its revision goes up. The editor must be allowed
+    on the template as it is and as it would become (its channel)."""
+    authorize(user, "channels_app.change_messagetemplate", template)
     unknown = set(changes) - {"key", "name", "channel", "purpose", "default_locale", "locales"}
     if unknown:
         raise TemplateInvalid([], {str(k)[:40]: ["unknown field."] for k in sorted(map(str, unknown))})
@@ -250,6 +256,7 @@ def template_update(*, template, changes: dict):
         fields = _template_fields({**current, **changes})
         for name in ("name", "channel", "purpose", "default_locale"):
             setattr(template, name, fields[name])
+        authorize(user, "channels_app.change_messagetemplate", template)
         template.revision += 1
         template.save()
         _variants_write(template, fields["locales"])

@@ -74,6 +74,11 @@ class TemplateListView(GenericAPIView):
     """List templates (paginated, by key), or create one: every variant is parsed, checked for unknown
     variables and filters, rendered with sample values and linted before anything is saved."""
 
+    required = {
+        "GET": ("templates:read", "channels_app.view_messagetemplate"),
+        "POST": ("templates:write", "channels_app.add_messagetemplate"),
+    }
+
     serializer_class = TemplateSerializer
     queryset = MessageTemplate.objects.prefetch_related("variants").order_by("key")
 
@@ -85,13 +90,17 @@ class TemplateListView(GenericAPIView):
     @extend_schema(request=TemplateSerializer, responses={201: TemplateSerializer})
     def post(self, request):
         try:
-            template = template_create(data=dict(_object(request)))
+            template = template_create(data=dict(_object(request)), user=request.user)
         except TemplateInvalid as exc:
             return _invalid(exc)
         return Response(_with_previews(template), status=status.HTTP_201_CREATED)
 
 
 class TemplateDetailView(GenericAPIView):
+    required = {
+        "GET": ("templates:read", "channels_app.view_messagetemplate"),
+        "PATCH": ("templates:write", "channels_app.change_messagetemplate"),
+    }
     serializer_class = TemplateSerializer
     queryset = MessageTemplate.objects.all()
 
@@ -102,7 +111,7 @@ class TemplateDetailView(GenericAPIView):
     def patch(self, request, key: str):
         template = template_get_or_404(key)
         try:
-            template = template_update(template=template, changes=dict(_object(request)))
+            template = template_update(template=template, changes=dict(_object(request)), user=request.user)
         except TemplateInvalid as exc:
             return _invalid(exc)
         return Response(_with_previews(template))
@@ -123,6 +132,8 @@ class TemplatePreviewInputSerializer(serializers.Serializer):
 class TemplatePreviewView(GenericAPIView):
     """Render the template for one recipient as it would be sent: their locale's variant (pt-BR → pt →
     default), their attributes, the given data; with the channel lint of the rendered content."""
+
+    required = {"POST": ("templates:read", "channels_app.view_messagetemplate")}
 
     serializer_class = TemplatePreviewInputSerializer
 

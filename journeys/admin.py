@@ -16,7 +16,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
 from channels_app.models import MessageTemplate
@@ -1019,10 +1019,7 @@ class CampaignAdmin(admin.ModelAdmin):
                 obj.template.key,
                 obj.template_revision or obj.template.revision,
             )
-        rows = format_html("").join(
-            format_html("<div><strong>{}</strong>: {}</div>", key, value)
-            for key, value in obj.content.items()
-        )
+        rows = format_html_join("", "<div><strong>{}</strong>: {}</div>", obj.content.items())
         return rows or "—"
 
     def has_delete_permission(self, request, obj=None):
@@ -1031,10 +1028,16 @@ class CampaignAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         if obj is not None and obj.status != CampaignStatus.DRAFT:
             return False  # only drafts are edited; the page stays viewable with its lifecycle and progress
-        return super().has_change_permission(request, obj)
+        return allowed(request.user, "journeys.change_campaign", obj)
 
     def has_view_permission(self, request, obj=None):
-        return super().has_view_permission(request, obj) or super().has_change_permission(request, obj)
+        return allowed(request.user, "journeys.view_campaign", obj)
+
+    def has_add_permission(self, request):
+        return allowed(request.user, "journeys.add_campaign")
+
+    def get_queryset(self, request):
+        return selectors.campaigns_visible(user=request.user, queryset=super().get_queryset(request))
 
     @admin.display(description="Status", ordering="status")
     def status_tag(self, obj: Campaign) -> str:
@@ -1065,7 +1068,9 @@ class CampaignAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         data = form.input()
         if change:
-            saved = campaigns.campaign_update(campaign=obj, changes=data, now=timezone.now())
+            saved = campaigns.campaign_update(
+                campaign=obj, changes=data, now=timezone.now(), user=request.user
+            )
         else:
             saved = campaigns.campaign_create(data=data, now=timezone.now(), user=request.user)
         obj.pk = saved.pk
@@ -1087,7 +1092,7 @@ class CampaignAdmin(admin.ModelAdmin):
         ]
 
     def action_view(self, request, object_id, action):
-        campaign = get_object_or_404(Campaign, pk=object_id)
+        campaign = get_object_or_404(self.get_queryset(request), pk=object_id)
         back = HttpResponseRedirect(reverse("admin:journeys_campaign_change", args=[campaign.pk]))
         if request.method != "POST" or not self.has_view_permission(request, campaign):
             return back
@@ -1109,16 +1114,21 @@ class CampaignAdmin(admin.ModelAdmin):
                     f"{' — ' + message.reason if message.reason else ''}.",
                 )
             else:
-                campaigns.campaign_transition(campaign=campaign, action=action, now=now, user=request.user)
+                comment = request.POST.get("comment", "")
+                campaigns.campaign_transition(
+                    campaign=campaign, action=action, now=now, user=request.user, comment=comment
+                )
                 messages.success(request, f"{campaign.name}: {action} done.")
         except campaigns.CampaignConflict as exc:
+            messages.error(request, exc.detail)
+        except Denied as exc:
             messages.error(request, exc.detail)
         except SendRefused as exc:
             messages.error(request, f"Test send refused: {exc}")
         return back
 
     def progress_view(self, request, object_id):
-        campaign = get_object_or_404(Campaign, pk=object_id)
+        campaign = get_object_or_404(self.get_queryset(request), pk=object_id)
         return JsonResponse(
             {"status": campaign.status, "note": campaign.note, **campaign_progress(campaign=campaign)}
         )
@@ -1137,9 +1147,15 @@ class CampaignAdmin(admin.ModelAdmin):
                     "By deciding rule": _bars(progress["by_rule"]),
                 },
                 actions_allowed=[
-                    a for a, (src, _) in campaigns.TRANSITIONS.items() if campaign.status in src
+                    a
+                    for a, (src, _) in campaigns.TRANSITIONS.items()
+                    if campaign.status in src
+                    and allowed(
+                        request.user, campaigns.ACTION_PERMS.get(a, f"journeys.{a}_campaign"), campaign
+                    )
                 ],
-                can_test=campaign.status not in CAMPAIGN_FINAL,
+                can_test=campaign.status not in CAMPAIGN_FINAL
+                and allowed(request.user, campaigns.ACTION_PERMS["test"], campaign),
                 schedule_text=self.when(campaign),
             )
         return super().change_view(request, object_id, form_url, extra_context=extra_context)

@@ -30,7 +30,7 @@ from .campaigns import (
     campaign_update,
 )
 from .models import Campaign
-from .selectors import campaign_progress
+from .selectors import campaign_progress, campaigns_visible
 
 
 class CampaignSerializer(serializers.ModelSerializer):
@@ -43,6 +43,10 @@ class CampaignSerializer(serializers.ModelSerializer):
     )
     channel = serializers.CharField()
     purpose = serializers.CharField()
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    proposed_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    reviewed_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    approved_by = serializers.SerializerMethodField(help_text="Who approved it (the reviewer), or null.")
 
     class Meta:
         model = Campaign
@@ -64,6 +68,10 @@ class CampaignSerializer(serializers.ModelSerializer):
             "note",
             "audience",
             "created_by",
+            "proposed_by",
+            "reviewed_by",
+            "review_outcome",
+            "review_comment",
             "approved_by",
             "created_at",
             "proposed_at",
@@ -72,6 +80,9 @@ class CampaignSerializer(serializers.ModelSerializer):
             "finished_at",
             "cancelled_at",
         ]
+
+    def get_approved_by(self, obj: Campaign) -> str | None:
+        return obj.approved_by.get_username() if obj.approved_by is not None else None
 
     def get_schedule(self, obj: Campaign) -> dict:
         return campaign_schedule_dict(obj)
@@ -99,19 +110,28 @@ def _conflict(exc: CampaignConflict) -> Response:
     return Response({"code": exc.code, "detail": exc.detail}, status=status.HTTP_409_CONFLICT)
 
 
-def campaign_get_or_404(pk: int) -> Campaign:
-    return get_object_or_404(Campaign.objects.select_related("segment", "template"), pk=pk)
+def campaign_get_or_404(pk: int, *, user=None) -> Campaign:
+    """The campaign if `user` may read it (a channel owner: on their channels, or their own), else 404."""
+    queryset = Campaign.objects.select_related(
+        "segment", "template", "created_by", "proposed_by", "reviewed_by"
+    )
+    return get_object_or_404(campaigns_visible(user=user, queryset=queryset), pk=pk)
 
 
 class CampaignListView(GenericAPIView):
     """List campaigns (newest first, paginated), or create a draft."""
+
+    required = {
+        "GET": ("campaigns:read", "journeys.view_campaign"),
+        "POST": ("campaigns:write", "journeys.add_campaign"),
+    }
 
     serializer_class = CampaignSerializer
     queryset = Campaign.objects.select_related("segment", "template").order_by("-created_at", "-id")
 
     @extend_schema(operation_id="campaigns_list", responses=CampaignSerializer(many=True))
     def get(self, request):
-        page = self.paginate_queryset(self.get_queryset())
+        page = self.paginate_queryset(campaigns_visible(user=request.user, queryset=self.get_queryset()))
         return self.get_paginated_response(CampaignSerializer(page, many=True).data)
 
     @extend_schema(request=CampaignSerializer, responses={201: CampaignDetailSerializer})
@@ -121,27 +141,34 @@ class CampaignListView(GenericAPIView):
         except CampaignInvalid as exc:
             raise ValidationError(exc.errors) from exc
         return Response(
-            CampaignDetailSerializer(campaign_get_or_404(campaign.pk)).data, status=status.HTTP_201_CREATED
+            CampaignDetailSerializer(campaign_get_or_404(campaign.pk, user=request.user)).data,
+            status=status.HTTP_201_CREATED,
         )
 
 
 class CampaignDetailView(GenericAPIView):
+    required = {
+        "GET": ("campaigns:read", "journeys.view_campaign"),
+        "PATCH": ("campaigns:write", "journeys.change_campaign"),
+    }
     serializer_class = CampaignDetailSerializer
     queryset = Campaign.objects.all()
 
     def get(self, request, pk: int):
-        return Response(CampaignDetailSerializer(campaign_get_or_404(pk)).data)
+        return Response(CampaignDetailSerializer(campaign_get_or_404(pk, user=request.user)).data)
 
     @extend_schema(request=CampaignSerializer, responses=CampaignDetailSerializer)
     def patch(self, request, pk: int):
-        campaign = campaign_get_or_404(pk)
+        campaign = campaign_get_or_404(pk, user=request.user)
         try:
-            campaign_update(campaign=campaign, changes=_object(request), now=timezone.now())
+            campaign_update(
+                campaign=campaign, changes=_object(request), now=timezone.now(), user=request.user
+            )
         except CampaignInvalid as exc:
             raise ValidationError(exc.errors) from exc
         except CampaignConflict as exc:
             return _conflict(exc)
-        return Response(CampaignDetailSerializer(campaign_get_or_404(pk)).data)
+        return Response(CampaignDetailSerializer(campaign_get_or_404(pk, user=request.user)).data)
 
 
 class CampaignTestSerializer(serializers.Serializer):
@@ -152,13 +179,15 @@ class CampaignActionView(GenericAPIView):
     """propose, approve (schedules it), reject (back to draft), cancel (undecided members are not sent;
     409 once done), test {recipient} (one real send through the pipeline, before approval)."""
 
+    required = {"POST": ("campaigns:write", "journeys.view_campaign")}
+
     serializer_class = CampaignTestSerializer
 
     @extend_schema(operation_id="campaigns_action", responses=CampaignDetailSerializer)
     def post(self, request, pk: int, action: str):
         if action not in ACTIONS:
             raise NotFound(f"Unknown action {action!r}; expected one of {', '.join(ACTIONS)}.")
-        campaign = campaign_get_or_404(pk)
+        campaign = campaign_get_or_404(pk, user=request.user)
         now = timezone.now()
         if action == "test":
             incoming = CampaignTestSerializer(data=_object(request))
@@ -176,10 +205,12 @@ class CampaignActionView(GenericAPIView):
                 raise ValidationError(refusal_body(exc)) from exc
             return Response(MessageSendResultSerializer(message).data, status=status.HTTP_201_CREATED)
         try:
-            campaign_transition(campaign=campaign, action=action, now=now, user=request.user)
+            body = _object(request) if request.data else {}
+            comment = body.get("comment", "") if isinstance(body.get("comment", ""), str) else ""
+            campaign_transition(campaign=campaign, action=action, now=now, user=request.user, comment=comment)
         except CampaignConflict as exc:
             return _conflict(exc)
-        return Response(CampaignDetailSerializer(campaign_get_or_404(pk)).data)
+        return Response(CampaignDetailSerializer(campaign_get_or_404(pk, user=request.user)).data)
 
 
 urlpatterns = [

@@ -28,6 +28,7 @@ from django.utils.dateparse import parse_date, parse_datetime, parse_time
 
 from channels_app.lint import Severity, message_lint
 from channels_app.models import MessageTemplate
+from orchestrator.authority import authorize
 from orchestrator.models import (
     AUTO_CHANNEL,
     Channel,
@@ -47,6 +48,7 @@ from .models import (
     CampaignRecipient,
     CampaignStatus,
     MemberState,
+    ReviewOutcome,
     ScheduleKind,
 )
 
@@ -99,9 +101,21 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
 ACTIONS = (*TRANSITIONS, "test")
 
 
+# The permission each lifecycle action needs (orchestrator.authority; journeys/rules.py registers the
+# campaign as a proposal: the role, the channels, and nobody approving their own proposal).
+ACTION_PERMS = {
+    "propose": "journeys.propose_campaign",
+    "approve": "journeys.approve_campaign",
+    "reject": "journeys.reject_campaign",
+    "cancel": "journeys.cancel_campaign",
+    "test": "journeys.change_campaign",  # a test send is part of writing the draft
+}
+
+
 def campaign_action_authorize(*, user: Any, action: str, campaign: Campaign) -> None:
-    """Where a role check per action goes (channel owners propose, the messaging team approves, like
-    journeys' `journey_action_authorize`): allows all until roles exist."""
+    """The role check per action, like journeys': channel owners write and propose campaigns on their
+    channels, the messaging team approves, rejects and cancels. Raises authority.Denied (403)."""
+    authorize(user, ACTION_PERMS.get(action, f"journeys.{action}_campaign"), campaign)
 
 
 # ---- input --------------------------------------------------------------------------------------------
@@ -332,16 +346,22 @@ def campaign_create(*, data: Mapping[str, Any], now: datetime, user: Any = None)
     if not isinstance(data, Mapping):
         raise CampaignInvalid({"non_field_errors": ["Expected a JSON object."]})
     fields = _campaign_fields(data, now=now)
-    username = getattr(user, "get_username", lambda: "")() if user is not None else ""
-    return Campaign.objects.create(**fields, created_by=username or "", created_at=now)
+    draft = Campaign(**fields)
+    authorize(user, "journeys.add_campaign", draft)
+    creator = user if getattr(user, "pk", None) else None
+    return Campaign.objects.create(**fields, created_by=creator, created_at=now)
 
 
-def campaign_update(*, campaign: Campaign, changes: Mapping[str, Any], now: datetime) -> Campaign:
-    """Edit a draft (a proposed campaign goes back to draft with `reject` first)."""
+def campaign_update(
+    *, campaign: Campaign, changes: Mapping[str, Any], now: datetime, user: Any = None
+) -> Campaign:
+    """Edit a draft (a proposed campaign goes back to draft with `reject` first). The editor must be
+    allowed on the campaign as it is and as it would become (its channel)."""
     if not isinstance(changes, Mapping):
         raise CampaignInvalid({"non_field_errors": ["Expected a JSON object."]})
     with transaction.atomic():
         campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+        authorize(user, "journeys.change_campaign", campaign)
         if campaign.status != CampaignStatus.DRAFT:
             raise CampaignConflict(
                 "not_draft", f"{campaign.name} is {campaign.status}: only a draft can be edited."
@@ -349,6 +369,7 @@ def campaign_update(*, campaign: Campaign, changes: Mapping[str, Any], now: date
         fields = _campaign_fields(changes, now=now, partial=campaign)
         for key, value in fields.items():
             setattr(campaign, key, value)
+        authorize(user, "journeys.change_campaign", campaign)  # and as it would become
         campaign.save()
     return campaign
 
@@ -362,7 +383,9 @@ def _start_at(campaign: Campaign, now: datetime) -> datetime:
     return now
 
 
-def campaign_transition(*, campaign: Campaign, action: str, now: datetime, user: Any = None) -> Campaign:
+def campaign_transition(
+    *, campaign: Campaign, action: str, now: datetime, user: Any = None, comment: str = ""
+) -> Campaign:
     """Move a campaign along its lifecycle (propose, approve, reject, cancel); CampaignConflict (409)
     for a move its state does not allow. Approving schedules it; cancelling stops what is undecided."""
     if action not in TRANSITIONS:
@@ -381,14 +404,22 @@ def campaign_transition(*, campaign: Campaign, action: str, now: datetime, user:
                 f"Cannot {action} {campaign.name}: it is {campaign.status} (allowed from {allowed}).",
             )
         username = getattr(user, "get_username", lambda: "")() if user is not None else ""
+        person = user if getattr(user, "pk", None) else None
         if action == "propose":
-            campaign.proposed_at = now
-        elif action == "approve":
+            campaign.proposed_by, campaign.proposed_at = person, now
+            campaign.reviewed_by, campaign.reviewed_at = None, None
+            campaign.review_outcome, campaign.review_comment = "", ""
+        elif action in ("approve", "reject"):
+            campaign.reviewed_by, campaign.reviewed_at = person, now
+            approved = action == "approve"
+            campaign.review_outcome = ReviewOutcome.APPROVED if approved else ReviewOutcome.REJECTED
+            campaign.review_comment = comment.strip()
+        if action == "approve":
             if campaign.template_id:
                 campaign.template_revision = campaign.template.revision
             if campaign.expires_at and campaign.expires_at <= _start_at(campaign, now):
                 raise CampaignConflict("expired", f"{campaign.name} expires before it would start.")
-            campaign.approved_at, campaign.approved_by = now, username or ""
+            campaign.approved_at = now
             if campaign.started_at is not None:
                 # Re-approved after its template changed: the undecided members go on where they were.
                 target = CampaignStatus.SENDING

@@ -17,7 +17,7 @@ from django.db.models import Q
 from django.utils import timezone as dj_timezone
 
 from orchestrator.audit import audited
-from orchestrator.models import Channel, Event, Message, Recipient
+from orchestrator.models import AUTO_CHANNEL, Channel, Event, Message, Recipient
 
 
 class JourneyStatus(models.TextChoices):
@@ -422,8 +422,20 @@ class Campaign(models.Model):
     throttle_per_minute = models.PositiveIntegerField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=CampaignStatus.choices, default=CampaignStatus.DRAFT)
 
-    created_by = models.CharField(max_length=150, blank=True, default="")
-    approved_by = models.CharField(max_length=150, blank=True, default="")
+    # Who made it, proposed it and reviewed it (the authority's proposal: channel owners propose, the
+    # messaging team approves, nobody approves their own), and the review the proposer reads.
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    proposed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    review_outcome = models.CharField(max_length=10, choices=ReviewOutcome.choices, blank=True, default="")
+    review_comment = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=dj_timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
     proposed_at = models.DateTimeField(null=True, blank=True)
@@ -458,9 +470,23 @@ class Campaign(models.Model):
             ),
             models.CheckConstraint(condition=Q(priority__lte=100), name="campaign_priority_range"),
         ]
+        permissions = [
+            ("propose_campaign", "Can propose a campaign for review"),
+            ("approve_campaign", "Can approve a proposed campaign"),
+            ("reject_campaign", "Can reject a proposed campaign"),
+            ("cancel_campaign", "Can cancel a campaign"),
+        ]
 
     def __str__(self) -> str:
         return self.name
+
+    def proposal_channels(self) -> frozenset[str]:
+        """The authority's view of a proposal: its channel (`auto`: every channel)."""
+        return frozenset(Channel.values) if self.channel == AUTO_CHANNEL else frozenset({self.channel})
+
+    @property
+    def approved_by(self):
+        return self.reviewed_by if self.review_outcome == ReviewOutcome.APPROVED else None
 
     @property
     def source_ref(self) -> str:

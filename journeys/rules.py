@@ -5,6 +5,7 @@ import rules
 from orchestrator.authority import channels_owned, is_author, model_perm, proposal_rules_register
 
 proposal_rules_register("journeys.journey")
+proposal_rules_register("journeys.campaign")
 rules.set_perm(
     "journeys.view_report_journey",
     model_perm("journeys.view_report_journey") & (channels_owned | is_author),

@@ -10,8 +10,9 @@ from django.db.models import Count, Q, QuerySet
 
 from orchestrator.authority import model_perm_has, user_channels
 from orchestrator.consent import SourceRate, consent_burn_by_source_ref, consent_conf
+from orchestrator.models import AUTO_CHANNEL, Channel
 
-from .models import Enrollment, EnrollmentStatus, Journey, Waiting
+from .models import Campaign, Enrollment, EnrollmentStatus, Journey, Waiting
 
 
 def journeys_visible(*, user, queryset: QuerySet[Journey] | None = None) -> QuerySet[Journey]:
@@ -33,6 +34,23 @@ def journeys_visible(*, user, queryset: QuerySet[Journey] | None = None) -> Quer
         if set(channels or ()) <= allowed or user.pk in (created_by, proposed_by)
     ]
     return qs.filter(pk__in=ids)
+
+
+def campaigns_visible(*, user, queryset: QuerySet[Campaign] | None = None) -> QuerySet[Campaign]:
+    """The campaigns `user` may read: all of them for the messaging team; for a channel owner those on a
+    channel they own (`auto` needs every channel), and their own."""
+    qs = Campaign.objects.all() if queryset is None else queryset
+    if user is None:
+        return qs
+    if not model_perm_has(user, "journeys.view_campaign"):
+        return qs.none()
+    allowed = user_channels(user)
+    if allowed is None:
+        return qs
+    mine = Q(created_by_id=user.pk) | Q(proposed_by_id=user.pk)
+    if set(Channel.values) <= allowed:
+        return qs.filter(Q(channel__in=[*allowed, AUTO_CHANNEL]) | mine)
+    return qs.filter(Q(channel__in=list(allowed)) | mine)
 
 
 def journeys_with_counts() -> QuerySet[Journey]:

@@ -15,8 +15,8 @@ from django.utils import timezone
 from django_q.models import Failure
 
 from governor.selectors import governor_overview
-from journeys.models import Journey, JourneyStatus
-from journeys.selectors import journeys_visible
+from journeys.models import Campaign, CampaignStatus, Journey, JourneyStatus
+from journeys.selectors import campaigns_visible, journeys_visible
 
 from .authority import ALL_CHANNELS_PERM, model_perm_has, user_channels
 from .models import Channel, Message, MessageStatus
@@ -86,6 +86,11 @@ def control_room_team(*, now: datetime) -> dict:
             .select_related("proposed_by")
             .order_by("proposed_at")
         ),
+        "campaigns_awaiting_review": list(
+            Campaign.objects.filter(status=CampaignStatus.PROPOSED)
+            .select_related("proposed_by")
+            .order_by("proposed_at")
+        ),
         "since": since,
     }
 
@@ -94,9 +99,15 @@ def control_room_owner(*, user) -> dict:
     mine = journeys_visible(user=user).filter(
         Q(created_by=user) | Q(proposed_by=user) | Q(status__in=OWNER_STATUSES)
     )
+    campaigns = campaigns_visible(user=user).filter(
+        Q(created_by=user)
+        | Q(proposed_by=user)
+        | Q(status__in=[CampaignStatus.DRAFT, CampaignStatus.PROPOSED])
+    )
     return {
         "owned": [c for c in Channel.values if c in (user_channels(user) or ())],
         "drafts": list(mine.select_related("reviewed_by").order_by("-updated_at")[:30]),
+        "campaign_drafts": list(campaigns.select_related("reviewed_by").order_by("-updated_at")[:30]),
     }
 
 
@@ -107,6 +118,7 @@ def control_room(request) -> dict:
     context = {"control_room": True, "control_team": team, "now": now}
     if team:
         context |= control_room_team(now=now)
+        context["review_count"] = len(context["awaiting_review"]) + len(context["campaigns_awaiting_review"])
     if model_perm_has(user, "journeys.add_journey") and not team:
         context |= control_room_owner(user=user) | {"control_owner": True}
     return context

@@ -554,6 +554,12 @@ class Scope(models.TextChoices):
     JOURNEYS_WRITE = "journeys:write", "journeys:write: create, edit and move journeys, enroll"
     GOVERNOR_READ = "governor:read", "governor:read: read caps, quiet hours, pauses; dry-run checks"
     GOVERNOR_WRITE = "governor:write", "governor:write: edit caps, quiet hours and pauses"
+    SEGMENTS_READ = "segments:read", "segments:read: read segments and preview their audience"
+    SEGMENTS_WRITE = "segments:write", "segments:write: create, edit and delete segments"
+    TEMPLATES_READ = "templates:read", "templates:read: read templates and preview them"
+    TEMPLATES_WRITE = "templates:write", "templates:write: create and edit templates"
+    CAMPAIGNS_READ = "campaigns:read", "campaigns:read: read campaigns and their progress"
+    CAMPAIGNS_WRITE = "campaigns:write", "campaigns:write: create, edit, test and move campaigns"
 
 
 TOKEN_PREFIX = "orch_"

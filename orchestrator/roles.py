@@ -22,6 +22,7 @@ TEAM_JOURNEY_ACTIONS = (
     "archive",
 )
 TEAM_JOURNEY_ACTIONS += ("revise",)
+CAMPAIGN_ACTIONS = ("view", "add", "change", "delete", "propose", "approve", "reject", "cancel")
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {
     MESSAGING_TEAM: [
@@ -66,6 +67,10 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "journeys.change_conversiondefinition",
         "journeys.view_report",
         "journeys.view_steprun",
+        # Campaigns, their audiences and their templates.
+        *(f"journeys.{a}_campaign" for a in CAMPAIGN_ACTIONS),
+        *(f"orchestrator.{a}_segment" for a in ("view", "add", "change", "delete")),
+        *(f"channels_app.{a}_messagetemplate" for a in ("view", "add", "change", "delete")),
     ],
     CHANNEL_OWNER: [
         "journeys.view_journey",
@@ -78,6 +83,10 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "governor.view_quiethours",
         "governor.view_channelpause",
         "channels_app.view_channelpolicy",
+        # Campaigns on their channels: write, test and propose; audiences and templates to build them.
+        *(f"journeys.{a}_campaign" for a in ("view", "add", "change", "propose")),
+        "orchestrator.view_segment",
+        *(f"channels_app.{a}_messagetemplate" for a in ("view", "add", "change")),
     ],
     # The account a service token acts as: the data plane, no governance.
     SERVICE: [

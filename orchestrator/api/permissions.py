@@ -16,6 +16,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
 from ..authority import Denied, authorize
@@ -103,6 +104,8 @@ class Authorized(permissions.BasePermission):
     def has_permission(self, request, view) -> bool:
         if not (request.user and request.user.is_authenticated):
             raise exceptions.NotAuthenticated()
+        if request.method.lower() not in view.http_method_names or not hasattr(view, request.method.lower()):
+            return True  # a method the view does not have: DRF answers 405, not a permission question
         requirement = view_requirement(request, view)
         if requirement is None:
             if request.method == "OPTIONS" or (
@@ -116,3 +119,17 @@ class Authorized(permissions.BasePermission):
         if perm:
             authorize(request.user, perm)
         return True
+
+
+class ServiceTokenScheme(OpenApiAuthenticationExtension):
+    """The schema's description of service tokens (`Authorization: Bearer orch_...`)."""
+
+    target_class = ServiceTokenAuthentication
+    name = "serviceToken"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A scoped service token (orch_...), created in the admin; shown once.",
+        }

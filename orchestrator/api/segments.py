@@ -56,6 +56,11 @@ def _invalid(exc: SegmentInvalid) -> ValidationError:
 class SegmentListView(GenericAPIView):
     """List segments (paginated, by name), or create one."""
 
+    required = {
+        "GET": ("segments:read", "orchestrator.view_segment"),
+        "POST": ("segments:write", "orchestrator.add_segment"),
+    }
+
     serializer_class = SegmentSerializer
     queryset = Segment.objects.order_by("name")
 
@@ -80,6 +85,11 @@ class SegmentListView(GenericAPIView):
 
 
 class SegmentDetailView(GenericAPIView):
+    required = {
+        "GET": ("segments:read", "orchestrator.view_segment"),
+        "PATCH": ("segments:write", "orchestrator.change_segment"),
+        "DELETE": ("segments:write", "orchestrator.delete_segment"),
+    }
     serializer_class = SegmentSerializer
     queryset = Segment.objects.all()
 
@@ -110,6 +120,8 @@ class SegmentDetailView(GenericAPIView):
 class SegmentPreviewView(GenericAPIView):
     """How many recipients match now, and the first few of them."""
 
+    required = {"GET": ("segments:read", "orchestrator.view_segment")}
+
     queryset = Segment.objects.all()
 
     @extend_schema(responses=PreviewSerializer)
@@ -128,6 +140,8 @@ class SegmentDraftSerializer(serializers.Serializer):
 
 class SegmentDraftPreviewView(GenericAPIView):
     """Preview an unsaved definition `{match, conditions}` (what an editor shows while typing)."""
+
+    required = {"POST": ("segments:read", "orchestrator.view_segment")}
 
     serializer_class = SegmentDraftSerializer
 

@@ -24,7 +24,9 @@ import pytest
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
+from orchestrator.authority import SERVICE
 from orchestrator.models import Message, MessageStatus
+from tests.conftest import user_with_roles
 from tests.orchestrator.factories import ReachableRecipientFactory
 
 from .servers import ROOT, gunicorn, server_env, test_database_url
@@ -74,7 +76,7 @@ def _terminator(stop: threading.Event, killed: list[int], rounds: int = 30) -> N
 
 
 def test_lost_connections_answer_503_and_nothing_is_lost(tmp_path, django_user_model):
-    user = django_user_model.objects.create_user("svc", password="svc-pass-123")
+    user = user_with_roles(django_user_model, "svc", SERVICE)  # a service account: it may send
     token = Token.objects.create(user=user).key
     people = [ReachableRecipientFactory(external_id=f"fault-{i}").external_id for i in range(CLIENTS)]
     worker_env = server_env(

@@ -37,7 +37,7 @@ def act(api, cid, action, **data):
     return api.post(f"{URL}{cid}/{action}/", data, format="json")
 
 
-def test_a_campaign_goes_draft_proposed_scheduled_and_shows_itself(api, segment):
+def test_a_campaign_goes_draft_proposed_scheduled_and_shows_itself(api, api_reviewer, segment):
     resp = api.post(
         URL, body(segment, schedule={"at": "2099-01-01T10:00:00Z"}, throttle_per_minute=100), format="json"
     )
@@ -51,8 +51,11 @@ def test_a_campaign_goes_draft_proposed_scheduled_and_shows_itself(api, segment)
     assert act(api, cid, "propose").json()["status"] == "proposed"
     assert act(api, cid, "reject").json()["status"] == "draft"
     assert act(api, cid, "propose").status_code == 200
-    approved = act(api, cid, "approve").json()
-    assert approved["status"] == "scheduled" and approved["approved_by"] == "service"
+    own = act(api, cid, "approve")  # nobody approves their own proposal
+    assert own.status_code == 403 and own.json()["code"] == "separation_of_duties"
+    approved = act(api_reviewer, cid, "approve", comment="Fine by me.").json()
+    assert approved["status"] == "scheduled" and approved["approved_by"] == "reviewer"
+    assert approved["proposed_by"] == "service" and approved["review_comment"] == "Fine by me."
     assert api.patch(f"{URL}{cid}/", {"name": "Late edit"}, format="json").status_code == 409
     assert api.get(f"{URL}{cid}/").json()["progress"]["undecided"] == 0  # not started: 2099
     assert act(api, cid, "dance").status_code == 404
@@ -140,7 +143,7 @@ def test_local_time_on_a_date_across_a_dst_change():
     ) == datetime(2026, 3, 7, 15, 0, tzinfo=UTC)
 
 
-def test_the_audience_is_written_down_once_with_each_members_due_moment(api, segment):
+def test_the_audience_is_written_down_once_with_each_members_due_moment(api, api_reviewer, segment):
     la = ReachableRecipientFactory(external_id="la", timezone="America/Los_Angeles")
     utc = ReachableRecipientFactory(external_id="utc", timezone="UTC")
     tokyo = ReachableRecipientFactory(external_id="tokyo", timezone="Asia/Tokyo")
@@ -148,7 +151,7 @@ def test_the_audience_is_written_down_once_with_each_members_due_moment(api, seg
         URL, body(segment, schedule={"local_time": "10:00", "date": "2026-03-03"}), format="json"
     ).json()["id"]
     act(api, cid, "propose")
-    act(api, cid, "approve")
+    act(api_reviewer, cid, "approve")
     Campaign.objects.filter(pk=cid).update(next_run_at=AT, approved_at=AT)
     assert _campaigns_start(now=AT) == 1
     campaign = Campaign.objects.get(pk=cid)
@@ -164,24 +167,24 @@ def test_the_audience_is_written_down_once_with_each_members_due_moment(api, seg
     assert CampaignRecipient.objects.count() == 3
 
 
-def test_a_campaign_to_an_empty_segment_is_allowed_and_shows_zero(api):
+def test_a_campaign_to_an_empty_segment_is_allowed_and_shows_zero(api, api_reviewer):
     nobody = Segment.objects.create(name="Nobody", conditions=[{"event": "never"}])
     ReachableRecipientFactory()
     cid = api.post(URL, body(nobody), format="json").json()["id"]
     act(api, cid, "propose")
-    act(api, cid, "approve")
+    act(api_reviewer, cid, "approve")
     assert _campaigns_start(now=datetime.now(UTC)) == 1
     shown = api.get(f"{URL}{cid}/").json()
     assert shown["status"] == "done" and shown["progress"]["audience"] == 0
     assert act(api, cid, "cancel").status_code == 409
 
 
-def test_cancel_stops_every_undecided_member(api, segment):
+def test_cancel_stops_every_undecided_member(api, api_reviewer, segment):
     for _ in range(3):
         ReachableRecipientFactory()
     cid = api.post(URL, body(segment, schedule={"at": "2099-01-01T00:00:00Z"}), format="json").json()["id"]
     act(api, cid, "propose")
-    act(api, cid, "approve")
+    act(api_reviewer, cid, "approve")
     _campaigns_start(now=datetime(2099, 1, 1, tzinfo=UTC))
     resp = act(api, cid, "cancel")
     assert resp.status_code == 200 and resp.json()["status"] == "cancelled"
