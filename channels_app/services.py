@@ -16,7 +16,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from orchestrator.history import message_status_move
-from orchestrator.models import ENGAGEMENT_RANK, Channel, Message, MessageStatus, Recipient
+from orchestrator.models import ENGAGEMENT_RANK, Message, MessageStatus, Recipient
+
+from .selectors import inbox_waiting
 
 
 class ReceiptType:
@@ -112,9 +114,7 @@ def inbox_messages_deliver(*, recipient: Recipient, now: datetime | None = None)
     now = now or timezone.now()
     with transaction.atomic():
         waiting = list(
-            Message.objects.select_for_update(skip_locked=True)
-            .filter(recipient=recipient, channel=Channel.IN_APP, status=MessageStatus.SENT)
-            .order_by("sent_at", "id")
+            inbox_waiting(recipient=recipient).select_for_update(skip_locked=True).order_by("sent_at", "id")
         )
         shown = []
         for message in waiting:

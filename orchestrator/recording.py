@@ -1,0 +1,470 @@
+"""Sends made by other systems, recorded into the one history (`POST messages/record/`, `history_import`).
+
+A recorded send already happened: nothing decides it, nothing delivers it and nothing refuses it for its
+content. It becomes a Message with source `external`, status `sent` (or `delivered`) and `accepted_at` =
+`sent_at`, so every cap rule counts it from when it was sent; it is linted against its channel's job and
+the violations are kept as warnings; it is idempotent on (source_system, external_id).
+
+Every recorded message is written, like every governed one, by a transaction holding its recipient's row
+lock (a batch takes them in id order, as the governor's batches do): the governor's count is exact only
+because every counted message is (see governor.counting). The lock also serializes repeats of one
+external id for one recipient; the unique constraint catches the rest and the batch is re-read.
+
+This module sits with the send pipeline above channels_app (it reads the channel lint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connection, transaction
+from django.utils.dateparse import parse_datetime
+
+from channels_app.lint import PolicyView, channel_policy_views, message_lint
+
+from .db import ids_in, is_postgres
+from .history import messages_insert
+from .models import Channel, Message, MessageStatus, Purpose, Recipient, Source, validate_timezone
+
+RECIPIENT_TABLE = Recipient._meta.db_table
+MESSAGE_TABLE = Message._meta.db_table
+UNIQUE_CONSTRAINT = "message_external_unique"
+RECORDABLE_STATUSES = (MessageStatus.SENT, MessageStatus.DELIVERED)
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+FIELDS = ("recipient", "channel", "purpose", "sent_at", "source_system", "external_id")
+LIMITS = {"recipient": 200, "source_system": 100, "external_id": 255}
+CONTENT_MAX_CHARS = 20_000  # all the text of one recorded content, together
+CONTENT_MAX_DEPTH = 3
+
+
+def conf(name: str):
+    """A HISTORY setting (settings.ORCHESTRATOR["HISTORY"]), or its default."""
+    defaults = {"CLOCK_SKEW": timedelta(seconds=60), "IMPORT_BATCH": 5000}
+    return settings.ORCHESTRATOR.get("HISTORY", {}).get(name, defaults[name])
+
+
+class RecordInvalid(Exception):
+    """A record the history will not take: `errors` maps each bad field to its reasons (nothing written)."""
+
+    def __init__(self, errors: Mapping[str, list[str]]):
+        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))
+        self.errors = dict(errors)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRequest:
+    """One send made elsewhere, validated (`record_request_parse`)."""
+
+    recipient: str  # the recipient's external id
+    channel: str
+    purpose: str
+    sent_at: datetime
+    source_system: str
+    external_id: str
+    content: dict[str, Any] = field(default_factory=dict)
+    status: str = MessageStatus.SENT
+    delivered_at: datetime | None = None
+    create_recipient: bool = False
+    timezone: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.source_system, self.external_id
+
+
+# --- validation (one function for the API body and every imported row) ---------------------------------
+
+
+def _text(data: Mapping[str, Any], name: str, errors: dict[str, list[str]]) -> str:
+    value = data.get(name)
+    if value is None or value == "":
+        errors[name] = ["This field is required."]
+        return ""
+    if name == "external_id" and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # a numeric id in JSON is still an id
+    if not isinstance(value, str):
+        errors[name] = ["Expected a string."]
+        return ""
+    value = value.strip()
+    if not value:
+        errors[name] = ["This field may not be blank."]
+    elif "\x00" in value:
+        errors[name] = ["NUL characters are not allowed."]
+    elif len(value) > LIMITS[name]:
+        errors[name] = [f"At most {LIMITS[name]} characters (this one has {len(value)})."]
+    return value
+
+
+def _choice(data: Mapping[str, Any], name: str, allowed: Sequence[str], errors: dict) -> str:
+    value = data.get(name)
+    if value is None or value == "":
+        errors[name] = ["This field is required."]
+        return ""
+    if not isinstance(value, str) or value not in allowed:
+        shown = repr(value) if isinstance(value, str | int | float | bool) else "this value"
+        errors[name] = [f"Unknown {name} {shown[:60]}; expected one of {', '.join(allowed)}."]
+        return ""
+    return value
+
+
+def _when(value: Any) -> datetime:
+    """An aware datetime from ISO 8601 text (naive means UTC), or ValueError with a plain reason."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str) and "\x00" not in value and len(value) <= 64:
+        text = value.strip()
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            try:
+                parsed = parse_datetime(text)
+            except ValueError:
+                parsed = None
+            if parsed is None:
+                raise ValueError(
+                    f"{text[:40]!r} is not an ISO 8601 date-time (e.g. 2026-05-04T09:30:00Z)."
+                ) from None
+    else:
+        raise ValueError("Expected an ISO 8601 date-time string (e.g. 2026-05-04T09:30:00Z).")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def _moment(data: Mapping[str, Any], name: str, now: datetime, errors: dict) -> datetime | None:
+    value = data.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        when = _when(value)
+    except ValueError as exc:
+        errors[name] = [str(exc)]
+        return None
+    if when < EARLIEST:
+        errors[name] = [f"{when:%Y-%m-%d} is before 1970: not a send this history can hold."]
+    elif when > now + conf("CLOCK_SKEW"):
+        errors[name] = [
+            f"{when.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC is in the future (it is "
+            f"{now.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC): only sends already made can be recorded."
+        ]
+    return when
+
+
+def _content_check(value: Any, depth: int = 0) -> int:
+    """The characters of text in a content value; ValueError for NUL characters or too deep a value."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("NUL characters are not allowed.")
+        return len(value)
+    if value is None or isinstance(value, bool | int | float):
+        return 0
+    if depth >= CONTENT_MAX_DEPTH:
+        raise ValueError(f"Nested more than {CONTENT_MAX_DEPTH} levels deep.")
+    if isinstance(value, dict):
+        return sum(_content_check(k, depth + 1) + _content_check(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return sum(_content_check(v, depth + 1) for v in value)
+    raise ValueError("Expected JSON values only.")
+
+
+def _content(data: Mapping[str, Any], errors: dict) -> dict[str, Any]:
+    value = data.get("content")
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        value = {"body": value}  # a one-line summary of what was sent
+    if not isinstance(value, dict):
+        errors["content"] = ["Expected an object such as {subject?, title?, body?, action_url?} or a string."]
+        return {}
+    try:
+        size = _content_check(value)
+    except ValueError as exc:
+        errors["content"] = [str(exc)]
+        return {}
+    if size > CONTENT_MAX_CHARS:
+        errors["content"] = [f"At most {CONTENT_MAX_CHARS} characters of text (this one has {size})."]
+        return {}
+    return value
+
+
+_TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no", ""})
+
+
+def _flag(data: Mapping[str, Any], name: str, errors: dict) -> bool:
+    value = data.get(name, False)
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE  # CSV columns carry text
+    errors[name] = ["Expected true or false."]
+    return False
+
+
+def record_request_parse(data: Mapping[str, Any], *, now: datetime) -> RecordRequest:
+    """Validate one record — `{recipient, channel, purpose, sent_at, source_system, external_id, content?,
+    status?, delivered_at?, create_recipient?, timezone?}` — or raise RecordInvalid naming every bad field.
+
+    Plain Python, no queries: the import validates a million rows with it. Whether the recipient exists
+    is the recording's question (`messages_record_bulk`).
+    """
+    if not isinstance(data, Mapping):
+        raise RecordInvalid({"non_field_errors": ["Expected a JSON object."]})
+    errors: dict[str, list[str]] = {}
+    recipient = _text(data, "recipient", errors)
+    channel = _choice(data, "channel", Channel.values, errors)
+    purpose = _choice(data, "purpose", Purpose.values, errors)
+    source_system = _text(data, "source_system", errors)
+    external_id = _text(data, "external_id", errors)
+    sent_at = _moment(data, "sent_at", now, errors)
+    if sent_at is None and "sent_at" not in errors:
+        errors["sent_at"] = ["This field is required."]
+    content = _content(data, errors)
+    delivered_at = _moment(data, "delivered_at", now, errors)
+    status = data.get("status")
+    if status is None or status == "":
+        status = MessageStatus.DELIVERED if delivered_at is not None else MessageStatus.SENT
+    elif status not in RECORDABLE_STATUSES:
+        allowed = " or ".join(RECORDABLE_STATUSES)
+        errors["status"] = [f"A recorded send is {allowed}; not {str(status)[:40]!r}."]
+    if delivered_at is not None and status == MessageStatus.SENT:
+        errors["delivered_at"] = ["Only a delivered send has a delivered_at (send status: delivered)."]
+    elif delivered_at is not None and sent_at is not None and delivered_at < sent_at:
+        errors["delivered_at"] = ["delivered_at is before sent_at."]
+    create = _flag(data, "create_recipient", errors)
+    tz = data.get("timezone")
+    if tz is not None and tz != "":
+        try:
+            if not isinstance(tz, str):
+                raise ValidationError("Expected an IANA time zone name.")
+            validate_timezone(tz)
+        except ValidationError as exc:
+            errors["timezone"] = exc.messages
+    else:
+        tz = None
+    if errors:
+        raise RecordInvalid(errors)
+    return RecordRequest(
+        recipient=recipient,
+        channel=channel,
+        purpose=purpose,
+        sent_at=sent_at,
+        source_system=source_system,
+        external_id=external_id,
+        content=content,
+        status=status,
+        delivered_at=(delivered_at or sent_at) if status == MessageStatus.DELIVERED else None,
+        create_recipient=create,
+        timezone=tz,
+    )
+
+
+# --- recording -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RecordOutcome:
+    """What became of one request: `recorded` (a new message), `duplicate` (recorded before: the first
+    record's id) or `invalid` (`errors` by field; nothing written for it)."""
+
+    outcome: str
+    message_id: int | None = None
+    message: Message | None = None
+    errors: dict[str, list[str]] | None = None
+
+
+def recorded_warnings(
+    *, channel: str, purpose: str, content: Mapping[str, Any], policy: PolicyView | None
+) -> list[dict[str, str]]:
+    """The lint of a send made elsewhere, as warnings (code, detail, severity). Without content only its
+    purpose can be judged (an SMS that carried a promotion breaks SMS's job whatever it said)."""
+    violations = message_lint(channel=channel, purpose=purpose, content=content or {}, policy=policy)
+    if not content:
+        violations = [v for v in violations if v.code == f"{channel}_purpose"]
+    return [{"code": v.code, "detail": v.reason, "severity": str(v.severity)} for v in violations]
+
+
+def _recipients_lock(names: Sequence[str]) -> dict[str, int]:
+    """The ids of the recipients with these external ids, each row locked (FOR UPDATE, in id order and in
+    one statement, so two batches, or a batch and the governor, never deadlock): no decision for them
+    runs until we commit. SQLite serializes writers itself (and is read in chunks of parameters)."""
+    found: dict[str, int] = {}
+    step = len(names) if is_postgres() else 500
+    for start in range(0, len(names), step or 1):
+        where, params = ids_in("external_id", names[start : start + step])
+        lock = " FOR UPDATE" if is_postgres() else ""
+        with connection.cursor() as cursor:
+            sql = f"SELECT id, external_id FROM {RECIPIENT_TABLE} WHERE {where} ORDER BY id{lock}"
+            cursor.execute(sql, params)
+            found.update((name, pk) for pk, name in cursor.fetchall())
+    return found
+
+
+def _recorded_before(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """(source_system, external_id) → the message already recorded for it."""
+    if not keys:
+        return {}
+    with connection.cursor() as cursor:
+        if is_postgres():
+            cursor.execute(
+                f"SELECT m.source_system, m.external_id, m.id FROM {MESSAGE_TABLE} m"
+                " JOIN unnest(%s::text[], %s::text[]) AS k(s, e) ON m.source_system = k.s"
+                " AND m.external_id = k.e WHERE m.source = %s",
+                [[s for s, _ in keys], [e for _, e in keys], Source.EXTERNAL],
+            )
+            return {(s, e): pk for s, e, pk in cursor.fetchall()}
+    by_system: dict[str, list[str]] = {}
+    for s, e in keys:
+        by_system.setdefault(s, []).append(e)
+    found = {}
+    for system, ids in by_system.items():
+        for start in range(0, len(ids), 500):
+            rows = Message.objects.filter(
+                source=Source.EXTERNAL, source_system=system, external_id__in=ids[start : start + 500]
+            ).values_list("external_id", "id")
+            found.update(((system, e), pk) for e, pk in rows)
+    return found
+
+
+def _recipients_create(requests: Sequence[RecordRequest]) -> None:
+    """Create the recipients these requests may create (like `POST events/` with create_recipient), in
+    external-id order (two batches creating the same people never deadlock)."""
+    from .services import recipient_upsert
+
+    wanted = {}
+    for r in requests:
+        wanted.setdefault(r.recipient, r.timezone)
+    for name in sorted(wanted):
+        recipient_upsert(external_id=name, timezone_name=wanted[name])
+
+
+def _unknown_recipient(name: str) -> dict[str, list[str]]:
+    return {
+        "recipient": [
+            f'No recipient with external_id {name!r}; create it first or send "create_recipient": true.'
+        ]
+    }
+
+
+def _record(requests: Sequence[RecordRequest], *, at: datetime, dry_run: bool) -> list[RecordOutcome]:
+    firsts: dict[tuple[str, str], int] = {}
+    for n, r in enumerate(requests):
+        firsts.setdefault(r.key, n)
+    names = sorted({requests[n].recipient for n in firsts.values()})
+    ids = _recipients_lock(names)
+    before = _recorded_before(list(firsts))
+
+    outcomes: list[RecordOutcome | None] = [None] * len(requests)
+    fresh: list[int] = []
+    for key, n in firsts.items():
+        if key in before:
+            outcomes[n] = RecordOutcome("duplicate", before[key])
+        else:
+            fresh.append(n)
+    creatable = [
+        requests[n] for n in fresh if requests[n].recipient not in ids and requests[n].create_recipient
+    ]
+    if creatable and not dry_run:
+        _recipients_create(creatable)
+        ids.update(_recipients_lock(sorted({r.recipient for r in creatable})))
+
+    policies = channel_policy_views()
+    lints: dict[tuple, list[dict[str, str]]] = {}
+    rows, inserted = [], []
+    for n in fresh:
+        r = requests[n]
+        rid = ids.get(r.recipient)
+        if rid is None and not (dry_run and r.create_recipient):
+            outcomes[n] = RecordOutcome("invalid", errors=_unknown_recipient(r.recipient))
+            continue
+        try:
+            lint_key = (r.channel, r.purpose, tuple(sorted(r.content.items())))
+            hash(lint_key)
+        except TypeError:  # content with lists or objects in it: lint it on its own
+            lint_key = None
+        warnings = lints.get(lint_key) if lint_key is not None else None
+        if warnings is None:
+            warnings = recorded_warnings(
+                channel=r.channel, purpose=r.purpose, content=r.content, policy=policies.get(r.channel)
+            )
+            if lint_key is not None:
+                lints[lint_key] = warnings  # one shared list: dumped to JSON once per batch
+        rows.append(
+            {
+                "recipient_id": rid,
+                "channel": r.channel,
+                "requested_channel": r.channel,
+                "purpose": r.purpose,
+                "content": r.content,
+                "status": r.status,
+                "warnings": warnings,
+                "source": Source.EXTERNAL,
+                "source_system": r.source_system,
+                "external_id": r.external_id,
+                "created_at": r.sent_at,
+                "updated_at": at,
+                "recorded_at": at,
+                # Cleared when it was sent: every cap rule counts it from then (governor.counting).
+                "accepted_at": r.sent_at,
+                "sent_at": r.sent_at,
+                "delivered_at": r.delivered_at,
+            }
+        )
+        inserted.append(n)
+    messages = [None] * len(rows) if dry_run else messages_insert(rows=rows, decisions=[None] * len(rows))
+    for n, message in zip(inserted, messages, strict=True):
+        outcomes[n] = RecordOutcome("recorded", message.pk if message else None, message)
+    for n, r in enumerate(requests):
+        if outcomes[n] is None:  # a repeat of a key earlier in this batch: the first one's record
+            first = outcomes[firsts[r.key]]
+            if first.outcome == "invalid":
+                outcomes[n] = first
+            else:
+                outcomes[n] = RecordOutcome("duplicate", first.message_id)
+    return outcomes  # type: ignore[return-value]
+
+
+def messages_record_bulk(
+    *, requests: Sequence[RecordRequest], at: datetime, dry_run: bool = False
+) -> list[RecordOutcome]:
+    """Record many sends made elsewhere, set-based, in one transaction: per request, its outcome.
+
+    A handful of statements whatever the count: the recipients' row locks (which also resolve their
+    external ids), the keys already recorded, the channel policies, one `messages_insert`. The lint runs
+    once per distinct (channel, purpose, content). A key recorded before — or earlier in the batch — is a
+    duplicate that returns the first record; an unknown recipient is invalid unless the request may
+    create it. `dry_run` checks everything and writes nothing.
+    """
+    if not requests:
+        return []
+    with transaction.atomic():
+        for attempt in range(3):
+            try:
+                with transaction.atomic():
+                    outcomes = _record(requests, at=at, dry_run=dry_run)
+                    if dry_run:
+                        transaction.set_rollback(True)
+                    return outcomes
+            except IntegrityError as exc:
+                # A concurrent record of one of these keys for another recipient (our locks did not
+                # order us) committed first: read the batch again, it is now a duplicate.
+                text = str(exc)
+                ours = UNIQUE_CONSTRAINT in text or f"{MESSAGE_TABLE}.source_system" in text  # PG, SQLite
+                if not ours or attempt == 2:
+                    raise
+    raise AssertionError("unreachable")
+
+
+def message_record(*, request: RecordRequest, at: datetime) -> tuple[Message, bool]:
+    """Record one send made elsewhere: (the message, True) when recorded now, (the first record, False)
+    when this (source_system, external_id) was recorded before. Raises RecordInvalid (nothing written)."""
+    (outcome,) = messages_record_bulk(requests=[request], at=at)
+    if outcome.outcome == "invalid":
+        raise RecordInvalid(outcome.errors or {})
+    if outcome.message is not None:
+        return outcome.message, True
+    return Message.objects.get(pk=outcome.message_id), False
