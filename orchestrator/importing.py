@@ -83,14 +83,17 @@ def _csv_row(row: dict[str | None, Any]) -> dict[str, Any] | RecordInvalid:
 
 def _csv_rows(stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
-    reader = csv.DictReader(text)
-    if reader.fieldnames is None:
-        return
-    reader.fieldnames = [(name or "").strip() for name in reader.fieldnames]
-    line = reader.line_num
-    for row in reader:
-        start, line = line + 1, reader.line_num
-        yield start, _csv_row(row)
+    try:
+        reader = csv.DictReader(text)
+        if reader.fieldnames is None:
+            return
+        reader.fieldnames = [(name or "").strip() for name in reader.fieldnames]
+        line = reader.line_num
+        for row in reader:
+            start, line = line + 1, reader.line_num
+            yield start, _csv_row(row)
+    finally:
+        text.detach()  # the caller's file stays open (its position drives the progress bar)
 
 
 def history_import(

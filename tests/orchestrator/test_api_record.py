@@ -150,7 +150,9 @@ def test_bad_input_is_400_naming_the_field_and_writes_nothing(api, body, field):
     assert not Message.objects.exists() and Recipient.objects.count() == recipients
 
 
-@pytest.mark.parametrize("name", ["recipient", "channel", "purpose", "sent_at", "source_system", "external_id"])
+@pytest.mark.parametrize(
+    "name", ["recipient", "channel", "purpose", "sent_at", "source_system", "external_id"]
+)
 def test_a_missing_field_is_400_naming_it(api, name):
     ReachableRecipientFactory(external_id="r1")
     payload = {
@@ -231,7 +233,9 @@ def test_recorded_sends_make_the_next_orchestrated_engagement_message_defer_nami
     ReachableRecipientFactory(external_id="r1")
     now = timezone.now()
     for n, hours in enumerate((20, 10, 2)):
-        assert record(api, external_id=f"nl-{n}", sent_at=iso(now - timedelta(hours=hours))).status_code == 201
+        assert (
+            record(api, external_id=f"nl-{n}", sent_at=iso(now - timedelta(hours=hours))).status_code == 201
+        )
     resp = send(api)
     assert resp.status_code == 201
     body = resp.json()
