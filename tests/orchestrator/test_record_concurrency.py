@@ -11,7 +11,7 @@ connection per thread, each client reading its own clock.
 from __future__ import annotations
 
 import json
-from collections import Counter, defaultdict
+from collections import Counter
 from datetime import UTC, timedelta
 from io import StringIO
 

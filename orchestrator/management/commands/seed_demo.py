@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from orchestrator.demo import demo_campaign_send, demo_recipients_seed
+from orchestrator.demo import demo_campaign_send, demo_history_record, demo_recipients_seed
 
 # Each app may ship a `demo` module with `seed(stdout)`; they run in dependency order.
 DEMO_MODULES = ["governor.demo", "channels_app.demo", "journeys.demo"]
@@ -39,6 +39,9 @@ class Command(BaseCommand):
                     raise
                 continue
             module.seed(stdout=self.stdout)
+        recorded = demo_history_record(now=timezone.now())
+        if recorded:
+            self.stdout.write(f"Demo sends made around us (an ESP, braze, a legacy SMS service): {recorded}.")
         sent = demo_campaign_send(now=timezone.now())
         if sent:
             self.stdout.write(f"Demo campaign: {sent} promotional emails through the send pipeline.")
