@@ -9,15 +9,20 @@ skipped, so the import is safe to re-run after a failure or on an overlapping ex
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gc
 import gzip
 import io
 import json
+import queue
+import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
 from django.utils import timezone
 
 from .recording import RecordInvalid, RecordRequest, conf, messages_record_bulk, record_request_parse
@@ -50,8 +55,9 @@ def import_format(path: str | Path, fmt: str | None = None) -> str:
 
 
 def _jsonl_rows(stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
-    """(line number, the parsed object or a RecordInvalid) per non-blank line."""
-    loads = json.loads
+    """(line number, the parsed object or a RecordInvalid) per non-blank line (orjson: three times the
+    standard library's speed, strict about what is JSON)."""
+    loads = orjson.loads
     for number, line in enumerate(stream, 1):
         if not line.strip():
             continue
@@ -115,18 +121,91 @@ def history_import(
     fmt = import_format(path, fmt)
     size = batch_size or conf("IMPORT_BATCH")
     summary = ImportSummary()
-    with open(path, "rb") as raw:
-        stream = gzip.GzipFile(fileobj=raw) if str(path).lower().endswith(".gz") else raw
-        rows = _csv_rows(stream) if fmt == "csv" else _jsonl_rows(stream)
-        batch: list[RecordRequest] = []
-        lines: list[int] = []
-        bad: list[tuple[int, dict[str, list[str]]]] = []
-        read = [0]
+    # A batch makes tens of thousands of short-lived objects: let the cyclic collector run per batch, not
+    # every 700 allocations over everything alive (nothing the import makes is cyclic).
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(threshold[0], 50_000), *threshold[1:])
+    try:
+        return _import(path, fmt, size, summary, create_recipients, dry_run, on_bad, progress)
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
 
-        def flush() -> None:
-            if batch:
-                outcomes = messages_record_bulk(requests=batch, at=timezone.now(), dry_run=dry_run)
-                for number, outcome in zip(lines, outcomes, strict=True):
+
+@dataclass
+class _Batch:
+    """Rows read and validated together: the requests (with their lines), the bad rows, and how far
+    into the file (bytes) the reader was when it closed the batch."""
+
+    requests: list[RecordRequest] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    bad: list[tuple[int, dict[str, list[str]]]] = field(default_factory=list)
+    rows: int = 0
+    position: int = 0
+
+
+_DONE = object()
+
+
+def _read(
+    path, fmt: str, size: int, create_recipients: bool, out: queue.Queue, stop: threading.Event
+) -> None:
+    """The reader thread: parse and validate rows into batches while the recorder writes the previous
+    one (the database's time and the parsing overlap). A bounded queue keeps memory flat."""
+    try:
+        with open(path, "rb") as raw:
+            stream = gzip.GzipFile(fileobj=raw) if str(path).lower().endswith(".gz") else raw
+            rows = _csv_rows(stream) if fmt == "csv" else _jsonl_rows(stream)
+            batch, now = _Batch(), timezone.now()
+            for number, data in rows:
+                batch.rows += 1
+                if isinstance(data, RecordInvalid):
+                    batch.bad.append((number, data.errors))
+                else:
+                    if create_recipients and isinstance(data, dict):
+                        data.setdefault("create_recipient", True)
+                    try:
+                        batch.requests.append(record_request_parse(data, now=now))
+                        batch.lines.append(number)
+                    except RecordInvalid as exc:
+                        batch.bad.append((number, exc.errors))
+                if len(batch.requests) + len(batch.bad) >= size:  # bad rows count too: memory stays flat
+                    batch.position = raw.tell()
+                    out.put(batch)
+                    if stop.is_set():
+                        return
+                    batch, now = _Batch(), timezone.now()
+            batch.position = raw.tell()
+            out.put(batch)
+    except BaseException as exc:  # noqa: BLE001 - handed to the recorder, which raises it
+        out.put(exc)
+    finally:
+        out.put(_DONE)
+
+
+def _import(path, fmt, size, summary, create_recipients, dry_run, on_bad, progress) -> ImportSummary:
+    batches: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    reader = threading.Thread(
+        target=_read,
+        args=(path, fmt, size, create_recipients, batches, stop),
+        daemon=True,
+        name="history-read",
+    )
+    reader.start()
+    read = 0
+    try:
+        while (batch := batches.get()) is not _DONE:
+            if isinstance(batch, BaseException):
+                raise batch
+            summary.rows += batch.rows
+            bad = batch.bad
+            if batch.requests:
+                outcomes = messages_record_bulk(
+                    requests=batch.requests, at=timezone.now(), dry_run=dry_run, durable=False
+                )
+                for number, outcome in zip(batch.lines, outcomes, strict=True):
                     if outcome.outcome == "recorded":
                         summary.recorded += 1
                     elif outcome.outcome == "duplicate":
@@ -138,31 +217,14 @@ def history_import(
                 for number, errors in sorted(bad, key=lambda b: b[0]):
                     on_bad(number, errors)
             if progress is not None:
-                position = raw.tell()
-                progress.update(position - read[0])
-                read[0] = position
+                progress.update(batch.position - read)
+                read = batch.position
                 progress.set_postfix(
                     recorded=summary.recorded, duplicates=summary.duplicates, bad=summary.bad, refresh=False
                 )
-            batch.clear()
-            lines.clear()
-            bad.clear()
-
-        now = timezone.now()
-        for number, data in rows:
-            summary.rows += 1
-            if isinstance(data, RecordInvalid):
-                bad.append((number, data.errors))
-            else:
-                if create_recipients and isinstance(data, dict):
-                    data.setdefault("create_recipient", True)
-                try:
-                    batch.append(record_request_parse(data, now=now))
-                    lines.append(number)
-                except RecordInvalid as exc:
-                    bad.append((number, exc.errors))
-            if len(batch) + len(bad) >= size:  # bad rows count too: memory stays flat on any file
-                flush()
-                now = timezone.now()
-        flush()
+    finally:
+        stop.set()
+        while reader.is_alive():  # let a reader blocked on the full queue finish
+            with contextlib.suppress(queue.Empty):
+                batches.get(timeout=0.1)
     return summary

@@ -404,10 +404,6 @@ class Message(models.Model):
                 fields=["next_attempt_at"], name="message_delivery_due", condition=Q(status="accepted")
             ),
             models.Index(fields=["status", "-created_at"], name="message_status_time"),
-            # Sends recorded from other systems by when they were sent (the governor's "around us").
-            models.Index(
-                fields=["accepted_at"], name="message_external_sent", condition=Q(source="external")
-            ),
             # Provider receipts (webhooks) find their message by the provider's id.
             models.Index(
                 fields=["provider_message_id"],
