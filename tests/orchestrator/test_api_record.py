@@ -321,3 +321,33 @@ def test_an_unknown_recipient_is_not_created_without_the_flag(api):
     assert resp.status_code == 400
     assert "create_recipient" in resp.json()["recipient"][0]
     assert not Recipient.objects.filter(external_id="ghost").exists()
+
+
+def test_a_recorded_delivered_send_is_a_touch_in_the_attribution_report(api):
+    from journeys.models import ConversionDefinition
+    from orchestrator.models import Event
+
+    ReachableRecipientFactory(external_id="r1")
+    ConversionDefinition.objects.create(name="purchase", event="purchase")
+    now = timezone.now()
+    resp = record(
+        api, channel="push", source_system="braze", external_id="p-1", sent_at=iso(now - timedelta(hours=3))
+    )
+    assert resp.status_code == 201
+    record(api, status="delivered", sent_at=iso(now - timedelta(hours=2)))
+    Event.objects.create(
+        recipient=Recipient.objects.get(external_id="r1"),
+        name="purchase",
+        occurred_at=now - timedelta(hours=1),
+    )
+    day = timedelta(days=1)
+    body = api.get(
+        "/api/v1/reports/attribution/",
+        {
+            "from": (now - day).date().isoformat(),
+            "to": (now + day).date().isoformat(),
+            "conversion": "purchase",
+        },
+    ).json()
+    # The delivered newsletter reached the recipient (a touch by default); the push, only `sent`, did not.
+    assert body["last"] == {"email": 1.0} and body["conversions"] == 1
