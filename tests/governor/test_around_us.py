@@ -11,26 +11,13 @@ from django.utils import timezone
 from governor.selectors import around_us, governor_overview
 from orchestrator.models import Message, MessageStatus
 from orchestrator.pipeline import message_send
-from orchestrator.recording import message_record, record_request_parse
 from tests.orchestrator.factories import ReachableRecipientFactory
+from tests.orchestrator.factories import recorded_send as record
 
 from .helpers import sent
 
 DAILY = "Engagement + promotional, 24 h"
 EMAIL = {"subject": "A nudge", "body": "Something new."}
-
-
-def record(who, system, n, *, at, channel="email", purpose="engagement", content=None, ago=60):
-    body = {
-        "recipient": who.external_id,
-        "channel": channel,
-        "purpose": purpose,
-        "sent_at": at - timedelta(seconds=ago),
-        "source_system": system,
-        "external_id": f"{system}-{who.external_id}-{n}",
-        "content": content if content is not None else {"subject": "News", "body": "This week."},
-    }
-    return message_record(request=record_request_parse(body, now=at), at=at)[0]
 
 
 def send(who, at):

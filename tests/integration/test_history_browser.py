@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from django.utils import timezone
 
@@ -12,24 +10,11 @@ from governor.defaults import defaults_install
 from governor.models import CapRule, ChannelPause, QuietHours
 from governor.policy import policy_cache_clear
 from orchestrator.pipeline import message_send
-from orchestrator.recording import message_record, record_request_parse
 from tests.browser import admin_login, browser_page, screenshot  # noqa: F401
 from tests.orchestrator.factories import ReachableRecipientFactory
+from tests.orchestrator.factories import recorded_send as record
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def record(who, system, n, *, now, channel="email", purpose="engagement", content=None, ago=90):
-    body = {
-        "recipient": who.external_id,
-        "channel": channel,
-        "purpose": purpose,
-        "sent_at": now - timedelta(seconds=ago),
-        "source_system": system,
-        "external_id": f"{system}-{n}",
-        "content": content or {"subject": "The spring newsletter", "body": "Ten things we loved."},
-    }
-    return message_record(request=record_request_parse(body, now=now), at=now)[0]
 
 
 def test_what_went_around_us_and_the_timeline(browser_page, live_server, django_user_model):  # noqa: F811
@@ -42,12 +27,12 @@ def test_what_went_around_us_and_the_timeline(browser_page, live_server, django_
     now = timezone.now()
     ada = ReachableRecipientFactory(external_id="ada")
     for n in range(3):
-        record(ada, "mailchimp", n, now=now, ago=90 - n)
+        record(ada, "mailchimp", n, at=now, ago=90 - n)
     record(
         ada,
         "legacy-twilio",
         0,
-        now=now,
+        at=now,
         channel="sms",
         purpose="promotional",
         content={"body": "SALE: 30% off everything, shop now!"},

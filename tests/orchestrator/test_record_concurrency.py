@@ -23,7 +23,7 @@ from governor.defaults import DEFAULT_CAP_RULES
 from governor.services import governor_check
 from orchestrator.models import Message, MessageDecision, MessageStatus, Source
 from orchestrator.recording import messages_record_bulk, record_request_parse
-from tests.governor.test_race_api import Clients, at_cap_minus_one, default_governor
+from tests.governor.test_race_api import at_cap_minus_one, clients, default_governor  # noqa: F401
 
 from .factories import ReachableRecipientFactory
 
@@ -31,19 +31,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 DAILY = DEFAULT_CAP_RULES[0]["name"]
 EMAIL = {"subject": "A nudge", "body": "Something you may like."}
-
-
-@pytest.fixture
-def clients(api):
-    made = []
-
-    def make(n: int) -> Clients:
-        made.append(Clients(api, n))
-        return made[-1]
-
-    yield make
-    for c in made:
-        c.close()
 
 
 def iso(t) -> str:
@@ -62,7 +49,7 @@ def record_body(recipient: str, external_id: str, sent_at) -> dict:
     }
 
 
-def test_concurrent_repeats_of_one_external_id_record_it_once(clients):
+def test_concurrent_repeats_of_one_external_id_record_it_once(clients):  # noqa: F811
     people = [ReachableRecipientFactory() for _ in range(2)]
     pool = clients(16)
     for round_ in range(10):
@@ -82,7 +69,7 @@ def test_concurrent_repeats_of_one_external_id_record_it_once(clients):
         assert Message.objects.filter(source=Source.EXTERNAL, external_id=f"nl-{round_}").count() == 1
 
 
-def test_concurrent_imports_of_overlapping_files_record_each_send_once(tmp_path, clients):
+def test_concurrent_imports_of_overlapping_files_record_each_send_once(tmp_path, clients):  # noqa: F811
     people = [ReachableRecipientFactory() for _ in range(20)]
     now = timezone.now()
     rows = [
@@ -108,7 +95,7 @@ def test_concurrent_imports_of_overlapping_files_record_each_send_once(tmp_path,
     assert recorded.values("external_id").distinct().count() == 600
 
 
-def test_recorded_sends_racing_orchestrated_sends_at_cap_minus_one_never_pass_the_cap(clients):
+def test_recorded_sends_racing_orchestrated_sends_at_cap_minus_one_never_pass_the_cap(clients):  # noqa: F811
     """Per round, four recipients at 2 of their 3 engagement messages: for each, a service records an
     external send through the API and two services send through the pipeline, while an import batch
     records one more external send for all four — each on its own clock, all at once."""
@@ -141,21 +128,21 @@ def test_recorded_sends_racing_orchestrated_sends_at_cap_minus_one_never_pass_th
         for person in people:
             ours = Message.objects.filter(recipient=person).exclude(source=Source.EXTERNAL)
             orchestrated = ours.filter(created_at__gte=timezone.now() - timedelta(minutes=5))
-            outcomes = Counter(orchestrated.values_list("status", flat=True))
             external = Message.objects.filter(recipient=person, source=Source.EXTERNAL).count()
             decisions = MessageDecision.objects.filter(message__in=orchestrated)
+            # By decision (an accepted message may have been delivered since).
             accepted_used = [d.used for d in decisions if d.outcome == MessageStatus.ACCEPTED]
             deferred = [d for d in decisions if d.outcome == MessageStatus.DEFERRED]
             # Afterwards the governor counts every send, recorded or its own: 2 before, 2 recorded, ours.
             after = governor_check(recipient=person, channel="email", purpose="engagement")
-            counted = f"{2 + external + outcomes[MessageStatus.ACCEPTED]} of 3"
+            counted = f"{2 + external + len(accepted_used)} of 3"
             if (
                 not after.reason.startswith(counted)
                 or external != 2
-                or outcomes[MessageStatus.ACCEPTED] > 1  # 2 spent + 1: the cap of 3
+                or len(accepted_used) > 1  # 2 spent + 1: the cap of 3
                 or any(u > 3 for u in accepted_used)  # an accept never counted more than the cap
                 or any(d.rule != DAILY or d.used < 3 for d in deferred)  # a deferral saw the cap full
-                or sum(outcomes.values()) != 2
+                or len(accepted_used) + len(deferred) != 2
             ):
-                problems.append((person.external_id, dict(outcomes), external, accepted_used, after.reason))
+                problems.append((person.external_id, accepted_used, external, after.reason))
     assert problems == [], problems
