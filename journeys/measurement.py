@@ -31,7 +31,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from governor.holdout import GLOBAL_SCOPE, holdout_sql
-from orchestrator.models import Event, MessageStatus
+from orchestrator.models import Event, Message, MessageStatus
 
 from .models import ConversionDefinition, Enrollment, EnrollmentStatus, Journey, JourneyVersion, StepRun
 
@@ -47,7 +47,7 @@ REACHED_CHOICES = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.OP
 DEFAULT_REACHED = (MessageStatus.DELIVERED, MessageStatus.OPENED, MessageStatus.CLICKED)
 Z95 = 1.96  # two-sided 95 % normal quantile, as in the textbooks (and the hand computations)
 
-MESSAGE = "orchestrator_message"
+MESSAGE = Message._meta.db_table
 EVENT = Event._meta.db_table
 ENROLLMENT = Enrollment._meta.db_table
 STEPRUN = StepRun._meta.db_table

@@ -11,7 +11,7 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/v1/", include("orchestrator.api.urls")),
-    path("preferences/", include("orchestrator.preferences")),
+    path("preferences/", include("orchestrator.preference_centre")),
     path("anymail/", include("channels_app.anymail_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
