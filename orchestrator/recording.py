@@ -32,6 +32,7 @@ from channels_app.lint import PolicyView, channel_policy_views, message_lint
 from .db import ids_in, is_postgres
 from .history import messages_insert
 from .models import Channel, Message, MessageStatus, Purpose, Recipient, Source, validate_timezone
+from .services import recipient_upsert
 
 RECIPIENT_TABLE = Recipient._meta.db_table
 MESSAGE_TABLE = Message._meta.db_table
@@ -40,12 +41,9 @@ RECORDABLE_STATUSES = (MessageStatus.SENT, MessageStatus.DELIVERED)
 # Read once: Django's `Choices.values` builds a new list on every access, and the import asks per row.
 CHANNELS, PURPOSES = tuple(Channel.values), tuple(Purpose.values)
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-FIELDS = ("recipient", "channel", "purpose", "sent_at", "source_system", "external_id")
 LIMITS = {"recipient": 200, "source_system": 100, "external_id": 255}
 CONTENT_MAX_CHARS = 20_000  # all the text of one recorded content, together
 CONTENT_MAX_DEPTH = 3
-
-
 DEFAULTS = {"CLOCK_SKEW": timedelta(seconds=60), "IMPORT_BATCH": 5000}
 
 
@@ -124,8 +122,8 @@ def _text(data: Mapping[str, Any], name: str, errors: dict[str, list[str]]) -> s
 
 def _choice(data: Mapping[str, Any], name: str, allowed: tuple[str, ...], errors: dict) -> str:
     value = data.get(name)
-    if value in allowed and type(value) is str:
-        return value
+    if value in allowed and isinstance(value, str):
+        return value if type(value) is str else str(value)  # a TextChoices member: its plain value
     if value is None or value == "":
         errors[name] = ["This field is required."]
         return ""
@@ -186,7 +184,7 @@ def _content_check(value: Any, depth: int = 0) -> int:
             raise ValueError(problem)
         return len(value)
     if value is None or isinstance(value, bool | int | float):
-        return 0
+        return 1  # counted too: a list of a million numbers is not a summary
     if depth >= CONTENT_MAX_DEPTH:
         raise ValueError(f"Nested more than {CONTENT_MAX_DEPTH} levels deep.")
     if isinstance(value, dict):
@@ -383,8 +381,6 @@ def _recorded_before(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], i
 def _recipients_create(requests: Sequence[RecordRequest]) -> None:
     """Create the recipients these requests may create (like `POST events/` with create_recipient), in
     external-id order (two batches creating the same people never deadlock)."""
-    from .services import recipient_upsert
-
     wanted = {}
     for r in requests:
         wanted.setdefault(r.recipient, r.timezone)

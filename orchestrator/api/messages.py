@@ -143,8 +143,10 @@ class MessageDetailView(APIView):
         return Response(MessageDetailSerializer(message).data)
 
 
+# The schema of POST messages/record/; the view validates with recording.record_request_parse (the import's
+# validation too), so this serializer only documents the body.
 class MessageRecordSerializer(serializers.Serializer):
-    """The body of POST messages/record/ (for the schema: `recording.record_request_parse` validates)."""
+    """A send another system already made."""
 
     recipient = serializers.CharField(max_length=200, help_text="The recipient's external id.")
     channel = serializers.ChoiceField(choices=Channel.values, help_text="The channel it went out on.")

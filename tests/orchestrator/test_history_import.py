@@ -211,3 +211,23 @@ def test_the_progress_bar_is_drawn_on_stderr(tmp_path, capsys):
     call_command("history_import", str(jsonl(tmp_path, [row(0), row(1)])), stdout=StringIO())
     err = capsys.readouterr().err
     assert "history_import" in err and "100%" in err
+
+
+def test_a_request_built_in_python_may_use_the_choices_and_datetimes():
+    from orchestrator.models import Channel, Purpose
+    from orchestrator.recording import record_request_parse
+
+    now = timezone.now()
+    request = record_request_parse(
+        {
+            "recipient": "u1",
+            "channel": Channel.PUSH,
+            "purpose": Purpose.ENGAGEMENT,
+            "sent_at": now - timedelta(minutes=1),
+            "source_system": "braze",
+            "external_id": 7,
+        },
+        now=now,
+    )
+    assert (request.channel, request.purpose, request.external_id) == ("push", "engagement", "7")
+    assert type(request.channel) is str
