@@ -5,9 +5,11 @@ content. It becomes a Message with source `external`, status `sent` (or `deliver
 `sent_at`, so every cap rule counts it from when it was sent; it is linted against its channel's job and
 the violations are kept as warnings; it is idempotent on (source_system, external_id).
 
-Every recorded message is written, like every governed one, by a transaction holding its recipient's row
-lock (a batch takes them in id order, as the governor's batches do): the governor's count is exact only
-because every counted message is (see governor.counting). The lock also serializes repeats of one
+Every recorded message a decision running now could count is written, like every governed one, by a
+transaction holding its recipient's row lock (a batch takes them in id order, as the governor's batches
+do): the governor's count is exact only because every counted message is (see governor.counting). A send
+older than the widest cap window (plus an hour) can be counted by no decision from now on, so a
+historical backfill takes no lock for it (`lock_horizon`). The lock also serializes repeats of one
 external id for one recipient; the unique constraint catches the rest and the batch is re-read.
 
 This module sits with the send pipeline above channels_app (it reads the channel lint).
@@ -329,16 +331,19 @@ def _text_list(values: Sequence[str]) -> str:
     return orjson.dumps(list(values)).decode()
 
 
-def _recipients_lock(names: Sequence[str]) -> dict[str, int]:
-    """The ids of the recipients with these external ids, each row locked (FOR UPDATE, in id order and in
-    one statement, so two batches, or a batch and the governor, never deadlock): no decision for them
-    runs until we commit. SQLite serializes writers itself (and is read in chunks of parameters)."""
+def _recipients_find(names: Sequence[str], *, lock: bool) -> dict[str, int]:
+    """The ids of the recipients with these external ids. With `lock`, each row is locked (FOR UPDATE, in
+    id order and in one statement, so two batches, or a batch and the governor, never deadlock): no
+    decision for them runs until we commit. SQLite serializes writers itself (and is read in chunks)."""
+    if not names:
+        return {}
     found: dict[str, int] = {}
     with connection.cursor() as cursor:
         if is_postgres():
             cursor.execute(
                 f"SELECT id, external_id FROM {RECIPIENT_TABLE} WHERE external_id ="
-                " ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb))) ORDER BY id FOR UPDATE",
+                " ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb))) ORDER BY id"
+                + (" FOR UPDATE" if lock else ""),
                 [_text_list(names)],
             )
             return {name: pk for pk, name in cursor.fetchall()}
@@ -347,6 +352,27 @@ def _recipients_lock(names: Sequence[str]) -> dict[str, int]:
             cursor.execute(f"SELECT id, external_id FROM {RECIPIENT_TABLE} WHERE {where}", params)
             found.update((name, pk) for pk, name in cursor.fetchall())
     return found
+
+
+def lock_horizon(*, at: datetime) -> datetime:
+    """Sends at or before this time need no recipient lock: no cap rule's window reaches back to them
+    from any decision made now (the widest window, and an hour for clocks and a policy edited meanwhile).
+    A decision counts by `accepted_at` (= sent_at) after `at - window`, so a backfill of last month
+    cannot change what a decision running now sees, while a send of this morning must be ordered
+    with it."""
+    from governor.policy import policy_current
+
+    return at - policy_current().max_window - timedelta(hours=1)
+
+
+def _recipients_lock(requests: Sequence[RecordRequest], *, at: datetime) -> dict[str, int]:
+    """Resolve the requests' recipients, locking those with a send recent enough for a decision running
+    now to count it (`lock_horizon`); the rest are only read (a historical backfill locks almost no one)."""
+    horizon = lock_horizon(at=at)
+    recent = sorted({r.recipient for r in requests if r.sent_at > horizon})
+    ids = _recipients_find(recent, lock=True)
+    ids.update(_recipients_find(sorted({r.recipient for r in requests} - set(recent)), lock=False))
+    return ids
 
 
 def _recorded_before(keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
@@ -400,8 +426,7 @@ def _record(requests: Sequence[RecordRequest], *, at: datetime, dry_run: bool) -
     firsts: dict[tuple[str, str], int] = {}
     for n, r in enumerate(requests):
         firsts.setdefault(r.key, n)
-    names = sorted({requests[n].recipient for n in firsts.values()})
-    ids = _recipients_lock(names)
+    ids = _recipients_lock([requests[n] for n in firsts.values()], at=at)
     before = _recorded_before(list(firsts))
 
     outcomes: list[RecordOutcome | None] = [None] * len(requests)
@@ -416,7 +441,7 @@ def _record(requests: Sequence[RecordRequest], *, at: datetime, dry_run: bool) -
     ]
     if creatable and not dry_run:
         _recipients_create(creatable)
-        ids.update(_recipients_lock(sorted({r.recipient for r in creatable})))
+        ids.update(_recipients_lock(creatable, at=at))
 
     policies = channel_policy_views()
     # The lint runs once per distinct (channel, purpose, content) of the batch, and identical contents

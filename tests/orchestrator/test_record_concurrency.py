@@ -146,3 +146,59 @@ def test_recorded_sends_racing_orchestrated_sends_at_cap_minus_one_never_pass_th
             ):
                 problems.append((person.external_id, accepted_used, external, after.reason))
     assert problems == [], problems
+
+
+def test_a_recent_send_holds_the_recipients_lock_until_it_commits_an_old_one_does_not():
+    """While a recording of a send a decision could count is open, the governor cannot take the
+    recipient's row lock (its decision waits, then counts the send); a backfilled send older than every
+    cap window takes no lock before its commit (whose foreign-key check still orders it with a decision)."""
+    import threading
+
+    from django.db import OperationalError, connection, transaction
+
+    from orchestrator.recording import message_record
+    from orchestrator.recording import record_request_parse as parse
+
+    person = ReachableRecipientFactory()
+
+    def governor_can_lock() -> bool:
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT id FROM orchestrator_recipient WHERE id = %s FOR UPDATE NOWAIT", [person.pk]
+                )
+            return True
+        except OperationalError:
+            return False
+
+    def open_recording(sent_at, external_id) -> bool:
+        ready, release, errors = threading.Event(), threading.Event(), []
+
+        def record():
+            try:
+                now = timezone.now()
+                with transaction.atomic():
+                    message_record(
+                        request=parse(record_body(person.external_id, external_id, sent_at), now=now), at=now
+                    )
+                    ready.set()
+                    release.wait(timeout=20)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+                ready.set()
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=record)
+        thread.start()
+        try:
+            assert ready.wait(timeout=20)
+            return governor_can_lock()
+        finally:
+            release.set()
+            thread.join(timeout=20)
+            assert errors == []
+
+    assert open_recording(timezone.now() - timedelta(minutes=5), "recent-1") is False
+    assert open_recording(timezone.now() - timedelta(days=30), "old-1") is True
+    assert Message.objects.filter(recipient=person, source=Source.EXTERNAL).count() == 2
