@@ -15,16 +15,15 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# make run is for local use: DEBUG on, the server on 127.0.0.1:$(PORT) (PORT=8001 make run to move it).
+run: export DEBUG ?= true
+run: export PORT ?= 8000
 run: $(VENV)/.installed
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py seed_demo
-	@echo "Starting the task cluster (qcluster) and the server on http://127.0.0.1:8000 (Ctrl-C stops both)"
-	@# Stop both on Ctrl-C or SIGTERM: a short grace, then KILL (the qcluster can hang while stopping;
-	@# the database is the record and every task is idempotent, so nothing is lost).
-	@trap 'trap - EXIT INT TERM; kill $$cluster $$server 2>/dev/null; sleep 5; pkill -9 -P $$cluster 2>/dev/null; kill -9 $$cluster $$server 2>/dev/null' EXIT INT TERM; \
-	  $(PY) manage.py qcluster & cluster=$$!; \
-	  $(PY) manage.py runserver 127.0.0.1:8000 --noreload & server=$$!; \
-	  wait
+	@# `serve` runs the server and the qcluster in process groups of their own and stops both groups on
+	@# Ctrl-C or SIGTERM (TERM, then KILL after a grace): no process of make run survives its stop.
+	exec $(PY) manage.py serve --port $(PORT)
 
 browser-deps:
 	@command -v chromium >/dev/null 2>&1 || { \

@@ -43,6 +43,18 @@ def setup_population(n: int) -> list[int]:
             " 'en-US', '{}'::jsonb, now(), now() FROM generate_series(1, %s) g",
             [n],
         )
+    history_seed()
+    with connection.cursor() as cur:
+        cur.execute("SELECT id FROM orchestrator_recipient ORDER BY id")
+        return [row[0] for row in cur.fetchall()]
+
+
+def history_seed() -> None:
+    """Every recipient's last 24 h (0-3 cleared engagement messages) and a few promotional email
+    opt-outs, so the governed path has caps to count and something to suppress (campaign_blast too)."""
+    from django.db import connection
+
+    with connection.cursor() as cur:
         # 0-3 cleared engagement/promotional messages per recipient in the last 24 h.
         cur.execute(
             f"INSERT INTO orchestrator_message ({COLUMNS})"
@@ -58,8 +70,6 @@ def setup_population(n: int) -> list[int]:
             " SELECT id, 'email', 'promotional', false, now() FROM orchestrator_recipient WHERE id % 50 = 0"
         )
         cur.execute("ANALYZE")
-        cur.execute("SELECT id FROM orchestrator_recipient ORDER BY id")
-        return [row[0] for row in cur.fetchall()]
 
 
 RAW_BLAST = f"""

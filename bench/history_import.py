@@ -16,6 +16,7 @@ import json
 import os
 import random
 import re
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from _common import ROOT, bench_database_url
 
 NAME = "history_import"
 GOAL_ROWS_PER_S = 50_000
+BENCH_SECRET = os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50)
 CONTENTS = [
     (
         "email",
@@ -83,6 +85,7 @@ def run_import(path: Path, batch: int | None) -> tuple[float, float, str]:
     if batch:
         cmd += ["--batch-size", str(batch)]
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "orchestrator.settings", "DEBUG": "false"}
+    env.setdefault("SECRET_KEY", BENCH_SECRET)  # DEBUG off refuses the development key
     # Peak RSS of a child as the kernel reports it (max over waited-for children: run one at a time and
     # read it through a wrapper so an earlier, larger child cannot mask a smaller one).
     wrapper = (
@@ -116,7 +119,7 @@ def main() -> None:
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "-v0"],
         cwd=ROOT,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "orchestrator.settings"},
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "orchestrator.settings", "SECRET_KEY": BENCH_SECRET},
         check=True,
     )
     setup(args.recipients)

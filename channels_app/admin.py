@@ -7,20 +7,37 @@ from datetime import timedelta
 
 from django import forms
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import Count, Q
+from django.http import JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from simple_history.admin import SimpleHistoryAdmin
 
 from orchestrator.admin import ReadOnlyAdminMixin, status_badge
-from orchestrator.models import Channel, Purpose
+from orchestrator.authority import allowed
+from orchestrator.forms import ISO_DURATION
+from orchestrator.limits import duration_iso
+from orchestrator.models import Channel, Purpose, Recipient
 
 from .delivery import message_delivery_retry
 from .lint import Severity, message_lint
-from .models import AttemptOutcome, ChannelPolicy, CircuitState, DeadLetter, DeliveryAttempt, ProviderCircuit
+from .models import (
+    TEMPLATE_FIELDS,
+    AttemptOutcome,
+    ChannelPolicy,
+    CircuitState,
+    DeadLetter,
+    DeliveryAttempt,
+    MessageTemplate,
+    ProviderCircuit,
+    TemplateVariant,
+)
 from .providers import circuit_close, providers_for_channel
 from .services import channel_policies_restore
+from .templating import TemplateInvalid, template_definition_validate, template_preview
 
 OUTCOME_COLOURS = {
     AttemptOutcome.IN_PROGRESS: "#2563eb",
@@ -64,8 +81,15 @@ class LintTryForm(forms.Form):
 
 
 @admin.register(ChannelPolicy)
-class ChannelPolicyAdmin(admin.ModelAdmin):
-    list_display = ["channel", "job", "purposes", "limits", "default_ttl", "updated_at"]
+class ChannelPolicyAdmin(SimpleHistoryAdmin):
+    history_list_display = ["history_source"]
+    formfield_overrides = {models.DurationField: ISO_DURATION}
+
+    @admin.display(description="Shelf life", ordering="default_ttl")
+    def shelf_life(self, obj: ChannelPolicy) -> str:
+        return duration_iso(obj.default_ttl) if obj.default_ttl else "—"
+
+    list_display = ["channel", "job", "purposes", "limits", "shelf_life", "updated_at"]
     readonly_fields = ["updated_at", "try_it"]
     actions = ["restore_defaults"]
     change_list_template = "admin/channels_app/channelpolicy/change_list.html"
@@ -91,6 +115,10 @@ class ChannelPolicyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         # One policy per channel: nothing to add once every channel has its own.
         return super().has_add_permission(request) and ChannelPolicy.objects.count() < len(Channel.values)
+
+    def has_change_permission(self, request, obj=None):
+        # The role's permission, and (object rule) the policy's channel.
+        return allowed(request.user, "channels_app.change_channelpolicy", obj)
 
     def has_delete_permission(self, request, obj=None):
         return False  # every channel keeps a job; "Restore the shipped defaults" undoes edits
@@ -394,3 +422,135 @@ class ProviderCircuitAdmin(admin.ModelAdmin):
         now = timezone.now()
         n = sum(circuit_close(provider=c.provider, now=now) for c in queryset)
         self.message_user(request, f"Closed {n} circuit{'s' if n != 1 else ''}.", messages.SUCCESS)
+
+
+# --- templates ------------------------------------------------------------------------------------------
+
+
+class VariantFormSet(forms.BaseInlineFormSet):
+    """Validates the template as a whole (every variant parsed, checked and linted when rendered with
+    sample values), the same checks as the API, before anything is saved."""
+
+    def clean(self):
+        super().clean()
+        if any(self.errors):
+            return
+        locales = {}
+        for form in self.forms:
+            data = getattr(form, "cleaned_data", None)
+            if not data or data.get("DELETE") or not data.get("locale"):
+                continue
+            locales[data["locale"]] = {k: data.get(k) or "" for k in TEMPLATE_FIELDS if data.get(k)}
+        parent = self.instance
+        try:
+            template_definition_validate(
+                key=parent.key or "template",
+                channel=parent.channel,
+                purpose=parent.purpose,
+                default_locale=parent.default_locale,
+                locales=locales,
+            )
+        except TemplateInvalid as exc:
+            raise forms.ValidationError(
+                [str(p) for p in exc.problems] + [f"{k}: {' '.join(v)}" for k, v in exc.field_errors.items()]
+            ) from exc
+
+
+class TemplateVariantInline(admin.StackedInline):
+    model = TemplateVariant
+    formset = VariantFormSet
+    extra = 0
+    min_num = 1
+    fields = ["locale", "subject", "title", "body", "action_url"]
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name in ("subject", "title", "action_url"):
+            kwargs["widget"] = forms.TextInput(attrs={"size": 90, "class": "orch-liquid"})
+        elif db_field.name == "body":
+            kwargs["widget"] = forms.Textarea(attrs={"rows": 5, "cols": 90, "class": "orch-liquid"})
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+
+class TemplatePreviewForm(forms.Form):
+    recipient = forms.CharField(max_length=200, help_text="A recipient's external id.")
+    data = forms.JSONField(required=False, help_text='Variables for {{ data.* }}, e.g. {"plan": "Pro"}.')
+
+
+@admin.register(MessageTemplate)
+class MessageTemplateAdmin(admin.ModelAdmin):
+    list_display = [
+        "key",
+        "name",
+        "channel",
+        "purpose",
+        "locales",
+        "default_locale",
+        "revision",
+        "updated_at",
+    ]
+    list_filter = ["channel", "purpose"]
+    search_fields = ["key", "name", "variants__body", "variants__subject", "variants__title"]
+    readonly_fields = ["revision", "created_at", "updated_at"]
+    fields = ["key", "name", "channel", "purpose", "default_locale", "revision", "created_at", "updated_at"]
+    inlines = [TemplateVariantInline]
+    change_form_template = "admin/channels_app/messagetemplate/change_form.html"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("variants")
+
+    def get_search_results(self, request, queryset, search_term):
+        queryset, _ = super().get_search_results(request, queryset, search_term)
+        return queryset.distinct(), False
+
+    @admin.display(description="Locales")
+    def locales(self, obj: MessageTemplate) -> str:
+        return ", ".join(v.locale for v in obj.variants.all())
+
+    def get_readonly_fields(self, request, obj=None):
+        # The key is how senders name the template: fixed once created.
+        return [*self.readonly_fields, "key"] if obj else self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            obj.revision += 1  # a new revision: caches recompile, approved campaigns notice the change
+        super().save_model(request, obj, form, change)
+
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/preview/",
+                self.admin_site.admin_view(self.preview_view),
+                name="channels_app_messagetemplate_preview",
+            ),
+            *super().get_urls(),
+        ]
+
+    def preview_view(self, request, object_id):
+        """Render the saved template for one recipient (their locale, their attributes, the data given)."""
+        template = self.get_object(request, object_id)
+        if template is None or request.method != "POST":
+            return JsonResponse({"error": "POST a recipient to preview a saved template."}, status=404)
+        form = TemplatePreviewForm(request.POST)
+        if not form.is_valid():
+            return JsonResponse({"errors": form.errors}, status=400)
+        recipient = Recipient.objects.filter(external_id=form.cleaned_data["recipient"]).first()
+        if recipient is None:
+            return JsonResponse(
+                {"errors": {"recipient": ["No recipient with this external id."]}}, status=400
+            )
+        data = form.cleaned_data.get("data") or {}
+        if not isinstance(data, dict):
+            return JsonResponse({"errors": {"data": ["Expected a JSON object."]}}, status=400)
+        preview = template_preview(template=template, recipient=recipient, data=data)
+        r = preview.rendered
+        return JsonResponse(
+            {
+                "recipient": recipient.external_id,
+                "recipient_locale": recipient.locale or "(none)",
+                "locale": r.locale,
+                "content": r.content,
+                "error": str(r.problem) if r.problem else None,
+                "lint": preview.lint,
+                "sandbox": r.sandbox,
+            }
+        )

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import transaction
 from django.http import QueryDict
 from django.shortcuts import get_object_or_404
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import permissions, serializers
 from rest_framework.exceptions import NotFound
@@ -42,6 +42,8 @@ def _result(r) -> dict:
 class MessageEventView(APIView):
     """An engagement receipt for one message; late or out-of-order receipts never move it back."""
 
+    required = {"POST": ("receipts", "orchestrator.receipt_message")}
+
     @extend_schema(request=ReceiptSerializer, responses=ReceiptResultSerializer)
     def post(self, request, pk: int):
         incoming = ReceiptSerializer(data=request.data)
@@ -58,11 +60,14 @@ class MessageEventView(APIView):
 
 
 class WebhookPermission(permissions.BasePermission):
-    """An API token, or the provider's shared secret (?token= or X-Webhook-Token) when one is set."""
+    """Only the provider's own shared secret (?token= or X-Webhook-Token), never an API or service token:
+    a leaked service token must not let anyone forge bounces."""
+
+    message = "Provider webhooks accept only the provider's own shared secret (CHANNEL_WEBHOOK_TOKENS)."
 
     def has_permission(self, request, view) -> bool:
-        if request.user and request.user.is_authenticated:
-            return True
+        if view.kwargs.get("provider", "") not in PROVIDERS:
+            return True  # the view answers 404 for an unknown provider
         expected = settings.CHANNELS.get("WEBHOOK_TOKENS", {}).get(view.kwargs.get("provider", ""))
         given = request.headers.get("X-Webhook-Token") or request.query_params.get("token") or ""
         return bool(expected) and hmac.compare_digest(expected.encode(), given.encode())
@@ -72,6 +77,8 @@ class WebhookView(APIView):
     """Provider delivery receipts. Unknown provider → 404; malformed body → 400; a receipt for an
     unknown message → 404. All receipts of one call apply together or not at all."""
 
+    # No API authentication at all here: a token header is neither read nor enough.
+    authentication_classes: list = []
     permission_classes = [WebhookPermission]
 
     @extend_schema(
@@ -141,6 +148,8 @@ class InboxMessageSerializer(serializers.ModelSerializer):
 class InboxView(APIView):
     """In-app messages waiting for this visit; showing them marks them delivered."""
 
+    required = {"GET": ("inbox", "orchestrator.inbox_recipient")}
+
     @extend_schema(
         responses=InboxMessageSerializer(many=True),
         parameters=[OpenApiParameter("external_id", str, OpenApiParameter.PATH)],
@@ -152,6 +161,7 @@ class InboxView(APIView):
 
 
 urlpatterns = [
+    path("", include("channels_app.template_api")),
     path("messages/<int:pk>/events/", MessageEventView.as_view(), name="message-events"),
     path("webhooks/<str:provider>/", WebhookView.as_view(), name="webhook"),
     path("recipients/<str:external_id>/inbox/", InboxView.as_view(), name="recipient-inbox"),

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django_q.tasks import async_task
@@ -43,6 +45,7 @@ TASK = "channels_app.tasks.messages_deliver_task"
 
 # Fallbacks for knobs a deployment's CHANNELS setting may not name.
 DEFAULTS = {
+    "DELIVERY_LEASE": timedelta(seconds=30),
     "CLAIM_CHUNK": 10,
     "TASK_TIME_BUDGET": timedelta(seconds=30),
     "TASK_BATCH_SIZE": 50,
@@ -120,7 +123,9 @@ def deliveries_claim(*, message_ids: Iterable[int], now: datetime) -> list[Claim
     """Claim each message that is accepted and due for one provider call, in one short transaction.
 
     Rows another worker holds are skipped (SKIP LOCKED); a message with a live claim or a retry not yet
-    due is left alone (a duplicate task); a claim older than the lease is closed as lost and replaced.
+    due is left alone (a duplicate task); a claim not renewed within the lease (its worker died, maybe
+    after the provider accepted it) is closed as lost and replaced: the repeat carries the same
+    idempotency key, which providers that support one treat as a no-op.
     Expired messages become expired and unreachable ones failed here, without a provider call.
     """
     lease = conf("DELIVERY_LEASE")
@@ -339,7 +344,9 @@ def message_deliver(*, message_id: int, now: datetime | None = None) -> Message 
     claim = delivery_claim(message_id=message_id, now=now or timezone.now())
     if claim is None:
         return None
-    return delivery_record(claim=claim, result=_send(claim, {}), now=now or timezone.now())
+    with _lease_heartbeat([claim]):
+        result = _send(claim, {})
+    return delivery_record(claim=claim, result=result, now=now or timezone.now())
 
 
 def messages_deliver(*, message_ids: Iterable[int]) -> int:
@@ -358,10 +365,58 @@ def messages_deliver(*, message_ids: Iterable[int]) -> int:
         if time.monotonic() - started > budget:
             messages_deliver_enqueue(message_ids=ids[i:])
             break
-        for claim in deliveries_claim(message_ids=ids[i : i + chunk], now=timezone.now()):
-            delivery_record(claim=claim, result=_send(claim, chains), now=timezone.now())
-            done += 1
+        claims = deliveries_claim(message_ids=ids[i : i + chunk], now=timezone.now())
+        with _lease_heartbeat(claims) as finished:
+            for claim in claims:
+                result = _send(claim, chains)
+                try:
+                    delivery_record(claim=claim, result=result, now=timezone.now())
+                except DatabaseError:
+                    raise  # the task fails; the claim's short lease lets the sweeper re-drive it soon
+                except Exception:  # noqa: BLE001 - one message's bad row must not stop the batch
+                    logger.exception("recording the delivery of message %s failed", claim.outgoing.message_id)
+                    continue
+                finally:
+                    finished.add(claim.attempt_id)
+                done += 1
     return done
+
+
+def claims_renew(*, attempt_ids: list[int], now: datetime) -> int:
+    """Renew the lease of claims still in progress: their worker is alive and busy with them."""
+    return DeliveryAttempt.objects.filter(pk__in=attempt_ids, outcome=AttemptOutcome.IN_PROGRESS).update(
+        started_at=now
+    )
+
+
+@contextmanager
+def _lease_heartbeat(claims: list[Claim]) -> Iterator[set[int]]:
+    """While a worker goes through its claims (a slow provider, a failover chain, a long chunk), a
+    heartbeat renews the claims it has not finished every third of the lease, so the lease only has to
+    cover a worker that stopped beating — one that died, maybe after the provider accepted a message.
+    Yields the set the caller adds each finished attempt id to."""
+    finished: set[int] = set()
+    stop = threading.Event()
+    every = conf("DELIVERY_LEASE").total_seconds() / 3
+
+    def beat() -> None:
+        try:
+            while not stop.wait(every):
+                pending = [c.attempt_id for c in claims if c.attempt_id not in finished]
+                if pending:
+                    claims_renew(attempt_ids=pending, now=timezone.now())
+        except Exception:  # noqa: BLE001 - a missed beat only shortens the lease
+            logger.exception("delivery lease heartbeat failed")
+        finally:
+            connections.close_all()  # this thread's own connection
+
+    thread = threading.Thread(target=beat, name="delivery-lease-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield finished
+    finally:
+        stop.set()
+        thread.join()
 
 
 # --- the sweeper and the dead letter ------------------------------------------------------------------

@@ -22,9 +22,47 @@ from orchestrator.models import (
 )
 
 from .defaults import DEFAULT_POLICIES
-from .models import AttemptOutcome, ChannelPolicy, CircuitState, DeliveryAttempt, ProviderCircuit
+from .models import (
+    AttemptOutcome,
+    ChannelPolicy,
+    CircuitState,
+    DeliveryAttempt,
+    MessageTemplate,
+    ProviderCircuit,
+)
 
 DEMO_REF = "demo:channels"
+
+
+DEMO_TEMPLATE = {
+    "key": "spring-update",
+    "name": "Spring update",
+    "channel": "email",
+    "purpose": "promotional",
+    "default_locale": "en",
+    "locales": {
+        "en": {
+            "subject": "{{ recipient.attributes.name | default: 'Hello' }}, what's new this spring",
+            "body": "Hi {{ recipient.attributes.name | default: 'there' }}, your "
+            "{{ recipient.attributes.plan }} plan now includes "
+            "{{ data.feature | default: 'a few new things' }}.",
+        },
+        "pt-BR": {
+            "subject": "{{ recipient.attributes.name | default: 'Olá' }}, as novidades da primavera",
+            "body": "Oi {{ recipient.attributes.name | default: 'você' }}, seu plano "
+            "{{ recipient.attributes.plan }} agora inclui {{ data.feature | default: 'algumas novidades' }}.",
+        },
+    },
+}
+
+
+def demo_template_seed() -> MessageTemplate:
+    """The demo's two-locale template (once)."""
+    from .services import template_create
+
+    return MessageTemplate.objects.filter(key=DEMO_TEMPLATE["key"]).first() or template_create(
+        data=dict(DEMO_TEMPLATE)
+    )
 
 
 def seed(*, stdout) -> None:
@@ -34,6 +72,7 @@ def seed(*, stdout) -> None:
     for channel, fields in DEFAULT_POLICIES.items():
         created += ChannelPolicy.objects.get_or_create(channel=channel, defaults=fields)[1]
     stdout.write(f"Channel policies: {created} new ({ChannelPolicy.objects.count()} in all).")
+    stdout.write(f"Demo template: {demo_template_seed().key} (en, pt-BR).")
     if Message.objects.filter(source_ref=DEMO_REF).exists():
         stdout.write("Channel demo deliveries: already there.")
         return

@@ -6,7 +6,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from orchestrator.models import Channel, Message, MessageStatus
+from orchestrator.audit import audited
+from orchestrator.models import AUTO_CHANNEL, Channel, Message, MessageStatus, Purpose
 
 
 class ChannelPolicy(models.Model):
@@ -61,6 +62,7 @@ class ChannelPolicy(models.Model):
         ),
     )
     updated_at = models.DateTimeField(auto_now=True)
+    history = audited(excluded_fields=["updated_at"])
 
     class Meta:
         ordering = ["channel"]
@@ -167,3 +169,68 @@ class ProviderCircuit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider}: {self.state}"
+
+
+TEMPLATE_FIELDS = ("subject", "title", "body", "action_url")
+
+
+class MessageTemplate(models.Model):
+    """Channel content written once in Liquid, with a variant per locale (channels_app.templating).
+
+    `revision` goes up on every change: compiled templates are cached by (id, revision), and a campaign
+    approved on one revision will not send another.
+    """
+
+    key = models.SlugField(max_length=100, unique=True, help_text="What senders name: template=<key>.")
+    name = models.CharField(max_length=200, blank=True, default="")
+    channel = models.CharField(
+        max_length=10,
+        choices=[*Channel.choices, (AUTO_CHANNEL, "Any channel (auto)")],
+        help_text="The channel this content is written for; its lint checks every rendered variant.",
+    )
+    purpose = models.CharField(
+        max_length=20,
+        choices=Purpose.choices,
+        blank=True,
+        default="",
+        help_text="The purpose it is written for (the lint judges it); blank: any.",
+    )
+    default_locale = models.CharField(
+        max_length=35, help_text="The variant used when none fits the recipient's locale."
+    )
+    revision = models.PositiveIntegerField(default=1, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+        verbose_name = "template"
+        verbose_name_plural = "templates"
+
+    def __str__(self) -> str:
+        return self.name or self.key
+
+
+class TemplateVariant(models.Model):
+    """One locale's content of a template: Liquid in every field."""
+
+    template = models.ForeignKey(MessageTemplate, on_delete=models.CASCADE, related_name="variants")
+    locale = models.CharField(max_length=35, help_text="A BCP 47 tag: en, pt-BR, ja-JP.")
+    subject = models.TextField(blank=True, default="")
+    title = models.TextField(blank=True, default="")
+    body = models.TextField(blank=True, default="")
+    action_url = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["template", "locale"]
+        verbose_name = "locale variant"
+        constraints = [
+            models.UniqueConstraint(fields=["template", "locale"], name="templatevariant_unique_locale"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.template.key} ({self.locale})"
+
+    @property
+    def fields(self) -> dict[str, str]:
+        return {name: getattr(self, name) for name in TEMPLATE_FIELDS if getattr(self, name)}

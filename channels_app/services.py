@@ -8,6 +8,7 @@ operator's "retry now".
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +19,9 @@ from django.utils import timezone
 from orchestrator.history import message_status_move
 from orchestrator.models import ENGAGEMENT_RANK, Message, MessageStatus, Recipient
 
+from .models import TEMPLATE_FIELDS, MessageTemplate, TemplateVariant
 from .selectors import inbox_waiting
+from .templating import TemplateInvalid, locale_normalize, template_definition_validate
 
 
 class ReceiptType:
@@ -145,3 +148,109 @@ def channel_policies_restore(*, channels: Iterable[str]) -> int:
             ChannelPolicy.objects.update_or_create(channel=channel, defaults={**blank, **fields})
             restored += 1
     return restored
+
+
+# ---- templates ----------------------------------------------------------------------------------------
+
+TEMPLATE_KEY_RE = re.compile(r"^[-a-zA-Z0-9_]{1,100}$")
+
+
+def _template_fields(data: dict) -> dict:
+    """Validate a whole template definition (raises TemplateInvalid) and return what to store."""
+    errors: dict[str, list[str]] = {}
+    key = data.get("key")
+    if not isinstance(key, str) or not TEMPLATE_KEY_RE.match(key):
+        errors["key"] = ["key is required: letters, digits, - and _ (at most 100)."]
+    name = data.get("name", "")
+    if not isinstance(name, str) or len(name) > 200 or "\x00" in name:
+        errors["name"] = ["name is text of at most 200 characters."]
+    channel, purpose = data.get("channel"), data.get("purpose") or ""
+    default_locale, locales = data.get("default_locale"), data.get("locales")
+    if not isinstance(purpose, str):
+        errors["purpose"] = ["purpose is one of the purposes, or blank."]
+    try:
+        previews = template_definition_validate(
+            key=key if isinstance(key, str) else "template",
+            channel=channel,
+            purpose=purpose if isinstance(purpose, str) else "",
+            default_locale=default_locale,
+            locales=locales,
+        )
+    except TemplateInvalid as exc:
+        exc.field_errors = {**errors, **exc.field_errors}
+        raise TemplateInvalid(exc.problems, exc.field_errors) from None
+    if errors:
+        raise TemplateInvalid([], errors)
+    return {
+        "key": key,
+        "name": name,
+        "channel": channel,
+        "purpose": purpose,
+        "default_locale": locale_normalize(default_locale),
+        "locales": {locale_normalize(tag): dict(content) for tag, content in locales.items()},
+        "previews": previews,
+    }
+
+
+def _variants_write(template, locales: dict) -> None:
+    template.variants.exclude(locale__in=list(locales)).delete()
+    existing = {v.locale: v for v in template.variants.all()}
+    for locale, content in locales.items():
+        values = {name: content.get(name) or "" for name in TEMPLATE_FIELDS}
+        variant = existing.get(locale)
+        if variant is None:
+            TemplateVariant.objects.create(template=template, locale=locale, **values)
+        elif any(getattr(variant, k) != v for k, v in values.items()):
+            for k, v in values.items():
+                setattr(variant, k, v)
+            variant.save()
+
+
+def template_create(*, data: dict, now: datetime | None = None):
+    """Create a template with its locale variants, validated whole (TemplateInvalid writes nothing)."""
+    fields = _template_fields(data)
+    with transaction.atomic():
+        if MessageTemplate.objects.filter(key=fields["key"]).exists():
+            raise TemplateInvalid([], {"key": [f"A template with key {fields['key']!r} already exists."]})
+        template = MessageTemplate.objects.create(
+            key=fields["key"],
+            name=fields["name"],
+            channel=fields["channel"],
+            purpose=fields["purpose"],
+            default_locale=fields["default_locale"],
+            created_at=now or timezone.now(),
+        )
+        _variants_write(template, fields["locales"])
+    template.previews = fields["previews"]
+    return template
+
+
+def template_update(*, template, changes: dict):
+    """Change a template (any of name, channel, purpose, default_locale, locales — `locales` replaces
+    them all); the whole result is validated again and its revision goes up."""
+    unknown = set(changes) - {"key", "name", "channel", "purpose", "default_locale", "locales"}
+    if unknown:
+        raise TemplateInvalid([], {str(k)[:40]: ["unknown field."] for k in sorted(map(str, unknown))})
+    if "key" in changes and changes["key"] != template.key:
+        raise TemplateInvalid([], {"key": ["key cannot be changed (senders name the template by it)."]})
+    with transaction.atomic():
+        template = MessageTemplate.objects.select_for_update().get(pk=template.pk)
+        current = {
+            "key": template.key,
+            "name": template.name,
+            "channel": template.channel,
+            "purpose": template.purpose,
+            "default_locale": template.default_locale,
+            "locales": {
+                v.locale: {n: getattr(v, n) for n in TEMPLATE_FIELDS if getattr(v, n)}
+                for v in template.variants.all()
+            },
+        }
+        fields = _template_fields({**current, **changes})
+        for name in ("name", "channel", "purpose", "default_locale"):
+            setattr(template, name, fields[name])
+        template.revision += 1
+        template.save()
+        _variants_write(template, fields["locales"])
+    template.previews = fields["previews"]
+    return template

@@ -10,9 +10,12 @@ from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.duration import duration_string
 from django.utils.html import format_html
+from simple_history.admin import SimpleHistoryAdmin
 
+from orchestrator.admin import PageAdmin
+from orchestrator.forms import ISODurationFormField
+from orchestrator.limits import duration_iso
 from orchestrator.models import Channel, Purpose
 from orchestrator.text import duration_text
 
@@ -45,7 +48,8 @@ class CapRuleForm(forms.ModelForm):
     class Meta:
         model = CapRule
         fields = ["name", "limit", "window", "channels", "purposes", "enabled"]
-        help_texts = {"window": "A rolling duration: 24:00:00 for a day, 4:00:00 for four hours, 7 00:00:00."}
+        field_classes = {"window": ISODurationFormField}
+        help_texts = {"window": "A rolling window: P1D for a day, PT4H for four hours, P7D for a week."}
 
     def clean_limit(self):
         limit = self.cleaned_data["limit"]
@@ -55,7 +59,9 @@ class CapRuleForm(forms.ModelForm):
 
 
 @admin.register(CapRule)
-class CapRuleAdmin(admin.ModelAdmin):
+class CapRuleAdmin(SimpleHistoryAdmin):
+    history_list_display = ["history_source"]
+
     form = CapRuleForm
     list_display = ["name", "limit", "window_text", "channels_text", "purposes_text", "enabled", "updated_at"]
     list_editable = ["limit", "enabled"]
@@ -64,7 +70,7 @@ class CapRuleAdmin(admin.ModelAdmin):
 
     @admin.display(description="Window", ordering="window")
     def window_text(self, obj: CapRule) -> str:
-        return f"{duration_text(obj.window)} ({duration_string(obj.window)})"
+        return f"{duration_text(obj.window)} ({duration_iso(obj.window)})"
 
     @admin.display(description="Channels")
     def channels_text(self, obj: CapRule) -> str:
@@ -99,7 +105,9 @@ class QuietHoursForm(forms.ModelForm):
 
 
 @admin.register(QuietHours)
-class QuietHoursAdmin(admin.ModelAdmin):
+class QuietHoursAdmin(SimpleHistoryAdmin):
+    history_list_display = ["history_source"]
+
     form = QuietHoursForm
     list_display = ["name", "window", "channels_text", "exempt_text", "enabled", "updated_at"]
     list_editable = ["enabled"]
@@ -126,10 +134,11 @@ class ChannelPauseForm(forms.ModelForm):
 
 
 @admin.register(ChannelPause)
-class ChannelPauseAdmin(admin.ModelAdmin):
+class ChannelPauseAdmin(SimpleHistoryAdmin):
     """Pausing is adding a pause (through channel_pause); resuming is the action (channel_resume)."""
 
     form = ChannelPauseForm
+    history_list_display = ["history_source"]
     list_display = ["channel", "mode", "state", "note", "paused_at", "paused_by", "resumed_at", "resumed_by"]
     list_filter = ["channel", "mode", ("resumed_at", admin.EmptyFieldListFilter)]
     actions = ["resume", "switch_to_suppress", "switch_to_defer"]
@@ -176,23 +185,8 @@ class ChannelPauseAdmin(admin.ModelAdmin):
 
 
 @admin.register(GovernorOverview)
-class GovernorOverviewAdmin(admin.ModelAdmin):
+class GovernorOverviewAdmin(PageAdmin):
     """The governor page: listed in the app list like a model, it renders the overview instead."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def has_view_permission(self, request, obj=None):
-        return request.user.is_active and request.user.is_staff
-
-    def has_module_permission(self, request):
-        return request.user.is_active and request.user.is_staff
 
     def changelist_view(self, request, extra_context=None):
         context = {

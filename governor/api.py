@@ -5,14 +5,15 @@ from __future__ import annotations
 from django.shortcuts import get_object_or_404
 from django.urls import path
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import permissions, serializers, status, viewsets
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
+from rest_framework import serializers, status, viewsets
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
 from rest_framework.views import APIView
 
-from orchestrator.api.serializers import DurationISOField
+from orchestrator import limits
+from orchestrator.api.fields import BoundedDateTimeField, DurationISOField
 from orchestrator.models import Channel, Purpose, Recipient
 
 from .models import (
@@ -26,17 +27,8 @@ from .models import (
 )
 from .services import PauseError, channel_pause, channel_resume, governor_check
 
-
-class GovernorPermission(permissions.DjangoModelPermissions):
-    """Anyone authenticated reads; changing the governor takes the model's add/change/delete permission
-    (the messaging team's role)."""
-
-    perms_map = {
-        **permissions.DjangoModelPermissions.perms_map,
-        "GET": [],
-        "HEAD": [],
-        "OPTIONS": [],
-    }
+# Cap rule limits fit the column with room to spare; nobody caps at more than a million per window.
+CAP_LIMIT_MAX = 1_000_000
 
 
 def _list_validated(value, validator):
@@ -50,8 +42,12 @@ def _list_validated(value, validator):
 
 
 class CapRuleSerializer(serializers.ModelSerializer):
-    limit = serializers.IntegerField(min_value=1, help_text="Messages allowed per window (at least 1).")
-    window = DurationISOField(help_text="Rolling window, ISO 8601 (PT4H, P1D) or 02:00:00.")
+    limit = serializers.IntegerField(
+        min_value=1,
+        max_value=CAP_LIMIT_MAX,
+        help_text=f"Messages allowed per window (1 to {CAP_LIMIT_MAX:,}).",
+    )
+    window = DurationISOField(help_text="Rolling window, ISO 8601 (PT4H, P1D); at most P365D.")
     channels = serializers.JSONField(required=False, help_text="Channels the rule covers; empty: all.")
     purposes = serializers.JSONField(help_text="Purposes that count against the rule and are limited by it.")
 
@@ -70,11 +66,6 @@ class CapRuleSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["id", "created_at", "updated_at"]
 
-    def validate_window(self, value):
-        if value.total_seconds() <= 0:
-            raise ValidationError("The window must be a positive duration (e.g. PT4H, P1D).")
-        return value
-
     def validate_channels(self, value):
         return _list_validated(value, validate_channels)
 
@@ -82,9 +73,19 @@ class CapRuleSerializer(serializers.ModelSerializer):
         return _list_validated(value, validate_purposes)
 
 
+@extend_schema_field(
+    {"type": "string", "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$", "example": "21:00"}
+)
+class LocalTimeField(serializers.TimeField):
+    """A wall-clock time, `HH:MM` out, `HH:MM` or `HH:MM:SS` in (no offset: each recipient's own zone)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(format="%H:%M", input_formats=["%H:%M", "%H:%M:%S"], **kwargs)
+
+
 class QuietHoursSerializer(serializers.ModelSerializer):
-    start = serializers.TimeField(format="%H:%M", input_formats=["%H:%M", "%H:%M:%S"])
-    end = serializers.TimeField(format="%H:%M", input_formats=["%H:%M", "%H:%M:%S"])
+    start = LocalTimeField()
+    end = LocalTimeField()
     channels = serializers.JSONField(required=False, help_text="Channels kept quiet; empty: all.")
     exempt_purposes = serializers.JSONField(required=False, help_text="Purposes that may still go out.")
 
@@ -122,7 +123,7 @@ class CapRuleViewSet(viewsets.ModelViewSet):
 
     queryset = CapRule.objects.order_by("pk")
     serializer_class = CapRuleSerializer
-    permission_classes = [GovernorPermission]
+    scope_read, scope_write = "governor:read", "governor:write"
 
 
 class QuietHoursViewSet(viewsets.ModelViewSet):
@@ -130,7 +131,7 @@ class QuietHoursViewSet(viewsets.ModelViewSet):
 
     queryset = QuietHours.objects.order_by("pk")
     serializer_class = QuietHoursSerializer
-    permission_classes = [GovernorPermission]
+    scope_read, scope_write = "governor:read", "governor:write"
 
 
 class ChannelPauseSerializer(serializers.ModelSerializer):
@@ -157,7 +158,11 @@ class ChannelPauseViewSet(viewsets.GenericViewSet):
 
     queryset = ChannelPause.objects.order_by("-paused_at", "-pk")
     serializer_class = ChannelPauseSerializer
-    permission_classes = [GovernorPermission]
+    required = {
+        "list": ("governor:read", "governor.view_channelpause"),
+        "create": ("governor:write", "governor.add_channelpause"),
+        "resume": ("governor:write", "governor.change_channelpause"),
+    }
     lookup_field = "channel"
 
     def list(self, request):
@@ -199,11 +204,18 @@ class ChannelPauseViewSet(viewsets.GenericViewSet):
 
 class GovernorCheckSerializer(serializers.Serializer):
     recipient = serializers.CharField(max_length=200, help_text="The recipient's external_id.")
-    channel = serializers.ChoiceField(choices=Channel.values)
-    purpose = serializers.ChoiceField(choices=Purpose.values)
+    channel = serializers.ChoiceField(choices=Channel.choices)
+    purpose = serializers.ChoiceField(choices=Purpose.choices)
     priority = serializers.IntegerField(min_value=0, max_value=100, default=50)
-    at = serializers.DateTimeField(required=False, help_text="When to judge; default now.")
-    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    at = BoundedDateTimeField(required=False, help_text="When to judge; default now (within a year of now).")
+    expires_at = BoundedDateTimeField(required=False, allow_null=True)
+
+    def validate_at(self, value):
+        now = timezone.now()
+        if abs(value - now) > limits.CHECK_AT_RANGE:
+            span = limits.duration_iso(limits.CHECK_AT_RANGE)
+            raise ValidationError(f"at must be within {span} of now.")
+        return value
 
 
 class GovernorDecisionSerializer(serializers.Serializer):
@@ -224,6 +236,8 @@ class GovernorDecisionSerializer(serializers.Serializer):
 
 class GovernorCheckView(APIView):
     """Dry run: the decision the governor would make for this message, with rule and reason; no writes."""
+
+    required = {"POST": ("governor:read", "governor.view_caprule")}
 
     @extend_schema(request=GovernorCheckSerializer, responses=GovernorDecisionSerializer)
     def post(self, request):

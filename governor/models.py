@@ -11,6 +11,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from orchestrator.audit import audited
 from orchestrator.models import Channel, Purpose
 from orchestrator.text import duration_text
 
@@ -66,6 +67,7 @@ class CapRule(models.Model):
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+    history = audited(excluded_fields=["updated_at"])
 
     class Meta:
         ordering = ["name"]
@@ -108,6 +110,7 @@ class QuietHours(models.Model):
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+    history = audited(excluded_fields=["updated_at"])
 
     class Meta:
         ordering = ["name"]
@@ -142,6 +145,7 @@ class ChannelPause(models.Model):
     paused_at = models.DateTimeField(default=timezone.now)
     resumed_at = models.DateTimeField(null=True, blank=True)
     resumed_by = models.CharField(max_length=150, blank=True, default="")
+    history = audited()
 
     class Meta:
         ordering = ["-paused_at"]

@@ -9,6 +9,7 @@ wait is not overwritten away), and every status move goes through orchestrator.h
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from django.db import transaction
@@ -19,7 +20,9 @@ from orchestrator.models import Message, MessageStatus
 
 from .bulk import Batch
 from .models import ChannelPause, PauseMode
-from .policy import policy_current
+from .policy import Decision, policy_current
+
+logger = logging.getLogger(__name__)
 
 REDRIVE_BATCH = 500
 
@@ -62,15 +65,21 @@ def deferred_redrive(*, now: datetime, limit: int) -> int:
             batch = Batch(policy=policy, at=now, recipient_ids=(m.recipient_id for m in claimed), lock=True)
             moves, decisions = [], []
             for m in claimed:
-                decision = batch.decide(
-                    recipient_id=m.recipient_id,
-                    channel=m.channel,
-                    purpose=m.purpose,
-                    priority=m.priority,
-                    expires_at=m.expires_at,
-                    created_at=m.created_at,
-                    pk=m.pk,
-                )
+                try:
+                    decision = batch.decide(
+                        recipient_id=m.recipient_id,
+                        channel=m.channel,
+                        purpose=m.purpose,
+                        priority=m.priority,
+                        expires_at=m.expires_at,
+                        created_at=m.created_at,
+                        pk=m.pk,
+                    )
+                except Exception as exc:  # noqa: BLE001 - one bad row must not stop the re-drive
+                    # Never sent, and it says why (an out-of-range time overflowing the arithmetic...).
+                    logger.exception("deferred message %s could not be re-decided; suppressed", m.pk)
+                    why = f"Could not be decided ({type(exc).__name__}: {exc}); it will not be sent."
+                    decision = Decision(MessageStatus.SUPPRESSED, "error", why[:1000])
                 previous = m.status
                 m.status, m.rule, m.reason, m.decided_at = (
                     decision.status,

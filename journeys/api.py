@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
-from django.urls import path
+from django.urls import include, path
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
@@ -12,6 +12,8 @@ from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from orchestrator.api.fields import DurationISOField
+from orchestrator.authority import Denied, authorize, user_channels
 from orchestrator.models import Recipient
 
 from . import reports, selectors, services
@@ -22,6 +24,7 @@ ACTIONS = tuple(services.TRANSITIONS)
 
 
 class JourneySerializer(serializers.ModelSerializer):
+    reentry_cooldown = DurationISOField(read_only=True, allow_null=True)
     # Plain strings in the schema: the shared enum names (status, channel) belong to the conversation.
     status = serializers.CharField(
         read_only=True, help_text="draft, proposed, approved, active, paused, archived"
@@ -107,22 +110,41 @@ def _conflict(exc: services.JourneyConflict) -> Response:
     return Response({"code": exc.code, "detail": exc.detail}, status=status.HTTP_409_CONFLICT)
 
 
-def journey_get_or_404(slug: str) -> Journey:
-    return get_object_or_404(Journey.objects.select_related("live_version"), slug=slug)
+def journey_get_or_404(slug: str, *, user=None, perm: str = "journeys.view_journey") -> Journey:
+    """The journey, after the object check: a channel owner never reads another team's draft (403)."""
+    journey = get_object_or_404(Journey.objects.select_related("live_version"), slug=slug)
+    authorize(user, perm, journey)
+    return journey
+
+
+class ActionSerializer(serializers.Serializer):
+    comment = serializers.CharField(
+        required=False, allow_blank=True, max_length=5000, help_text="approve/reject: the reviewer's note."
+    )
 
 
 class JourneyListView(APIView):
-    """List journeys, or create one (a draft) from a definition."""
+    """List journeys (those the caller may read), or create one (a draft) from a definition."""
+
+    required = {
+        "GET": ("journeys:read", "journeys.view_journey"),
+        "POST": ("journeys:write", "journeys.add_journey"),
+    }
 
     @extend_schema(responses=JourneySerializer(many=True))
     def get(self, request):
-        journeys = Journey.objects.select_related("live_version").order_by("slug")
-        return Response(JourneySerializer(journeys, many=True).data)
+        journeys = selectors.journeys_visible(user=request.user).select_related("live_version")
+        return Response(JourneySerializer(journeys.order_by("slug"), many=True).data)
 
     @extend_schema(request=dict, responses={201: JourneySerializer})
     def post(self, request):
+        if not isinstance(request.data, dict):
+            return Response(
+                {"code": "invalid", "detail": "Expected a journey definition: a JSON object."},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
         try:
-            journey = services.journey_create(definition=request.data, now=timezone.now())
+            journey = services.journey_create(definition=request.data, now=timezone.now(), user=request.user)
         except DefinitionInvalid as exc:
             return _definition_error(exc)
         except services.JourneyConflict as exc:
@@ -133,33 +155,59 @@ class JourneyListView(APIView):
 class JourneyDetailView(APIView):
     """One journey; PATCH edits the draft (a new version if the previous one was approved)."""
 
+    required = {
+        "GET": ("journeys:read", "journeys.view_journey"),
+        "PATCH": ("journeys:write", "journeys.change_journey"),
+    }
+
     @extend_schema(responses=JourneySerializer)
     def get(self, request, slug: str):
-        return Response(JourneySerializer(journey_get_or_404(slug)).data)
+        return Response(JourneySerializer(journey_get_or_404(slug, user=request.user)).data)
 
     @extend_schema(request=dict, responses=JourneySerializer)
     def patch(self, request, slug: str):
-        journey = journey_get_or_404(slug)
+        journey = journey_get_or_404(slug, user=request.user)
+        if not isinstance(request.data, dict):
+            return Response(
+                {"code": "invalid", "detail": "Expected a JSON object of definition changes."},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
         try:
-            services.journey_update(journey=journey, changes=request.data, now=timezone.now())
+            services.journey_update(
+                journey=journey, changes=request.data, now=timezone.now(), user=request.user
+            )
         except DefinitionInvalid as exc:
             return _definition_error(exc)
         except services.JourneyConflict as exc:
             return _conflict(exc)
-        return Response(JourneySerializer(journey_get_or_404(slug)).data)
+        return Response(JourneySerializer(journey_get_or_404(slug, user=request.user)).data)
 
 
 class JourneyActionView(APIView):
-    """POST journeys/{slug}/{action}/: propose, approve, reject, activate, pause, archive (and revise)."""
+    """POST journeys/{slug}/{action}/: propose, approve, reject, activate, pause, archive (and revise).
+    approve and reject take an optional `comment` the proposer reads."""
 
-    @extend_schema(request=None, responses=JourneySerializer, operation_id="journeys_action")
+    required = {"POST": ("journeys:write", "journeys.view_journey")}
+
+    @extend_schema(request=ActionSerializer, responses=JourneySerializer, operation_id="journeys_action")
     def post(self, request, slug: str, action: str):
         if action not in ACTIONS:
             raise NotFound(f"Unknown action {action!r}; expected one of {', '.join(ACTIONS)}.")
-        journey = journey_get_or_404(slug)
+        if not isinstance(request.data, dict):
+            return Response(
+                {"code": "invalid", "detail": 'Expected a JSON object such as {"comment": "..."}.'},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        incoming = ActionSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        journey = journey_get_or_404(slug, user=request.user)
         try:
             journey = services.journey_transition(
-                journey=journey, action=action, now=timezone.now(), user=request.user
+                journey=journey,
+                action=action,
+                now=timezone.now(),
+                user=request.user,
+                comment=incoming.validated_data.get("comment", ""),
             )
         except DefinitionInvalid as exc:
             return _definition_error(exc)
@@ -173,11 +221,15 @@ class EnrollmentListView(ListAPIView):
     enroll now (active journeys only)."""
 
     serializer_class = EnrollmentSerializer
+    required = {
+        "GET": ("journeys:read", "journeys.view_enrollment"),
+        "POST": ("send", "journeys.add_enrollment"),
+    }
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Enrollment.objects.none()
-        journey = journey_get_or_404(self.kwargs["slug"])
+        journey = journey_get_or_404(self.kwargs["slug"], user=self.request.user)
         qs = Enrollment.objects.filter(journey=journey).select_related("recipient", "journey", "version")
         if status_filter := self.request.query_params.get("status"):
             qs = qs.filter(status=status_filter)
@@ -187,7 +239,7 @@ class EnrollmentListView(ListAPIView):
 
     @extend_schema(request=EnrollmentCreateSerializer, responses={201: EnrollmentSerializer})
     def post(self, request, slug: str):
-        journey = journey_get_or_404(slug)
+        journey = journey_get_or_404(slug, user=request.user, perm="journeys.add_enrollment")
         incoming = EnrollmentCreateSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         recipient = Recipient.objects.filter(external_id=incoming.validated_data["recipient"]).first()
@@ -223,9 +275,11 @@ class JourneyReportView(APIView):
     """Enrolled, converted and conversion rate of the entrants in the range; touch sequences; the funnel
     by step; credit per channel and step under the five attribution models; lift against the holdout."""
 
+    required = {"GET": ("journeys:read", "journeys.view_report_journey")}
+
     @extend_schema(parameters=REPORT_PARAMETERS, responses=dict)
     def get(self, request, slug: str):
-        journey = journey_get_or_404(slug)
+        journey = journey_get_or_404(slug, user=request.user, perm="journeys.view_report_journey")
         try:
             filters = reports.report_filters_parse(request.query_params, journey=journey)
         except reports.ReportInputError as exc:
@@ -237,6 +291,8 @@ class AttributionReportView(APIView):
     """Credit per channel (and journey, step) for first, last, linear, time_decay and position_based:
     a journey's goal conversions (`journey`), else the conversion definitions kept in the admin."""
 
+    required = {"GET": ("journeys:read", "journeys.view_report_journey")}
+
     @extend_schema(
         parameters=[
             *REPORT_PARAMETERS,
@@ -246,6 +302,16 @@ class AttributionReportView(APIView):
         responses=dict,
     )
     def get(self, request):
+        if user_channels(request.user) is not None:
+            # A channel owner reads the reports of their own journeys only: name one.
+            slug = request.query_params.get("journey")
+            if not slug or "\x00" in slug:
+                raise Denied(
+                    "channel_not_owned",
+                    "Attribution across every channel is the messaging team's; name a journey you own "
+                    "(?journey=<slug>).",
+                )
+            journey_get_or_404(slug, user=request.user, perm="journeys.view_report_journey")
         try:
             filters = reports.report_filters_parse(request.query_params)
         except reports.ReportInputError as exc:
@@ -256,6 +322,7 @@ class AttributionReportView(APIView):
 
 
 urlpatterns = [
+    path("", include("journeys.campaign_api")),
     path("journeys/", JourneyListView.as_view(), name="journey-list"),
     path("journeys/<slug:slug>/", JourneyDetailView.as_view(), name="journey-detail"),
     path("journeys/<slug:slug>/enrollments/", EnrollmentListView.as_view(), name="journey-enrollments"),

@@ -14,6 +14,7 @@ from django.utils import timezone
 from orchestrator.models import ContactPoint, Event, Message, MessageStatus, Purpose, Recipient, Source
 
 from .models import (
+    Campaign,
     ConversionDefinition,
     Enrollment,
     EnrollmentStatus,
@@ -90,6 +91,48 @@ def cart_recovery_install(*, now=None) -> Journey:
         if journey.status == before:
             journey = journey_transition(journey=journey, action=action, now=now)
     return journey
+
+
+BROWSE_ABANDON = {
+    "slug": "browse-abandon",
+    "name": "Browse abandonment",
+    "owner_channel": "push",
+    "trigger": {"event": "product_viewed"},
+    "goal": {"event": "purchase", "within": "P2D"},
+    "steps": [
+        {
+            "id": "reminder",
+            "type": "send",
+            "channel": "push",
+            "purpose": "engagement",
+            "content": {
+                "title": "Still on your mind?",
+                "body": "It is still in stock.",
+                "action_url": "app://item",
+            },
+        },
+        {"id": "pause", "type": "wait", "duration": "PT4H"},
+        {
+            "id": "compare",
+            "type": "send",
+            "channel": "email",
+            "purpose": "engagement",
+            "content": {"subject": "Compare before you decide", "body": "Reviews, sizes and similar items."},
+        },
+    ],
+}
+
+
+def proposal_install(*, now=None) -> Journey | None:
+    """The channel owner's proposal awaiting the messaging team's review (once), if the demo owner exists."""
+    from django.contrib.auth import get_user_model
+
+    owner = get_user_model().objects.filter(username="owner").first()
+    if owner is None or Journey.objects.filter(slug=BROWSE_ABANDON["slug"]).exists():
+        return None
+    now = now or timezone.now()
+    journey = journey_create(definition=copy.deepcopy(BROWSE_ABANDON), now=now, user=owner)
+    return journey_transition(journey=journey, action="propose", now=now, user=owner)
 
 
 WIN_BACK = {
@@ -245,9 +288,49 @@ def win_back_history_seed(*, seed: int = 14) -> int:
     return len(recipients)
 
 
+DEMO_CAMPAIGN = "Spring update"
+
+
+def demo_campaign_seed(*, now=None) -> Campaign | None:
+    """A real campaign: the demo segment, the two-locale template, approved and sent through the
+    pipeline (lint, governor, delivery) like any other (once)."""
+    from channels_app.demo import demo_template_seed
+    from orchestrator.demo import demo_segments_seed
+
+    from .campaigns import campaign_create, campaign_transition, campaigns_advance
+
+    now = now or timezone.now()
+    campaign = Campaign.objects.filter(name=DEMO_CAMPAIGN).first()
+    if campaign is not None:
+        return campaign
+    campaign = campaign_create(
+        data={
+            "name": DEMO_CAMPAIGN,
+            "segment": demo_segments_seed().pk,
+            "channel": "email",
+            "purpose": "promotional",
+            "template": demo_template_seed().key,
+            "data": {"feature": "shared inboxes"},
+        },
+        now=now,
+    )
+    for action in ("propose", "approve"):
+        campaign = campaign_transition(campaign=campaign, action=action, now=now)
+    campaigns_advance(now=now)
+    campaign.refresh_from_db()
+    return campaign
+
+
 def seed(*, stdout) -> None:
     """Install cart recovery (active) and enroll a few demo recipients who have never been in it; the
-    purchase conversion and the win-back history for the reports."""
+    purchase conversion and the win-back history for the reports; the channel owner's browse-abandonment
+    proposal awaiting review; send the demo campaign."""
+    if proposal_install() is not None:
+        stdout.write(
+            f"Journey {BROWSE_ABANDON['slug']}: proposed by owner, awaiting the messaging team's review."
+        )
+    campaign = demo_campaign_seed()
+    stdout.write(f"Campaign {campaign.name}: {campaign.status}, {campaign.audience} recipients.")
     purchase_conversion_install()
     entrants = win_back_history_seed()
     if entrants:

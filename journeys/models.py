@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone as dj_timezone
 
+from orchestrator.audit import audited
 from orchestrator.models import Channel, Event, Message, Recipient
 
 
@@ -25,6 +27,11 @@ class JourneyStatus(models.TextChoices):
     ACTIVE = "active", "Active"
     PAUSED = "paused", "Paused"
     ARCHIVED = "archived", "Archived"
+
+
+class ReviewOutcome(models.TextChoices):
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
 
 
 class ReentryPolicy(models.TextChoices):
@@ -48,17 +55,49 @@ class Journey(models.Model):
     trigger_event = models.CharField(max_length=200, blank=True, default="", db_index=True)
     reentry = models.CharField(max_length=12, choices=ReentryPolicy.choices, default=ReentryPolicy.AFTER_EXIT)
     reentry_cooldown = models.DurationField(null=True, blank=True)
+    # Every channel the latest version's sends may use (`auto`: all of them) and the owner channel:
+    # what a channel owner must own to edit, propose or read it (orchestrator.authority).
+    channels = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The proposal under review (or last reviewed), and the review's outcome the proposer reads.
+    proposed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    proposed_at = models.DateTimeField(null=True, blank=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    review_outcome = models.CharField(max_length=10, choices=ReviewOutcome.choices, blank=True, default="")
+    review_comment = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=dj_timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+    history = audited(excluded_fields=["updated_at"])
 
     class Meta:
         ordering = ["slug"]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=JourneyStatus.values), name="journey_status_valid"),
         ]
+        permissions = [
+            ("propose_journey", "Can propose a journey for review"),
+            ("approve_journey", "Can approve a proposed journey"),
+            ("reject_journey", "Can reject a proposed journey"),
+            ("activate_journey", "Can activate a journey"),
+            ("pause_journey", "Can pause a journey"),
+            ("archive_journey", "Can archive a journey"),
+            ("revise_journey", "Can start a new draft version of an approved journey"),
+            ("view_report_journey", "Can read journey reports"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.slug})"
+
+    def proposal_channels(self) -> frozenset[str]:
+        """The authority's view of a proposal: the channels it uses."""
+        return frozenset(self.channels or ())
 
 
 class JourneyVersion(models.Model):
@@ -69,6 +108,10 @@ class JourneyVersion(models.Model):
     definition = models.JSONField()
     created_at = models.DateTimeField(default=dj_timezone.now, editable=False)
     approved_at = models.DateTimeField(null=True, blank=True)
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    history = audited()
 
     class Meta:
         ordering = ["journey", "-number"]
@@ -102,6 +145,8 @@ class EnrollmentStatus(models.TextChoices):
     ACTIVE = "active", "Active"
     CONVERTED = "converted", "Converted"
     EXITED = "exited", "Exited"
+    # Stopped because advancing it raised: `error` says why; the rest of its batch went on.
+    ERRORED = "errored", "Errored"
 
 
 class Waiting(models.TextChoices):
@@ -161,6 +206,9 @@ class Enrollment(models.Model):
     goal_deadline = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     exit_reason = models.CharField(max_length=300, blank=True, default="")
+    error = models.TextField(
+        blank=True, default="", help_text="Why the scheduler stopped this enrollment (status errored)."
+    )
     converted_at = models.DateTimeField(
         null=True, blank=True, help_text="When the goal event happened (the conversion's time)."
     )
@@ -313,3 +361,146 @@ class Report(Journey):
         proxy = True
         verbose_name = "report"
         verbose_name_plural = "reports"
+
+
+# --- campaigns --------------------------------------------------------------------------------------
+
+
+class CampaignStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    PROPOSED = "proposed", "Proposed"
+    APPROVED = "approved", "Approved"
+    SCHEDULED = "scheduled", "Scheduled"
+    SENDING = "sending", "Sending"
+    DONE = "done", "Done"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+CAMPAIGN_FINAL = frozenset({CampaignStatus.DONE, CampaignStatus.CANCELLED})
+
+
+class ScheduleKind(models.TextChoices):
+    NOW = "now", "As soon as approved"
+    AT = "at", "At a time"
+    LOCAL_TIME = "local_time", "At a local time in each recipient's zone"
+
+
+class Campaign(models.Model):
+    """A one-off message to a segment: inline content or a template, sent through the one pipeline.
+
+    Once scheduled, its audience is written down (one CampaignRecipient per member, with the moment it is
+    due: the same for everyone, or the local time in each recipient's zone); the due work claims due
+    members in batches and sends them set-based, so nobody is sent twice and a cancel stops the rest.
+    """
+
+    name = models.CharField(max_length=200)
+    segment = models.ForeignKey("orchestrator.Segment", on_delete=models.PROTECT, related_name="campaigns")
+    channel = models.CharField(max_length=10, help_text="A channel, or auto (the next best per recipient).")
+    purpose = models.CharField(max_length=20)
+    template = models.ForeignKey(
+        "channels_app.MessageTemplate",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="campaigns",
+    )
+    template_revision = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The template revision that was approved."
+    )
+    content = models.JSONField(
+        default=dict, blank=True, help_text="Inline content when there is no template."
+    )
+    data = models.JSONField(default=dict, blank=True, help_text="Variables for the template ({{ data.* }}).")
+    priority = models.PositiveSmallIntegerField(default=50)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    schedule_kind = models.CharField(max_length=10, choices=ScheduleKind.choices, default=ScheduleKind.NOW)
+    send_at = models.DateTimeField(null=True, blank=True, help_text="When it starts (schedule at).")
+    local_time = models.TimeField(null=True, blank=True, help_text="Each recipient's local time.")
+    local_date = models.DateField(
+        null=True, blank=True, help_text="The day of the local time (blank: the next one in each zone)."
+    )
+    throttle_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=CampaignStatus.choices, default=CampaignStatus.DRAFT)
+
+    created_by = models.CharField(max_length=150, blank=True, default="")
+    approved_by = models.CharField(max_length=150, blank=True, default="")
+    created_at = models.DateTimeField(default=dj_timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+    proposed_at = models.DateTimeField(null=True, blank=True)
+    approved_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True, help_text="When its audience was written down.")
+    finished_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+
+    # The due work's bookkeeping.
+    next_run_at = models.DateTimeField(null=True, blank=True, help_text="When the due work looks at it next.")
+    # Keyset position of the last member sent, in claim order (due_at, recipient): every member before it
+    # was decided, so the next claim starts after it instead of walking past decided rows.
+    cursor_due_at = models.DateTimeField(null=True, blank=True)
+    cursor_recipient_id = models.BigIntegerField(default=0)
+    window_started_at = models.DateTimeField(null=True, blank=True)
+    window_sent = models.PositiveIntegerField(default=0)
+    audience = models.PositiveIntegerField(default=0, help_text="Members when the audience was written down.")
+    note = models.TextField(blank=True, default="", help_text="The last thing worth knowing (why it waits).")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["next_run_at"],
+                name="campaign_due",
+                condition=Q(status__in=["scheduled", "sending"]),
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=CampaignStatus.values), name="campaign_status_valid"
+            ),
+            models.CheckConstraint(condition=Q(priority__lte=100), name="campaign_priority_range"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def source_ref(self) -> str:
+        """What its messages carry in Message.source_ref (segments find them by the id prefix)."""
+        return f"{self.pk} · {self.name}"[:200]
+
+
+class MemberState(models.TextChoices):
+    PENDING = "pending", "Not decided yet"
+    DECIDED = "decided", "Decided by the pipeline"
+    REFUSED = "refused", "Refused before the governor"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class CampaignRecipient(models.Model):
+    """One member of a campaign's audience: when it is due and what became of it (exactly once)."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="members")
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="+", db_index=False)
+    due_at = models.DateTimeField()
+    state = models.CharField(max_length=10, choices=MemberState.choices, default=MemberState.PENDING)
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False
+    )
+    detail = models.TextField(blank=True, default="", help_text="Why it was refused.")
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["campaign", "due_at", "recipient"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "recipient"], name="campaignrecipient_once"),
+        ]
+        indexes = [
+            # The claim: a campaign's due members, by due time then recipient id.
+            models.Index(
+                fields=["campaign", "due_at", "recipient"],
+                name="campaignrecipient_due",
+                condition=Q(state="pending"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.recipient_id} in campaign {self.campaign_id} ({self.state})"

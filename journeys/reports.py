@@ -20,6 +20,8 @@ from django.db.models.functions import TruncDate
 from django.utils.dateparse import parse_date, parse_datetime
 
 from governor.models import GlobalHoldout
+from orchestrator.authority import model_perm_has, user_channels
+from orchestrator.limits import duration_iso  # noqa: F401 - re-exported for the admin
 from orchestrator.models import Channel
 
 from . import measurement
@@ -43,28 +45,27 @@ def default_reached() -> tuple[str, ...]:
     return tuple(_reports_setting("REACHED", measurement.DEFAULT_REACHED))
 
 
-def duration_iso(value: timedelta) -> str:
-    """`P7D`, `PT12H`, `P1DT2H30M`: the ISO 8601 form of CONTRACT.md's durations."""
-    seconds = int(value.total_seconds())
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    clock = "".join(f"{n}{u}" for n, u in ((hours, "H"), (minutes, "M"), (secs, "S")) if n)
-    return "P" + (f"{days}D" if days else "") + (f"T{clock}" if clock else "") if seconds else "PT0S"
-
-
 # --- who may read reports ---------------------------------------------------------------------------
 
 
 def reports_viewable(*, user: Any) -> bool:
-    """The hook for roles: staff read the reports (the messaging team; channel owners see their own
-    journeys once roles exist, through `reports_visible_journeys`)."""
-    return bool(user and user.is_active and user.is_staff)
+    """Staff holding the report permission (the messaging team; channel owners for their own journeys,
+    through `reports_visible_journeys`)."""
+    return bool(user and user.is_active and user.is_staff) and model_perm_has(
+        user, "journeys.view_report_journey"
+    )
+
+
+def reports_overall_viewable(*, user: Any) -> bool:
+    """The overall report spans every channel: the messaging team's (not a channel owner's)."""
+    return reports_viewable(user=user) and user_channels(user) is None
 
 
 def reports_visible_journeys(*, user: Any):
-    """The journeys whose reports this user may open (the hook where a channel owner's scope goes)."""
-    return Journey.objects.all()
+    """The journeys whose reports this user may open: a channel owner's own channels only."""
+    from .selectors import journeys_visible
+
+    return journeys_visible(user=user)
 
 
 # --- input ------------------------------------------------------------------------------------------

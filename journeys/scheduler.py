@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Min
 
 from orchestrator.db import is_postgres
@@ -96,6 +98,8 @@ class _Batch:
     sends: list[_Send] = field(default_factory=list)
     cancel_messages: list[int] = field(default_factory=list)
     steps: int = 0
+    errored: int = 0
+    broken: dict[int, str] = field(default_factory=dict)  # version id -> why it cannot be compiled
 
 
 def enrollments_advance_due(*, now: datetime, limit: int) -> int:
@@ -113,32 +117,139 @@ def enrollments_advance(
     # instead of joining lets the claim walk the (next_run_at, id) index in order and stop at the limit.
     journeys = list(Journey.objects.filter(status=JourneyStatus.ACTIVE).values_list("pk", flat=True))
     while result.enrollments < limit and journeys:
-        with transaction.atomic():
-            qs = Enrollment.objects.filter(
-                status=EnrollmentStatus.ACTIVE, next_run_at__lte=now, journey_id__in=journeys
-            )
-            if ids is not None:
-                qs = qs.filter(pk__in=ids)
-            batch = list(
-                qs.select_for_update(skip_locked=True, of=("self",)).order_by("next_run_at", "pk")[
-                    : min(size, limit - result.enrollments)
-                ]
-            )
-            if not batch:
-                break
-            steps, messages = _batch_advance(batch, now)
-        result.enrollments += len(batch)
+        claimed: list[int] = []
+        try:
+            with transaction.atomic():
+                qs = Enrollment.objects.filter(
+                    status=EnrollmentStatus.ACTIVE, next_run_at__lte=now, journey_id__in=journeys
+                )
+                if ids is not None:
+                    qs = qs.filter(pk__in=ids)
+                batch = list(
+                    qs.select_for_update(skip_locked=True, of=("self",)).order_by("next_run_at", "pk")[
+                        : min(size, limit - result.enrollments)
+                    ]
+                )
+                if not batch:
+                    break
+                claimed = [e.pk for e in batch]
+                steps, messages = _batch_advance(batch, now)
+        except (OperationalError, InterfaceError):
+            raise  # the database is away: nothing is wrong with the rows, the next pass retries them
+        except Exception:
+            if not claimed:
+                raise
+            # One row broke the batch's transaction (a column overflow, a bad definition...): run its
+            # enrollments one by one, so only the guilty one is marked errored and the rest advance.
+            logger.exception("journey batch of %s failed; advancing its enrollments one by one", len(claimed))
+            steps, messages = _one_by_one(claimed, now)
+        result.enrollments += len(claimed)
         result.steps += steps
         result.messages += messages
         result.batches += 1
     return result
 
 
+def _one_by_one(ids: list[int], now: datetime) -> tuple[int, int]:
+    steps = messages = 0
+    for pk in ids:
+        try:
+            with transaction.atomic():
+                batch = list(
+                    Enrollment.objects.select_for_update(skip_locked=True, of=("self",)).filter(
+                        pk=pk, status=EnrollmentStatus.ACTIVE, next_run_at__lte=now
+                    )
+                )
+                if batch:
+                    s, m = _batch_advance(batch, now)
+                    steps, messages = steps + s, messages + m
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception as exc:
+            logger.exception("enrollment %s failed to advance; marked errored", pk)
+            enrollment_error(enrollment_id=pk, reason=_error_text(exc), now=now)
+    return steps, messages
+
+
+def _error_text(exc: BaseException, step_id: str = "") -> str:
+    where = f"step {step_id!r}: " if step_id else ""
+    return f"{where}{type(exc).__name__}: {exc}"[:2000]
+
+
+def enrollment_error(*, enrollment_id: int, reason: str, now: datetime) -> bool:
+    """Stop an active enrollment that cannot advance: status errored, the reason kept, its waiting step
+    run closed. Its own transaction, so it sticks even though the batch that hit the error rolled back."""
+    with transaction.atomic():
+        e = Enrollment.objects.select_for_update().filter(pk=enrollment_id, status=EnrollmentStatus.ACTIVE)
+        e = e.first()
+        if e is None:
+            return False
+        if e.waiting_run_id:
+            detail = f"Stopped by an error: {reason}"[:2000]
+            StepRun.objects.filter(pk=e.waiting_run_id).update(
+                status=StepRunStatus.CANCELLED, finished_at=now, detail=detail
+            )
+        Enrollment.objects.filter(pk=e.pk).update(
+            status=EnrollmentStatus.ERRORED,
+            error=reason,
+            exit_reason=f"error: {reason}"[:300],
+            ended_at=now,
+            next_run_at=None,
+            waiting=Waiting.NOTHING,
+            waiting_run=None,
+        )
+    return True
+
+
+def _snapshot_names() -> list[str]:
+    return [name for name, _ in _ENROLLMENT_COLUMNS]
+
+
+@contextmanager
+def _isolated(e: Enrollment, b: _Batch) -> Iterator[None]:
+    """Run one enrollment's state machine; if it raises, undo its part of the batch and mark it errored
+    (the batch's other enrollments go on). Database errors are not caught here: they abort the whole
+    transaction, and enrollments_advance then retries the batch one enrollment at a time."""
+    saved = {name: getattr(e, name) for name in _snapshot_names()}
+    marks = (len(b.new_runs), len(b.sends), len(b.cancel_messages), b.steps)
+    run_key = e.waiting_run_id
+    run_update = b.run_updates.get(run_key)
+    try:
+        yield
+    except DatabaseError:
+        raise
+    except Exception as exc:
+        logger.exception("enrollment %s failed at step %r; marked errored", e.pk, saved["step_id"])
+        for name, value in saved.items():
+            setattr(e, name, value)
+        del b.new_runs[marks[0] :], b.sends[marks[1] :], b.cancel_messages[marks[2] :]
+        b.steps = marks[3]
+        if run_update is None:
+            b.run_updates.pop(run_key, None)
+        else:
+            b.run_updates[run_key] = run_update
+        _errored(e, b, _error_text(exc, saved["step_id"]))
+
+
+def _errored(e: Enrollment, b: _Batch, reason: str) -> None:
+    if e.waiting_run_id:
+        b.run_updates[e.waiting_run_id] = (StepRunStatus.CANCELLED, f"Stopped by an error: {reason}", None)
+    e.waiting_run_id = None
+    _end(e, b, EnrollmentStatus.ERRORED, f"error: {reason}"[:300])
+    e.error = reason
+    b.errored += 1
+
+
 def _batch_advance(batch: list[Enrollment], now: datetime) -> tuple[int, int]:
     version_ids = {e.version_id for e in batch}
     missing = [v for v in version_ids if v not in _compiled]
+    broken: dict[int, str] = {}
     for vid, definition in JourneyVersion.objects.filter(pk__in=missing).values_list("pk", "definition"):
-        version_compiled(version_id=vid, definition=definition)
+        try:
+            version_compiled(version_id=vid, definition=definition)
+        except Exception as exc:  # noqa: BLE001 - only its enrollments stop; the batch goes on
+            broken[vid] = f"its journey version cannot be run ({type(exc).__name__}: {exc})"
+    everyone, batch = batch, [e for e in batch if e.version_id not in broken]
     slugs = dict(Journey.objects.filter(pk__in={e.journey_id for e in batch}).values_list("pk", "slug"))
 
     # Events that may convert or end a wait: one query for the batch.
@@ -163,19 +274,26 @@ def _batch_advance(batch: list[Enrollment], now: datetime) -> tuple[int, int]:
             "id", "status", "deliver_after", "reason", "channel"
         )
     }
-    b = _Batch(now=now, slugs=slugs, events=events, messages=messages)
+    b = _Batch(now=now, slugs=slugs, events=events, messages=messages, broken=broken)
+    for e in everyone:
+        if e.version_id in broken:
+            _errored(e, b, broken[e.version_id])
 
+    # Each enrollment's state machine runs isolated: one that raises is marked errored with the reason
+    # and the others advance (an overflowing wait must not stall every journey).
     for e in batch:
-        _resume(e, b)
+        with _isolated(e, b):
+            _resume(e, b)
     sends = list(b.sends)
     b.sends.clear()
     decided = _sends_decide(sends, b)
     for send, message in decided:
-        _send_record(send, message, b)
-        if send.enrollment.status == EnrollmentStatus.ACTIVE and not send.enrollment.waiting:
-            _walk(send.enrollment, b, allow_send=False)
+        with _isolated(send.enrollment, b):
+            _send_record(send, message, b)
+            if send.enrollment.status == EnrollmentStatus.ACTIVE and not send.enrollment.waiting:
+                _walk(send.enrollment, b, allow_send=False)
 
-    _write(batch, b)
+    _write(everyone, b)
     if b.cancel_messages:
         from .services import _enqueue
 
@@ -242,7 +360,7 @@ def _end(e: Enrollment, b: _Batch, status: str, reason: str) -> None:
     e.ended_at = b.now
     e.next_run_at = None
     e.waiting = Waiting.NOTHING
-    e.exit_reason = reason
+    e.exit_reason = reason[:300]  # the column; a governor reason inside it can be long
 
 
 def _next(e: Enrollment, d: CompiledDefinition) -> None:
@@ -388,12 +506,40 @@ def _branch(e: Enrollment, d: CompiledDefinition, step: CompiledStep, b: _Batch)
 # --- sends, set-based ---------------------------------------------------------------------------------
 
 
+def _template_contexts(sends: list[_Send], b: _Batch) -> dict[int, dict]:
+    """What a templated send step may read besides the recipient: {{ journey.* }} and the event that
+    triggered the enrollment ({{ event.* }}); one query each for the batch."""
+    if not sends:
+        return {}
+    names = dict(
+        Journey.objects.filter(pk__in={s.enrollment.journey_id for s in sends}).values_list("pk", "name")
+    )
+    events = {
+        pk: {"name": name, "properties": properties, "occurred_at": occurred_at.isoformat()}
+        for pk, name, properties, occurred_at in Event.objects.filter(
+            pk__in={s.enrollment.trigger_event_id for s in sends if s.enrollment.trigger_event_id}
+        ).values_list("pk", "name", "properties", "occurred_at")
+    }
+    return {
+        id(s): {
+            "journey": {
+                "slug": b.slugs[s.enrollment.journey_id],
+                "name": names.get(s.enrollment.journey_id, ""),
+                "step": s.step.id,
+            },
+            "event": events.get(s.enrollment.trigger_event_id, {}),
+        }
+        for s in sends
+    }
+
+
 def _sends_decide(sends: list[_Send], b: _Batch) -> list[tuple[_Send, Message | None]]:
     """Map each send step to a request for the one send pipeline, all in ONE call for the batch (validation,
     `auto` choice, lint, shelf life, the governor and the delivery hand-off happen there, as for any source).
     A refusal skips that step with its code and reason."""
     if not sends:
         return []
+    contexts = _template_contexts([s for s in sends if s.step.raw.get("template")], b)
     requests = []
     for s in sends:
         e, step = s.enrollment, s.step
@@ -403,7 +549,10 @@ def _sends_decide(sends: list[_Send], b: _Batch) -> list[tuple[_Send, Message | 
                 recipient_id=e.recipient_id,
                 channel=raw["channel"],
                 purpose=raw.get("purpose", "engagement"),
-                content=raw["content"],
+                content=raw.get("content"),
+                template=raw.get("template"),
+                data=raw.get("data"),
+                context=contexts.get(id(s)),
                 priority=int(raw.get("priority", 50)),
                 expires_at=b.now + step.expires_after if step.expires_after else None,
                 source=Source.JOURNEY,
@@ -468,6 +617,7 @@ def _send_record(send: _Send, message: Message | None, b: _Batch) -> None:
 
 _ENROLLMENT_COLUMNS = [
     ("status", "varchar"),
+    ("error", "text"),
     ("step_id", "varchar"),
     ("seq", "integer"),
     ("waiting", "varchar"),

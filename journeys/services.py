@@ -15,12 +15,14 @@ from django.db.models import Max, Q
 from django_q.tasks import async_task
 
 from governor.holdout import holdout_assigned
+from orchestrator.authority import authorize
 from orchestrator.history import message_status_move
 from orchestrator.models import Event, Message, MessageStatus, Recipient
 
 from .definition import (
     DefinitionError,
     DefinitionInvalid,
+    definition_channels,
     definition_compile,
     definition_validate,
     duration_parse,
@@ -33,6 +35,7 @@ from .models import (
     JourneyStatus,
     JourneyVersion,
     ReentryPolicy,
+    ReviewOutcome,
     StepRun,
     StepRunStatus,
     Waiting,
@@ -76,7 +79,8 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
 
 
 def journey_action_authorize(*, user: Any, action: str, journey: Journey) -> None:
-    """The hook where a role check per action goes (roles come in a later issue): allows all for now."""
+    """Raise authority.Denied unless `user` may do `action` on this journey (None: the system)."""
+    authorize(user, f"journeys.{action}_journey", journey)
 
 
 def _enqueue(func: str, *args: Any) -> None:
@@ -88,6 +92,7 @@ def _definition_fields(definition: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "name": definition["name"],
         "owner_channel": definition.get("owner_channel", "") or "",
+        "channels": definition_channels(definition),
     } | (
         {
             "reentry": reentry.get("policy", ReentryPolicy.AFTER_EXIT),
@@ -96,8 +101,12 @@ def _definition_fields(definition: Mapping[str, Any]) -> dict[str, Any]:
     )
 
 
-def journey_create(*, definition: Mapping[str, Any], now: datetime) -> Journey:
-    """Create a draft journey with its first version. Raises DefinitionInvalid (nothing saved)."""
+def journey_create(*, definition: Mapping[str, Any], now: datetime, user: Any = None) -> Journey:
+    """Create a draft journey with its first version. Raises DefinitionInvalid or authority.Denied
+    (a channel owner may only draft sends on their own channels); nothing is saved then."""
+    if not isinstance(definition, Mapping):
+        raise DefinitionInvalid([DefinitionError("", "definition", "invalid", "Expected a JSON object.")])
+    authorize(user, "journeys.add_journey")
     definition = dict(definition)
     slug = definition.get("slug")
     if not isinstance(slug, str) or not SLUG_RE.fullmatch(slug):
@@ -105,22 +114,31 @@ def journey_create(*, definition: Mapping[str, Any], now: datetime) -> Journey:
             [DefinitionError("", "slug", "invalid_slug", "slug is required: letters, digits, - and _ only.")]
         )
     definition_validate(definition, slug=slug)
+    draft = Journey(slug=slug, **_definition_fields(definition))
+    authorize(user, "journeys.add_journey", draft)
     with transaction.atomic():
         if Journey.objects.filter(slug=slug).exists():
             raise JourneyConflict("slug_taken", f"A journey with slug {slug!r} already exists.")
-        journey = Journey.objects.create(slug=slug, created_at=now, **_definition_fields(definition))
-        JourneyVersion.objects.create(journey=journey, number=1, definition=definition, created_at=now)
-    return journey
+        draft.created_at, draft.created_by = now, user
+        draft.save()
+        JourneyVersion.objects.create(journey=draft, number=1, definition=definition, created_at=now)
+    return draft
 
 
 def journey_latest_version(*, journey: Journey) -> JourneyVersion:
     return journey.versions.order_by("-number").first()
 
 
-def journey_update(*, journey: Journey, changes: Mapping[str, Any], now: datetime) -> JourneyVersion:
-    """Edit a draft journey: its draft version in place, or a new version if the last one was approved."""
+def journey_update(
+    *, journey: Journey, changes: Mapping[str, Any], now: datetime, user: Any = None
+) -> JourneyVersion:
+    """Edit a draft journey: its draft version in place, or a new version if the last one was approved.
+    The editor must be allowed on the journey as it is and as it would become (its channels)."""
+    if not isinstance(changes, Mapping):
+        raise DefinitionInvalid([DefinitionError("", "definition", "invalid", "Expected a JSON object.")])
     with transaction.atomic():
         journey = Journey.objects.select_for_update().get(pk=journey.pk)
+        authorize(user, "journeys.change_journey", journey)
         if journey.status != JourneyStatus.DRAFT:
             raise JourneyConflict(
                 "not_draft",
@@ -130,6 +148,11 @@ def journey_update(*, journey: Journey, changes: Mapping[str, Any], now: datetim
         latest = journey_latest_version(journey=journey)
         definition = {**latest.definition, **dict(changes)}
         definition_validate(definition, slug=journey.slug)
+        authorize(
+            user,
+            "journeys.change_journey",
+            Journey(slug=journey.slug, name=journey.name, channels=definition_channels(definition)),
+        )
         if latest.frozen:
             latest = JourneyVersion.objects.create(
                 journey=journey, number=latest.number + 1, definition=definition, created_at=now
@@ -143,8 +166,12 @@ def journey_update(*, journey: Journey, changes: Mapping[str, Any], now: datetim
     return latest
 
 
-def journey_transition(*, journey: Journey, action: str, now: datetime, user: Any = None) -> Journey:
-    """Move a journey along its lifecycle; JourneyConflict for an illegal move."""
+def journey_transition(
+    *, journey: Journey, action: str, now: datetime, user: Any = None, comment: str = ""
+) -> Journey:
+    """Move a journey along its lifecycle; JourneyConflict for an illegal move, authority.Denied for a
+    role that may not. Proposing records the proposer; approving or rejecting records the review and its
+    comment (what the proposer reads on their draft)."""
     if action not in TRANSITIONS:
         raise JourneyConflict("unknown_action", f"Unknown action {action!r}.")
     sources, target = TRANSITIONS[action]
@@ -157,13 +184,21 @@ def journey_transition(*, journey: Journey, action: str, now: datetime, user: An
                 "illegal_transition",
                 f"Cannot {action} {journey.slug}: it is {journey.status} (allowed from {allowed}).",
             )
+        if action == "propose":
+            journey.proposed_by, journey.proposed_at = user, now
+            journey.reviewed_by, journey.reviewed_at = None, None
+            journey.review_outcome, journey.review_comment = "", ""
+        if action in ("approve", "reject"):
+            journey.reviewed_by, journey.reviewed_at = user, now
+            journey.review_outcome = ReviewOutcome.APPROVED if action == "approve" else ReviewOutcome.REJECTED
+            journey.review_comment = comment.strip()
         if action == "approve":
             version = journey_latest_version(journey=journey)
             # Re-check: the channel lint may have changed since the draft was saved.
             definition_validate(version.definition, slug=journey.slug)
             if not version.frozen:
-                version.approved_at = now
-                version.save(update_fields=["approved_at"])
+                version.approved_at, version.approved_by = now, user
+                version.save(update_fields=["approved_at", "approved_by"])
             journey.live_version = version
             journey.trigger_event = (version.definition.get("trigger") or {}).get("event", "") or ""
             for key, value in _definition_fields(version.definition).items():
@@ -218,7 +253,7 @@ def enrollment_create(
     if refusal:
         raise EnrollmentRefused("reentry_refused", f"{recipient.external_id} {refusal}.")
     version = journey.live_version
-    compiled = definition_compile(version.definition)
+    compiled = _live_compiled(journey)
     try:
         with transaction.atomic():
             enrollment = Enrollment.objects.create(
@@ -244,6 +279,16 @@ def enrollment_create(
     return enrollment
 
 
+def _live_compiled(journey: Journey):
+    """The live version, compiled; a stored version that cannot run refuses enrollment (never a 500, and
+    an event that triggers it still records)."""
+    try:
+        return definition_compile(journey.live_version.definition)
+    except (ValueError, KeyError, TypeError) as exc:
+        detail = f"{journey.slug} cannot run its live version: {exc}"
+        raise EnrollmentRefused("journey_broken", detail) from exc
+
+
 @dataclass(frozen=True)
 class BulkEnrollResult:
     enrolled: int
@@ -258,7 +303,7 @@ def enrollments_create_bulk(
         raise EnrollmentRefused("journey_not_active", f"{journey.slug} is {journey.status}, not active.")
     ids = set(recipient_ids)
     version = journey.live_version
-    compiled = definition_compile(version.definition)
+    compiled = _live_compiled(journey)
     with transaction.atomic():
         previous = Enrollment.objects.filter(journey=journey, recipient_id__in=ids)
         blocked = set(previous.filter(status=EnrollmentStatus.ACTIVE).values_list("recipient_id", flat=True))

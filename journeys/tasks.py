@@ -30,3 +30,18 @@ def messages_cancel_task(message_ids: list[int], reason: str) -> int:
 def message_wake_task(message_id: int) -> int:
     """A journey message left `deferred`: let its enrollment go on."""
     return scheduler.enrollments_advance_for_message(message_id=message_id, now=timezone.now())
+
+
+def campaigns_advance_task() -> int:
+    """Send due campaign members for a time budget, then hand the rest to a new task (never one task per
+    recipient; the due-work pass re-drives it if this task is lost)."""
+    from django.conf import settings
+    from django.db import transaction
+
+    from .campaigns import _kick, campaigns_advance
+
+    budget = float(settings.ORCHESTRATOR.get("CAMPAIGN_TASK_TIME_BUDGET_SECONDS", 25))
+    work = campaigns_advance(now=timezone.now(), limit=10**9, time_budget=budget)
+    if work.more:
+        transaction.on_commit(_kick, robust=True)
+    return work.decided + work.refused

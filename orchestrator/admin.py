@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
 from django.db.models import Count, Q, prefetch_related_objects
+from django.http import JsonResponse
 from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils import timezone
 from django.utils.html import format_html
+from simple_history.admin import SimpleHistoryAdmin
 
-from . import selectors
+from . import selectors, services
+from .audit import audit_entries
+from .authority import ALL_CHANNELS_PERM, model_perm_has
 from .consent import (
     consent_burn_by_source_ref,
     consent_burn_weekly,
@@ -23,6 +33,7 @@ from .models import (
     ChangeKind,
     ChangeSource,
     Channel,
+    ChannelOwnership,
     ContactPoint,
     Event,
     IdempotencyKey,
@@ -32,9 +43,14 @@ from .models import (
     PermissionBurn,
     Preference,
     PreferenceChange,
+    Purpose,
     Recipient,
+    Scope,
+    Segment,
+    ServiceToken,
     Source,
 )
+from .segments import SegmentInvalid, segment_definition_validate, segment_describe
 from .text import duration_text
 
 STATUS_COLOURS = {
@@ -53,6 +69,29 @@ STATUS_COLOURS = {
 def status_badge(status: str) -> str:
     colour = STATUS_COLOURS.get(status, "#374151")
     return format_html('<span class="orch-badge" style="background:{}">{}</span>', colour, status)
+
+
+class PageAdmin(admin.ModelAdmin):
+    """A page listed in the app list like a model (on a proxy), rendering its own view: nothing to add,
+    change or delete; `page_allowed` says who sees it (staff by default)."""
+
+    def page_allowed(self, request) -> bool:
+        return request.user.is_active and request.user.is_staff
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_view_permission(self, request, obj=None):
+        return self.page_allowed(request)
+
+    def has_module_permission(self, request):
+        return self.page_allowed(request)
 
 
 class ReadOnlyAdminMixin:
@@ -290,6 +329,202 @@ class IdempotencyKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ["scope"]
 
 
+# ---- authority: service tokens, people and their roles, channel bindings -----------------------------
+
+
+class ServiceTokenForm(forms.ModelForm):
+    scopes = forms.MultipleChoiceField(
+        choices=Scope.choices,
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text="What the service may call; its account's role bounds it further.",
+    )
+    user = forms.ModelChoiceField(
+        queryset=get_user_model().objects.order_by("username"),
+        required=False,
+        label="Acts as",
+        help_text="Blank: a service account svc-<name> in the Service role is created for it.",
+    )
+
+    class Meta:
+        model = ServiceToken
+        fields = ["name", "user", "scopes"]
+
+
+@admin.register(ServiceToken)
+class ServiceTokenAdmin(SimpleHistoryAdmin):
+    """Tokens are created here and shown once; only a hash is kept. Revoking stops them at once."""
+
+    form = ServiceTokenForm
+    list_display = [
+        "name",
+        "prefix_text",
+        "user",
+        "scopes_text",
+        "state",
+        "last_used_at",
+        "created_at",
+        "created_by",
+    ]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "prefix", "user__username"]
+    readonly_fields = ["prefix_text", "created_by", "created_at", "last_used_at", "revoked_at"]
+    actions = ["revoke"]
+    history_list_display = ["history_source"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # A token's identity is fixed once issued: change its scopes, or revoke it and issue another.
+        return [*self.readonly_fields, "name", "user"] if obj else self.readonly_fields
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # revoke instead: the audit keeps who used what
+
+    @admin.display(description="Key")
+    def prefix_text(self, obj: ServiceToken) -> str:
+        return f"{obj.prefix}…" if obj.prefix else "—"
+
+    @admin.display(description="Scopes")
+    def scopes_text(self, obj: ServiceToken) -> str:
+        return ", ".join(obj.scopes) or "none"
+
+    @admin.display(description="State")
+    def state(self, obj: ServiceToken) -> str:
+        if obj.revoked_at:
+            return format_html(
+                '<strong style="color:#6b7280">revoked {}</strong>', f"{obj.revoked_at:%Y-%m-%d}"
+            )
+        return format_html('<strong style="color:#16a34a">{}</strong>', "active")
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        token, raw = services.service_token_create(
+            name=obj.name,
+            scopes=list(form.cleaned_data["scopes"]),
+            user=form.cleaned_data["user"],
+            by=request.user,
+        )
+        obj.pk, obj.user, obj.prefix, obj._state.adding = token.pk, token.user, token.prefix, False
+        request._service_token_raw = raw
+
+    def response_add(self, request, obj, post_url_continue=None):
+        raw = getattr(request, "_service_token_raw", None)
+        if raw is None:
+            return super().response_add(request, obj, post_url_continue)
+        return TemplateResponse(
+            request,
+            "admin/orchestrator/servicetoken/created.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Token created",
+                "token": obj,
+                "raw": raw,
+                "opts": self.model._meta,
+            },
+        )
+
+    @admin.action(description="Revoke the selected tokens", permissions=["change"])
+    def revoke(self, request, queryset):
+        n = services.service_tokens_revoke(tokens=list(queryset))
+        self.message_user(request, f"{n} token{'s' if n != 1 else ''} revoked.")
+
+
+class ChannelOwnershipForm(forms.ModelForm):
+    channels = forms.MultipleChoiceField(
+        choices=Channel.choices,
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text="A channel owner drafts and proposes journeys whose sends use only these channels.",
+    )
+
+    class Meta:
+        model = ChannelOwnership
+        fields = ["channels"]
+
+
+class ChannelOwnershipInline(admin.StackedInline):
+    model = ChannelOwnership
+    form = ChannelOwnershipForm
+    can_delete = True
+    extra = 0
+    max_num = 1
+    verbose_name = "owned channels"
+    verbose_name_plural = "owned channels (Channel owner role)"
+
+
+User = get_user_model()
+for _model in (User, Group):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+
+
+@admin.register(User)
+class OrchestratorUserAdmin(SimpleHistoryAdmin, UserAdmin):
+    """People: their roles (groups) and, for channel owners, the channels they own; changes are audited."""
+
+    inlines = [ChannelOwnershipInline]
+    list_display = ["username", "email", "roles", "owned_channels", "is_staff", "is_superuser", "last_login"]
+    list_filter = ["groups", "is_staff", "is_superuser", "is_active"]
+    history_list_display = ["history_source"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("groups").select_related("channel_ownership")
+
+    @admin.display(description="Roles")
+    def roles(self, obj) -> str:
+        return ", ".join(g.name for g in obj.groups.all()) or "—"
+
+    @admin.display(description="Owns")
+    def owned_channels(self, obj) -> str:
+        ownership = getattr(obj, "channel_ownership", None)
+        return ", ".join(ownership.channels) if ownership else "—"
+
+
+@admin.register(Group)
+class RoleAdmin(SimpleHistoryAdmin, GroupAdmin):
+    """Roles are groups: the permissions listed here are what the role may do (object rules add the
+    channel binding and separation of duties)."""
+
+    history_list_display = ["history_source"]
+
+
+# ---- the audit: every governed change in one list -------------------------------------------------
+
+
+class AuditLog(ChannelOwnership):
+    """Not data: the admin's audit page (every historical record of every audited model) hangs off it."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "audit log"
+        verbose_name_plural = "audit log"
+
+
+@admin.register(AuditLog)
+class AuditLogAdmin(PageAdmin):
+    """The audit log is the messaging team's (and superusers')."""
+
+    def page_allowed(self, request) -> bool:
+        return request.user.is_active and model_perm_has(request.user, ALL_CHANNELS_PERM)
+
+    def changelist_view(self, request, extra_context=None):
+        filters = {k: request.GET.get(k, "") for k in ("model", "user", "source", "q")}
+        entries, models_ = audit_entries(
+            model=filters["model"], user=filters["user"], source=filters["source"], limit=200
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Audit log",
+            "opts": self.model._meta,
+            "entries": entries,
+            "models": models_,
+            "filters": filters,
+            "sources": ["admin", "api", "command", "system"],
+        }
+        return TemplateResponse(request, "admin/orchestrator/audit_log.html", context)
+
+
 class DeliverableFilter(admin.SimpleListFilter):
     title = "deliverable"
     parameter_name = "deliverable"
@@ -480,3 +715,109 @@ class PermissionBurnAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             **permission_burn_context(now=timezone.now(), weeks=weeks),
         }
         return TemplateResponse(request, "admin/orchestrator/permission_burn.html", context)
+
+
+# --- segments --------------------------------------------------------------------------------------
+
+
+class SegmentForm(forms.ModelForm):
+    """The builder (static/orchestrator/segment_builder.js) writes the conditions as JSON into
+    `conditions`; validation is the service's, with the path of every error (conditions[1].op)."""
+
+    conditions = forms.JSONField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 6, "cols": 90, "class": "orch-json"}),
+        help_text="The conditions as JSON (CONTRACT.md); the builder above writes it for you.",
+    )
+
+    class Meta:
+        model = Segment
+        fields = ["name", "description", "match", "conditions"]
+        widgets = {"description": forms.Textarea(attrs={"rows": 2, "cols": 90})}
+
+    def clean_conditions(self):
+        return self.cleaned_data.get("conditions") or []
+
+    def clean(self):
+        data = super().clean()
+        try:
+            segment_definition_validate(match=data.get("match"), conditions=data.get("conditions") or [])
+        except SegmentInvalid as exc:
+            raise forms.ValidationError(
+                [f"{field}: {' '.join(messages)}" for field, messages in exc.errors.items()]
+            ) from exc
+        return data
+
+
+@admin.register(Segment)
+class SegmentAdmin(admin.ModelAdmin):
+    form = SegmentForm
+    list_display = ["name", "match", "summary", "updated_at"]
+    list_filter = ["match"]
+    search_fields = ["name", "description"]
+    change_form_template = "admin/orchestrator/segment/change_form.html"
+    fieldsets = [
+        (None, {"fields": ["name", "description", "match"]}),
+        ("Conditions as JSON", {"fields": ["conditions"], "classes": ["collapse"]}),
+    ]
+
+    @admin.display(description="Who")
+    def summary(self, obj: Segment) -> str:
+        text = segment_describe(match=obj.match, conditions=obj.conditions)
+        return text if len(text) <= 140 else text[:139] + "…"
+
+    def save_model(self, request, obj, form, change):
+        fields = {k: form.cleaned_data[k] for k in ("name", "description", "match", "conditions")}
+        try:
+            if change:
+                saved = services.segment_update(segment=Segment.objects.get(pk=obj.pk), changes=fields)
+            else:
+                saved = services.segment_create(**fields)
+        except SegmentInvalid as exc:  # a concurrent rename took the name: shown as an error
+            raise forms.ValidationError(str(exc)) from exc
+        obj.pk, obj.created_at, obj.updated_at = saved.pk, saved.created_at, saved.updated_at
+
+    def get_urls(self):
+        return [
+            path(
+                "preview/",
+                self.admin_site.admin_view(self.preview_view),
+                name="orchestrator_segment_preview",
+            ),
+            *super().get_urls(),
+        ]
+
+    def preview_view(self, request):
+        """The live count and sample of the definition being edited (POST {match, conditions})."""
+        if request.method != "POST" or not self.has_view_or_change_permission(request):
+            return JsonResponse({"errors": {"": ["POST the definition."]}}, status=405)
+        try:
+            body = json.loads(request.body or b"{}")
+        except ValueError:
+            return JsonResponse({"errors": {"": ["Expected JSON."]}}, status=400)
+        if not isinstance(body, dict):
+            return JsonResponse({"errors": {"": ["Expected a JSON object."]}}, status=400)
+        match, conditions = body.get("match", "all"), body.get("conditions", [])
+        try:
+            segment_definition_validate(match=match, conditions=conditions)
+        except SegmentInvalid as exc:
+            return JsonResponse({"errors": exc.errors}, status=400)
+        preview = selectors.segment_preview_for(match=match, conditions=conditions, at=timezone.now())
+        return JsonResponse(
+            {
+                "count": preview.count,
+                "sample": preview.sample,
+                "summary": segment_describe(match=match, conditions=conditions),
+            }
+        )
+
+    def render_change_form(self, request, context, *args, **kwargs):
+        context.update(
+            builder_options=json.dumps(
+                {
+                    "channels": Channel.values,
+                    "purposes": Purpose.values,
+                }
+            ),
+        )
+        return super().render_change_form(request, context, *args, **kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.db import transaction
@@ -18,6 +19,7 @@ from .models import (
     Preference,
     Purpose,
     Recipient,
+    Segment,
     Source,
 )
 
@@ -56,6 +58,36 @@ PURPOSE_BY_CHANNEL = {
     Channel.SMS: [Purpose.TRANSACTIONAL],
 }
 EVENTS = ["app_open", "product_viewed", "cart_abandoned", "purchase"]
+
+
+DEMO_PEOPLE = [
+    # (username, role, channels owned or None)
+    ("team", "Messaging team", None),
+    ("owner", "Channel owner", ["push", "email"]),
+]
+
+
+def demo_people_seed(*, password_for: Callable[[str], str]) -> list[tuple[str, str, str]]:
+    """A messaging-team member and a channel owner (push + email), staff with passwords (idempotent;
+    `password_for(login)` gives each one's generated password). Returns (username, password, role)."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    from .models import ChannelOwnership
+
+    user_model = get_user_model()
+    logins = []
+    for username, role, channels in DEMO_PEOPLE:
+        password = password_for(username)
+        user, created = user_model.objects.get_or_create(username=username, defaults={"is_staff": True})
+        if created:
+            user.set_password(password)
+            user.save()
+            user.groups.add(*Group.objects.filter(name=role))
+            if channels is not None:
+                ChannelOwnership.objects.update_or_create(user=user, defaults={"channels": channels})
+        logins.append((username, password if created or user.check_password(password) else "(changed)", role))
+    return logins
 
 
 def demo_recipients_seed(*, count: int = 40, days: int = 4, seed: int = 7, progress: bool = True) -> int:
@@ -121,6 +153,7 @@ def demo_recipients_seed(*, count: int = 40, days: int = 4, seed: int = 7, progr
                     "purpose": rng.choice(PURPOSE_BY_CHANNEL[channel]),
                     "content": rng.choice(CONTENT[channel]),
                     "status": status,
+                    # Campaign history comes from a real campaign (journeys.demo), through the pipeline.
                     "source": Source.API,
                     "created_at": at,
                     "decided_at": at,
@@ -164,36 +197,25 @@ def demo_recipients_seed(*, count: int = 40, days: int = 4, seed: int = 7, progr
     return created
 
 
-DEMO_CAMPAIGN_REF = "demo · new this week"
-DEMO_CAMPAIGN_CONTENT = {
-    "subject": "New this week",
-    "body": "A few things we think you will like, picked from what you browsed.",
-}
+DEMO_SEGMENT = "Paying customers on email"
 
 
-def demo_campaign_send(*, now) -> int:
-    """The demo's broadcast: this week's promotional email to every demo recipient, through the one send
-    pipeline like any campaign (lint, shelf life, the governor, delivery). Once; returns how many it sent."""
-    from .pipeline import SendRefused, SendRequest, messages_send_bulk
+def demo_segments_seed() -> Segment:
+    """A real segment for the demo campaign: pro and team plans, reachable by email (once)."""
+    from .services import segment_create
 
-    if Message.objects.filter(source=Source.CAMPAIGN, source_ref=DEMO_CAMPAIGN_REF).exists():
-        return 0
-    demo = Recipient.objects.filter(external_id__startswith="demo-").order_by("pk")
-    ids = demo.values_list("pk", flat=True)
-    requests = [
-        SendRequest(
-            recipient_id=rid,
-            channel=Channel.EMAIL,
-            purpose=Purpose.PROMOTIONAL,
-            content=DEMO_CAMPAIGN_CONTENT,
-            priority=30,
-            source=Source.CAMPAIGN,
-            source_ref=DEMO_CAMPAIGN_REF,
-        )
-        for rid in ids
-    ]
-    results = messages_send_bulk(requests=requests, at=now)
-    return sum(1 for r in results if not isinstance(r, SendRefused))
+    existing = Segment.objects.filter(name=DEMO_SEGMENT).first()
+    if existing is not None:
+        return existing
+    return segment_create(
+        name=DEMO_SEGMENT,
+        description="Everyone on a paid plan we can email.",
+        match="all",
+        conditions=[
+            {"attribute": "plan", "op": "in", "value": ["pro", "team"]},
+            {"field": "reachable", "op": "eq", "value": "email"},
+        ],
+    )
 
 
 # Sends other systems made today, recorded into the history (orchestrator.recording): an ESP's newsletter,

@@ -6,12 +6,19 @@ channels deliver it, journeys point at it, and the admin timeline reads it.
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import zoneinfo
 
+from django.conf import settings
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone as dj_timezone
+from simple_history import register as history_register
+
+from .audit import AuditedHistory, audited
 
 
 class Channel(models.TextChoices):
@@ -149,6 +156,7 @@ class Recipient(models.Model):
 
     class Meta:
         ordering = ["external_id"]
+        permissions = [("inbox_recipient", "Can fetch a recipient's in-app inbox (marks it delivered)")]
 
     def __str__(self) -> str:
         return self.external_id
@@ -423,6 +431,10 @@ class Message(models.Model):
                 name="message_external_unique",
             ),
         ]
+        permissions = [
+            ("send_message", "Can send messages through the pipeline"),
+            ("receipt_message", "Can record delivery and engagement receipts"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.channel}/{self.purpose} to {self.recipient_id}: {self.status}"
@@ -483,3 +495,147 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scope}:{self.key}"
+
+
+class SegmentMatch(models.TextChoices):
+    ALL = "all", "All conditions"
+    ANY = "any", "Any condition"
+
+
+class Segment(models.Model):
+    """A saved, named audience: conditions on recipients (see orchestrator.segments), evaluated in the
+    database whenever it is counted, previewed or sent to."""
+
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True, default="")
+    match = models.CharField(max_length=3, choices=SegmentMatch.choices, default=SegmentMatch.ALL)
+    conditions = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=dj_timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(match__in=SegmentMatch.values), name="segment_match_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+# ---- authority: who may act on which channels, and the tokens services call with -----------------
+
+
+def validate_channel_list(value) -> None:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValidationError("Expected a list of channels.", code="invalid")
+    unknown = sorted(set(value) - set(Channel.values))
+    if unknown:
+        raise ValidationError(
+            f"Unknown channel(s): {', '.join(unknown)}; expected any of {', '.join(Channel.values)}.",
+            code="invalid_channel",
+        )
+
+
+class ChannelOwnership(models.Model):
+    """Binds a person (a channel owner) to the channels they own: their drafts may send only there."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="channel_ownership"
+    )
+    channels = models.JSONField(default=list, validators=[validate_channel_list])
+    history = audited()
+
+    class Meta:
+        verbose_name = "channel binding"
+        verbose_name_plural = "channel bindings"
+        permissions = [("act_on_all_channels", "Can act on every channel (not bound to owned channels)")]
+
+    def __str__(self) -> str:
+        return f"{self.user}: {', '.join(self.channels) or 'no channel'}"
+
+
+class Scope(models.TextChoices):
+    """What a service token may do; each scope maps to the permissions it needs (orchestrator.authority)."""
+
+    SEND = "send", "send: send messages and record external sends"
+    EVENTS = "events", "events: post product events"
+    RECEIPTS = "receipts", "receipts: post delivery and engagement receipts"
+    RECIPIENTS_READ = "recipients:read", "recipients:read: read recipients, history and timeline"
+    RECIPIENTS_WRITE = "recipients:write", "recipients:write: create and update recipients"
+    INBOX = "inbox", "inbox: fetch a recipient's in-app inbox"
+    JOURNEYS_READ = "journeys:read", "journeys:read: read journeys and their reports"
+    JOURNEYS_WRITE = "journeys:write", "journeys:write: create, edit and move journeys, enroll"
+    GOVERNOR_READ = "governor:read", "governor:read: read caps, quiet hours, pauses; dry-run checks"
+    GOVERNOR_WRITE = "governor:write", "governor:write: edit caps, quiet hours and pauses"
+
+
+TOKEN_PREFIX = "orch_"
+
+
+def token_hash(raw: str) -> str:
+    """Tokens are 32 random bytes: a SHA-256 digest is a safe, indexable way to store and find them."""
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ServiceToken(models.Model):
+    """A scoped API key for a service. Only its hash is stored; the key is shown once, at creation.
+
+    It acts as `user` (the service's account): what it may do is its scopes AND that account's roles.
+    """
+
+    name = models.CharField(max_length=100, unique=True, help_text="Which service uses it, e.g. checkout.")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="service_tokens",
+        help_text="The account it acts as; its roles bound what the scopes allow.",
+    )
+    scopes = models.JSONField(default=list, blank=True)
+    prefix = models.CharField(max_length=16, editable=False, help_text="The key's first characters.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=dj_timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    history = audited(excluded_fields=["key_hash", "last_used_at"])
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "service token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    def key_issue(self) -> str:
+        """Draw a new key, keep its hash and prefix, and return it (the only time it exists in clear)."""
+        raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        self.key_hash = token_hash(raw)
+        self.prefix = raw[: len(TOKEN_PREFIX) + 6]
+        return raw
+
+
+def _auth_history_register() -> None:
+    """Roles are Django groups: changes to a group's permissions and to who is in it are audited."""
+    from django.contrib.auth import get_user_model
+
+    user_model = get_user_model()
+    if not hasattr(Group, "history"):
+        history_register(Group, app="orchestrator", bases=[AuditedHistory], m2m_fields=["permissions"])
+    if not hasattr(user_model, "history"):
+        history_register(
+            user_model,
+            app="orchestrator",
+            bases=[AuditedHistory],
+            m2m_fields=["groups", "user_permissions"],
+            excluded_fields=["password", "last_login"],
+        )
+
+
+_auth_history_register()

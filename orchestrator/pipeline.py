@@ -3,7 +3,9 @@
 `messages_send_bulk` takes many requests at once, set-based; `message_send` is its one-request case. For
 each request, in order (DESIGN.md):
 
-validate (recipient known and reachable on the channel, the named contact point exists) → choose the
+render (a template, for the recipient's locale: one query for the templates, one for the recipients, each
+distinct set of values rendered once; a missing value refuses that message with its reason) → validate
+(recipient known and reachable on the channel, the named contact point exists) → choose the
 channel for `auto` (next best channel, which asks the governor) → lint against the channel's job (blocking
 violations refuse; warnings are kept on the message) → the channel's default shelf life when no expires_at
 is given (counted from when it may first go out) → the governor decides and records every Message in one
@@ -16,6 +18,7 @@ channels_app (it imports both); journeys and campaigns call it and only map thei
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +26,9 @@ from typing import Any
 
 from django.utils import timezone
 
+from channels_app.limits import content_problems, schedule_problems
 from channels_app.lint import Severity, channel_policy_views, message_lint
+from channels_app.templating import RenderRequest, contents_render_bulk
 from governor.services import MessageDraft, messages_decide
 
 from .channel_choice import ChoiceRequest, channels_choose_bulk
@@ -65,7 +70,7 @@ class SendRequest:
     recipient_id: int
     channel: str  # a channel, or "auto"
     purpose: str
-    content: Mapping[str, Any]
+    content: Mapping[str, Any] | None = None  # or a template:
     priority: int = 50
     expires_at: datetime | None = None
     deliver_after: datetime | None = None
@@ -73,12 +78,26 @@ class SendRequest:
     source_ref: str = ""
     to: str | None = None  # a specific contact point of the recipient
     avoid_channels: frozenset[str] = frozenset()  # for `auto`: channels this journey already used
+    template: str | None = None  # a template key, rendered here for the recipient's locale
+    data: Mapping[str, Any] | None = None  # the template's {{ data.* }}
+    context: Mapping[str, Any] | None = None  # its {{ event.* }}, {{ journey.* }}, {{ campaign.* }}
+
+
+_CHANNELS = frozenset((*Channel.values, AUTO_CHANNEL))  # Choices.values builds a new list per call
+_PURPOSES = frozenset(Purpose.values)
+
+
+def _problems_refusal(problems) -> SendRefused:
+    errors: dict[str, list[dict[str, str]]] = {}
+    for p in problems:
+        errors.setdefault(p.field, []).append({"code": p.code, "detail": p.detail})
+    return SendRefused(errors)
 
 
 def _check_fields(r: SendRequest, at: datetime) -> SendRefused | None:
-    if r.channel not in (*Channel.values, AUTO_CHANNEL):
+    if r.channel not in _CHANNELS:
         return _refuse("channel", "invalid_channel", f"Unknown channel {r.channel!r}.")
-    if r.purpose not in Purpose.values:
+    if r.purpose not in _PURPOSES:
         return _refuse("purpose", "invalid_purpose", f"Unknown purpose {r.purpose!r}.")
     if not 0 <= int(r.priority) <= 100:
         return _refuse("priority", "invalid_priority", "priority must be between 0 and 100.")
@@ -86,7 +105,73 @@ def _check_fields(r: SendRequest, at: datetime) -> SendRefused | None:
         return _refuse("expires_at", "already_expired", "expires_at is already in the past.")
     if r.to is not None and r.channel == AUTO_CHANNEL:
         return _refuse("to", "to_needs_channel", "`to` names a contact point, so name its channel too.")
+    if r.template is None and r.content is None:
+        return _refuse("content", "content_required", "Give content or a template.")
+    if r.template is not None and r.content is not None:
+        return _refuse("template", "template_and_content", "Give a template or content, not both.")
+    # The documented limits (docs/limits.md): content sizes and URLs (a template's rendered content is
+    # checked when it is rendered), scheduling bounds.
+    problems = schedule_problems(deliver_after=r.deliver_after, expires_at=r.expires_at, at=at)
+    if r.content is not None:
+        problems = [*content_problems(channel=r.channel, content=r.content), *problems]
+    if problems:
+        return _problems_refusal(problems)
     return None
+
+
+def _with_content(r: SendRequest, content: Mapping[str, Any]) -> SendRequest:
+    """The request with its rendered content (a shallow copy: dataclasses.replace re-runs __init__)."""
+    new = copy.copy(r)
+    object.__setattr__(new, "content", content)
+    return new
+
+
+def _render(
+    requests: list[SendRequest], pending: list[int], results: list, recipients: Mapping[int, Recipient] | None
+) -> dict[int, list[dict[str, str]]]:
+    """The render stage: templated requests get their recipient's content (or a refusal with the
+    template, locale, field, line and reason). Returns sandbox reports to keep as warnings."""
+    templated = [n for n in pending if requests[n].template is not None]
+    reports: dict[int, list[dict[str, str]]] = {}
+    if not templated:
+        return reports
+    renders = contents_render_bulk(
+        items=[
+            RenderRequest(
+                template=requests[n].template,
+                recipient_id=requests[n].recipient_id,
+                data=requests[n].data,
+                context=requests[n].context,
+            )
+            for n in templated
+        ],
+        recipients=recipients,
+    )
+    checked: dict[tuple[int, str], list] = {}  # recipients sharing values share one rendering
+    for n, rendered in zip(templated, renders, strict=True):
+        if rendered.ok:
+            key = (id(rendered.content), requests[n].channel)
+            if key not in checked:
+                checked[key] = content_problems(channel=requests[n].channel, content=rendered.content)
+            if checked[key]:
+                results[n] = _problems_refusal(checked[key])
+                continue
+            requests[n] = _with_content(requests[n], rendered.content)
+            if rendered.sandbox:
+                reports[n] = [
+                    {
+                        "code": "template_sandbox",
+                        "detail": "Outside the template's context, rendered as nothing: "
+                        f"{', '.join(rendered.sandbox)}.",
+                    }
+                ]
+        elif rendered.problem.code == "unknown_recipient":
+            results[n] = _refuse(
+                "recipient", "unknown_recipient", f"No recipient with id {requests[n].recipient_id}."
+            )
+        else:
+            results[n] = _refuse("template", rendered.problem.code, str(rendered.problem))
+    return reports
 
 
 def messages_send_bulk(
@@ -110,6 +195,9 @@ def messages_send_bulk(
             results[n] = refusal
         else:
             pending.append(n)
+    requests = list(requests)
+    template_reports = _render(requests, pending, results, recipients)
+    pending = [n for n in pending if results[n] is None]
     if not pending:
         return results  # type: ignore[return-value]
 
@@ -213,7 +301,7 @@ def messages_send_bulk(
                 source_ref=r.source_ref,
                 requested_channel=r.channel,
                 channel_reason=channel_reason,
-                warnings=list(warnings),
+                warnings=[*warnings, *template_reports.get(n, ())],
                 to_address=r.to or "",
             )
         )
@@ -266,7 +354,7 @@ def message_send(
     recipient: Recipient,
     channel: str,
     purpose: str,
-    content: Mapping[str, Any],
+    content: Mapping[str, Any] | None = None,
     priority: int = 50,
     expires_at: datetime | None = None,
     deliver_after: datetime | None = None,
@@ -274,6 +362,9 @@ def message_send(
     source_ref: str = "",
     to: str | None = None,
     avoid_channels: frozenset[str] = frozenset(),
+    template: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | None = None,
     at: datetime | None = None,
 ) -> Message:
     """Run one message through the pipeline and return the recorded Message (any decision).
@@ -292,6 +383,9 @@ def message_send(
         source_ref=source_ref,
         to=to,
         avoid_channels=avoid_channels,
+        template=template,
+        data=data,
+        context=context,
     )
     result = messages_send_bulk(
         requests=[request], at=at or timezone.now(), recipients={recipient.pk: recipient}

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet, Window
 from django.utils import timezone
 
-from .models import Channel, ContactPoint, Event, Message, Recipient, Source
+from .models import Channel, ContactPoint, Event, Message, Recipient, Segment, Source
+from .segments import segment_q
 
 # Reachability, the one rule: a contact point may be sent to when the recipient keeps it opted in and no
 # provider has marked it undeliverable. The pipeline, `auto` channel choice, the journey scheduler and
@@ -156,3 +157,38 @@ def recipient_timeline(
         reverse=True,
     )
     return list(merged)[:limit]
+
+
+SAMPLE_SIZE = 10
+
+
+def segment_recipients(*, segment: Segment, at: datetime) -> QuerySet[Recipient]:
+    """The segment's members now: one set-based query (no Python loop over recipients)."""
+    return segment_recipients_for(match=segment.match, conditions=segment.conditions, at=at)
+
+
+def segment_recipients_for(*, match: str, conditions: list[Mapping], at: datetime) -> QuerySet[Recipient]:
+    """Members of an unsaved (validated) definition: what the admin previews while editing."""
+    return Recipient.objects.filter(segment_q(match=match, conditions=conditions, at=at))
+
+
+@dataclass(frozen=True)
+class SegmentPreview:
+    count: int
+    sample: list[str]
+
+
+def segment_preview_for(*, match: str, conditions: list[Mapping], at: datetime) -> SegmentPreview:
+    """How many match and the first few external ids, in ONE query (the count is a window over the
+    matching rows, taken before the LIMIT)."""
+    rows = list(
+        segment_recipients_for(match=match, conditions=conditions, at=at)
+        .annotate(total=Window(Count("id")))
+        .order_by("id")
+        .values_list("external_id", "total")[:SAMPLE_SIZE]
+    )
+    return SegmentPreview(count=rows[0][1] if rows else 0, sample=[r[0] for r in rows])
+
+
+def segment_preview(*, segment: Segment, at: datetime) -> SegmentPreview:
+    return segment_preview_for(match=segment.match, conditions=segment.conditions, at=at)

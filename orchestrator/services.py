@@ -19,6 +19,7 @@ from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from . import limits
 from .consent import preference_changes_record
 from .models import (
     ChangeSource,
@@ -29,8 +30,12 @@ from .models import (
     Preference,
     Purpose,
     Recipient,
+    Scope,
+    Segment,
+    ServiceToken,
     validate_timezone,
 )
+from .segments import SegmentInvalid, segment_definition_validate
 from .signals import event_ingested, recipient_changed
 
 
@@ -84,6 +89,8 @@ def _desired_contact_points(
         tokens = [t.strip() for t in push_tokens]
         if any(not t or len(t) > 512 for t in tokens):
             errors["push_tokens"] = ["Each push token must be a non-empty string of at most 512 characters."]
+        elif len(set(tokens)) > limits.MAX_PUSH_TOKENS:
+            errors["push_tokens"] = [f"At most {limits.MAX_PUSH_TOKENS} push tokens per recipient."]
         desired[Channel.PUSH] = set(tokens)
     if in_app is not None:
         desired[Channel.IN_APP] = {""} if in_app else set()
@@ -175,15 +182,25 @@ def recipient_upsert(
     same upsert changes nothing. Raises ValidationError (by field) before writing anything."""
     errors: dict[str, list[str]] = {}
     external_id = (external_id or "").strip()
-    if not external_id:
+    if create:
+        try:
+            limits.external_id_check(external_id)
+        except limits.LimitError as exc:
+            errors["external_id"] = [str(exc)]
+    elif not external_id:
         errors["external_id"] = ["external_id is required."]
+    if locale is not None and len(locale) > 35:
+        errors["locale"] = ["locale is at most 35 characters (a BCP 47 tag such as pt-BR)."]
     if timezone_name is not None:
         try:
             validate_timezone(timezone_name)
         except ValidationError as exc:
             errors["timezone"] = exc.messages
-    if attributes is not None and not isinstance(attributes, Mapping):
-        errors["attributes"] = ["attributes must be a JSON object."]
+    if attributes is not None:
+        try:
+            limits.json_object_check(attributes, what="attributes")
+        except limits.LimitError as exc:
+            errors["attributes"] = [str(exc)]
     desired, pref_rows = {}, []
     try:
         desired = _desired_contact_points(email=email, phone=phone, push_tokens=push_tokens, in_app=in_app)
@@ -249,8 +266,13 @@ def event_ingest(
     errors = {}
     if not name:
         errors["name"] = ["name is required."]
-    if properties is not None and not isinstance(properties, Mapping):
-        errors["properties"] = ["properties must be a JSON object."]
+    elif len(name) > Event._meta.get_field("name").max_length:
+        errors["name"] = [f"name is at most {Event._meta.get_field('name').max_length} characters."]
+    if properties is not None:
+        try:
+            limits.json_object_check(properties, what="properties")
+        except limits.LimitError as exc:
+            errors["properties"] = [str(exc)]
     if errors:
         raise ValidationError(errors)
     with transaction.atomic():
@@ -311,3 +333,100 @@ def idempotent_call(
         record.response_status, record.response_body = status, payload
         record.save(update_fields=["response_status", "response_body"])
     return status, payload, False
+
+
+def _segment_fields_validate(*, name: Any, description: Any, match: Any, conditions: Any) -> dict[str, Any]:
+    errors: dict[str, list[str]] = {}
+    if not isinstance(name, str) or not name.strip() or len(name) > 200 or "\x00" in name:
+        errors["name"] = ["name is required: at most 200 characters."]
+    if not isinstance(description, str) or len(description) > 2000 or "\x00" in description:
+        errors["description"] = ["description is text of at most 2000 characters."]
+    try:
+        segment_definition_validate(match=match, conditions=conditions)
+    except SegmentInvalid as exc:
+        errors.update(exc.errors)
+    if errors:
+        raise SegmentInvalid(errors)
+    return {"name": name.strip(), "description": description, "match": match, "conditions": list(conditions)}
+
+
+def segment_create(*, name: Any, conditions: Any, match: Any = "all", description: Any = "") -> Segment:
+    """Create a segment; SegmentInvalid (by field) writes nothing."""
+    fields = _segment_fields_validate(name=name, description=description, match=match, conditions=conditions)
+    with transaction.atomic():
+        if Segment.objects.filter(name=fields["name"]).exists():
+            raise SegmentInvalid({"name": [f"A segment named {fields['name']!r} already exists."]})
+        try:
+            with transaction.atomic():
+                return Segment.objects.create(**fields)
+        except IntegrityError as exc:  # a concurrent create of the same name
+            raise SegmentInvalid({"name": [f"A segment named {fields['name']!r} already exists."]}) from exc
+
+
+def segment_update(*, segment: Segment, changes: Mapping[str, Any]) -> Segment:
+    """Change a segment's name, description, match or conditions (validated together)."""
+    unknown = set(changes) - {"name", "description", "match", "conditions"}
+    if unknown:
+        raise SegmentInvalid({key: ["unknown field."] for key in sorted(map(str, unknown))})
+    current = {
+        "name": segment.name,
+        "description": segment.description,
+        "match": segment.match,
+        "conditions": segment.conditions,
+    }
+    fields = _segment_fields_validate(**{**current, **changes})
+    with transaction.atomic():
+        segment = Segment.objects.select_for_update().get(pk=segment.pk)
+        if Segment.objects.filter(name=fields["name"]).exclude(pk=segment.pk).exists():
+            raise SegmentInvalid({"name": [f"A segment named {fields['name']!r} already exists."]})
+        for key, value in fields.items():
+            setattr(segment, key, value)
+        try:
+            with transaction.atomic():
+                segment.save()
+        except IntegrityError as exc:
+            raise SegmentInvalid({"name": [f"A segment named {fields['name']!r} already exists."]}) from exc
+    return segment
+
+
+# ---- service tokens -----------------------------------------------------------------------------
+
+
+def service_token_create(
+    *, name: str, scopes: list[str], user=None, by=None, at: datetime | None = None
+) -> tuple[ServiceToken, str]:
+    """Issue a scoped token; without an account, a service account `svc-<name>` in the Service role is
+    made for it. Returns the token and its key, which exists in clear only now."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    from .authority import SERVICE
+
+    unknown = sorted(set(scopes) - set(Scope.values))
+    if unknown:
+        raise ValidationError({"scopes": [f"Unknown scope(s): {', '.join(unknown)}."]})
+    with transaction.atomic():
+        if user is None:
+            user_model = get_user_model()
+            user, created = user_model.objects.get_or_create(username=f"svc-{name}"[:150])
+            if created:
+                user.set_unusable_password()
+                user.save()
+                user.groups.add(*Group.objects.filter(name=SERVICE))
+        token = ServiceToken(name=name, user=user, scopes=sorted(set(scopes)), created_by=by)
+        token.created_at = at or timezone.now()
+        raw = token.key_issue()
+        token.save()
+    return token, raw
+
+
+def service_tokens_revoke(*, tokens, at: datetime | None = None) -> int:
+    """Revoke tokens (they stop authenticating at once); the rows stay for the audit."""
+    count = 0
+    with transaction.atomic():
+        for token in tokens:
+            if token.revoked_at is None:
+                token.revoked_at = at or timezone.now()
+                token.save(update_fields=["revoked_at"])
+                count += 1
+    return count

@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -23,10 +24,35 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-DEBUG = env_bool("DEBUG", True)
-SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-insecure-key-change-me-in-production")
+# Safe by default: DEBUG is off unless set (`make run` sets it for local use), and with DEBUG off the
+# server refuses to start on the built-in development key. Production settings: docs/deployment.md.
+DEBUG = env_bool("DEBUG", False)
+DEVELOPMENT_SECRET_KEY = "dev-only-insecure-key-change-me-in-production"
+SECRET_KEY = os.environ.get("SECRET_KEY") or (DEVELOPMENT_SECRET_KEY if DEBUG else "")
+if not DEBUG and SECRET_KEY in ("", DEVELOPMENT_SECRET_KEY):
+    raise ImproperlyConfigured(
+        "DEBUG is off, so SECRET_KEY must be set to a long random value (not the development key): "
+        "see docs/deployment.md, or set DEBUG=true for local use."
+    )
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+# Behind an HTTPS-terminating proxy (HTTPS=true): HSTS, secure cookies, redirect to https, and trust the
+# proxy's X-Forwarded-Proto. `manage.py check --deploy` is clean with these (docs/deployment.md).
+HTTPS = env_bool("HTTPS", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", HTTPS)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_PROXY", HTTPS) else None
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", 31_536_000 if HTTPS else 0))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", HTTPS)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", HTTPS)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", HTTPS)
+# The health endpoints answer plain HTTP inside the network (load balancers probe them without TLS).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+X_FRAME_OPTIONS = "DENY"
+
+# Request bodies: at most 1 MiB (the API answers 413 beyond it, before parsing).
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DATA_UPLOAD_MAX_BYTES", 1024 * 1024))
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -42,6 +68,9 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_q",
+    "axes",
+    "rules.apps.AutodiscoverRulesConfig",
+    "simple_history",
     "anymail",
     "orchestrator",
     "governor",
@@ -50,15 +79,36 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "orchestrator.api.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "orchestrator.api.middleware.ApiGuardMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Audit: the request (its user and path) is known to every history record written while it runs.
+    "simple_history.middleware.HistoryRequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: it turns a locked-out login into a 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Admin login throttling with django-axes: failed attempts are counted in the database, so every
+# gunicorn worker and host sees the same count (a per-process cache would not); 5 failures for one
+# username from one address lock that pair out for 15 minutes (a username alone would let anyone lock
+# the team out), and a success resets the count.
+AUTHENTICATION_BACKENDS = [
+    "orchestrator.throttle.WebLoginThrottleBackend",  # django-axes: first, so a locked-out login stops here
+    "rules.permissions.ObjectPermissionBackend",  # the object-level checks of orchestrator.authority
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("ADMIN_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("ADMIN_LOGIN_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
 
 ROOT_URLCONF = "orchestrator.urls"
 WSGI_APPLICATION = "orchestrator.wsgi.application"
@@ -82,6 +132,8 @@ DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'orchestrator.sqlite3'}"),
         conn_max_age=int(os.environ.get("CONN_MAX_AGE", "60")),
+        # A persistent connection the database dropped is noticed at the next request and replaced.
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -90,6 +142,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Roles are Django groups with model permissions (ModelBackend); django-rules adds the object-level rules
+# (channels owned, separation of duties) of orchestrator.authority.
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
@@ -115,15 +169,24 @@ STORAGES = {
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Scoped service tokens (orch_...) first; a user's own token (drf_create_token) acts with its roles.
+        "orchestrator.api.permissions.ServiceTokenAuthentication",
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Every view declares the scope and permission each method needs; a view that does not is closed.
+    "DEFAULT_PERMISSION_CLASSES": ["orchestrator.api.permissions.Authorized"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "orchestrator.api.errors.exception_handler",
+    # JSON objects only; a NUL character or absurd nesting is a 400 naming the field (orchestrator.limits).
+    "DEFAULT_PARSER_CLASSES": [
+        "orchestrator.api.parsers.JSONParser",
+        "orchestrator.api.parsers.FormParser",
+        "orchestrator.api.parsers.MultiPartParser",
+    ],
 }
 
 SPECTACULAR_SETTINGS = {
@@ -132,10 +195,24 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # The API is JSON: forms are still read (provider webhooks post them) but not advertised.
+    "PARSER_WHITELIST": ["orchestrator.api.parsers.JSONParser"],
+    # One name per shared choice set (else drf-spectacular warns and `check --deploy` is not clean).
+    "ENUM_NAME_OVERRIDES": {
+        "ChannelEnum": "orchestrator.models.Channel",
+        "ChannelOrAutoEnum": ["email", "push", "sms", "in_app", "auto"],
+        "PurposeEnum": "orchestrator.models.Purpose",
+        "MessageStatusEnum": "orchestrator.models.MessageStatus",
+    },
     # Swagger UI served from vendored static files, never a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Every operation documents the errors it can answer (400/401/403/404/405/409/413/415/503).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "orchestrator.api.schema.error_responses_add",
+    ],
 }
 
 # django-q2 is only the transport; PostgreSQL is the record. timeout < retry, bounded attempts.
@@ -160,6 +237,8 @@ if os.environ.get("REDIS_URL"):
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
 EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+# A provider call never outlives the delivery lease (CHANNELS["DELIVERY_LEASE"]).
+EMAIL_TIMEOUT = float(os.environ.get("EMAIL_TIMEOUT", "10"))
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "orchestrator@localhost")
 
 # Absolute links in messages (the preference centre, List-Unsubscribe) and the URL a provider signed
@@ -220,10 +299,22 @@ ORCHESTRATOR = {
     "DUE_WORK": [
         "governor.redrive.deferred_redrive",
         "journeys.scheduler.enrollments_advance_due",
+        "journeys.campaigns.campaigns_advance_due",
         "channels_app.delivery.deliveries_sweep",
     ],
+    # Campaigns: recipients per batch (one pipeline call, one transaction), and how long one task sends
+    # before handing the rest to a new one (keep it below Q_CLUSTER["timeout"]).
+    "CAMPAIGN_BATCH_SIZE": int(os.environ.get("CAMPAIGN_BATCH_SIZE", "1000")),
+    "CAMPAIGN_TASK_TIME_BUDGET_SECONDS": float(os.environ.get("CAMPAIGN_TASK_TIME_BUDGET_SECONDS", "25")),
     # How often the django-q2 schedule runs the due-work pass.
     "DUE_WORK_EVERY_MINUTES": 1,
+    # Schemes an action_url may use besides http and https (docs/limits.md).
+    "APP_URL_SCHEMES": env_list("APP_URL_SCHEMES", "app"),
+    # Separation of duties: nobody but a superuser approves their own proposal. A one-person team may
+    # relax it (ORCHESTRATOR_SELF_APPROVAL=true); off by default.
+    "SELF_APPROVAL": env_bool("ORCHESTRATOR_SELF_APPROVAL", False),
+    # How far back the review page's forecast replays real history.
+    "FORECAST_DAYS": int(os.environ.get("ORCHESTRATOR_FORECAST_DAYS", "14")),
     # Measurement (journeys.reports): the time-decay half-life and the statuses that count as a touch
     # reaching the recipient, when a report does not say (`half_life`, `reached`); the sort memory a
     # report statement may use on PostgreSQL.
@@ -237,7 +328,14 @@ ORCHESTRATOR = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    # Every line carries the request id (the one a 500 body names), "-" outside a request.
+    "filters": {"request_id": {"()": "orchestrator.api.request_id.RequestIdLogFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [request_id=%(request_id)s] %(message)s"}
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "filters": ["request_id"], "formatter": "plain"}
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
 
@@ -271,11 +369,13 @@ CHANNELS = {
     "RETRY_BASE_DELAY": timedelta(seconds=float(os.environ.get("CHANNEL_RETRY_BASE_SECONDS", "15"))),
     "RETRY_MAX_DELAY": timedelta(seconds=float(os.environ.get("CHANNEL_RETRY_MAX_SECONDS", "900"))),
     "RETRY_JITTER": float(os.environ.get("CHANNEL_RETRY_JITTER", "0.2")),
-    # A claimed attempt with no result after this long is presumed lost (worker died) and re-driven.
-    # Keep it above Q_CLUSTER["timeout"].
-    "DELIVERY_LEASE": timedelta(seconds=float(os.environ.get("CHANNEL_DELIVERY_LEASE_SECONDS", "300"))),
+    # A claim covers one provider call: with no result after this long the worker is presumed lost and
+    # the sweeper re-drives the message (the provider's idempotency key makes a repeat a no-op where the
+    # provider has one). Sized to the provider timeouts below (10 s) with room to spare; a worker working
+    # through a chunk renews the lease of the claims still ahead of it (a heartbeat).
+    "DELIVERY_LEASE": timedelta(seconds=float(os.environ.get("CHANNEL_DELIVERY_LEASE_SECONDS", "30"))),
     # The sweeper re-drives an accepted message whose first task has not run after this long.
-    "REDRIVE_AFTER": timedelta(seconds=float(os.environ.get("CHANNEL_REDRIVE_AFTER_SECONDS", "120"))),
+    "REDRIVE_AFTER": timedelta(seconds=float(os.environ.get("CHANNEL_REDRIVE_AFTER_SECONDS", "30"))),
     # Message ids per delivery task; a task claims CLAIM_CHUNK of them per transaction and hands the
     # rest to a new task once it has run TASK_TIME_BUDGET (keep it below Q_CLUSTER["timeout"]).
     "TASK_BATCH_SIZE": int(os.environ.get("CHANNEL_TASK_BATCH_SIZE", "50")),

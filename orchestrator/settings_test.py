@@ -3,8 +3,14 @@
 Tests that need a real qcluster start one in a subprocess with orchestrator.settings.
 """
 
-from .settings import *  # noqa: F403
-from .settings import Q_CLUSTER
+import os
+
+# DEBUG is off in tests, as in production, so the settings need a key that is not the development one.
+# Set in the environment so subprocesses (qcluster, gunicorn, manage.py) started by tests inherit it.
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-0123456789abcdefghij")
+
+from .settings import *  # noqa: E402, F403
+from .settings import Q_CLUSTER  # noqa: E402
 
 Q_CLUSTER = {**Q_CLUSTER, "sync": True}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

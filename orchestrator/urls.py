@@ -1,11 +1,17 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from orchestrator.api.errors import api_not_found
+
+from .control_room import control_room_install
 
 admin.site.site_header = "Orchestrator"
 admin.site.site_title = "Orchestrator"
 admin.site.index_title = "One conversation with each recipient"
+
+control_room_install(admin.site)
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
@@ -15,4 +21,6 @@ urlpatterns = [
     path("anymail/", include("channels_app.anymail_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # Last: any other /api/ path answers a JSON 404, whatever DEBUG says.
+    re_path(r"^api/", api_not_found),
 ]

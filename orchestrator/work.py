@@ -12,21 +12,51 @@ import logging
 from datetime import datetime
 
 from django.conf import settings
+from django.db import connections
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
 logger = logging.getLogger(__name__)
 
 
-def due_work_run(*, now: datetime | None = None, limit: int = 1000) -> dict[str, int]:
-    """Run one pass of every registered due-work function; returns items handled per function."""
+class DueWorkFailed(Exception):
+    """Raised after a whole pass when some functions failed (so the django-q2 task shows as failed)."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("; ".join(f"{path}: {error}" for path, error in errors.items()))
+        self.errors = errors
+
+
+def due_work_run(
+    *, now: datetime | None = None, limit: int = 1000, errors: dict[str, str] | None = None
+) -> dict[str, int]:
+    """Run one pass of every registered due-work function; returns items handled per function.
+
+    A function that raises is logged (and its error put in `errors` when given) and the pass goes on:
+    one broken job must not starve the ones after it (a failing scheduler once kept deliveries waiting).
+    Its count is -1.
+    """
     now = now or timezone.now()
     handled: dict[str, int] = {}
     for path in settings.ORCHESTRATOR["DUE_WORK"]:
-        handled[path] = import_string(path)(now=now, limit=limit)
+        try:
+            handled[path] = import_string(path)(now=now, limit=limit)
+        except Exception as exc:
+            logger.exception("due work %s failed; the pass goes on", path)
+            # A lost connection is replaced before the next job (outside a request nothing else does it).
+            for conn in connections.all(initialized_only=True):
+                if not conn.in_atomic_block:
+                    conn.close_if_unusable_or_obsolete()
+            handled[path] = -1
+            if errors is not None:
+                errors[path] = f"{type(exc).__name__}: {exc}"
     return handled
 
 
 def due_work_task() -> dict[str, int]:
-    """The django-q2 scheduled task (thin: one call)."""
-    return due_work_run()
+    """The django-q2 scheduled task (thin: one call); fails after the whole pass if a function failed."""
+    errors: dict[str, str] = {}
+    handled = due_work_run(errors=errors)
+    if errors:
+        raise DueWorkFailed(errors)
+    return handled

@@ -32,12 +32,23 @@ def push_ttl_seconds(outgoing: Outgoing, default: int = 4 * 3600) -> int:
 
 
 class LocmemPushBackend(BaseBackend):
+    """Honours the idempotency key as a real provider would: a repeat returns the first id, no new push."""
+
     name = "push:locmem"
 
     def transmit(self, request: Outgoing, outgoing: Outgoing) -> str:
+        for sent in outbox:
+            if sent.get("idempotency_key") == outgoing.idempotency_key:
+                return sent["id"]
         pid = f"push-{uuid.uuid4().hex}"
         outbox.append(
-            {"id": pid, "to": outgoing.to, "message_id": outgoing.message_id, **push_payload(outgoing)}
+            {
+                "id": pid,
+                "to": outgoing.to,
+                "message_id": outgoing.message_id,
+                "idempotency_key": outgoing.idempotency_key,
+                **push_payload(outgoing),
+            }
         )
         return pid
 

@@ -16,9 +16,14 @@ outbox: list[dict] = []
 
 
 class LocmemSmsBackend(BaseBackend):
+    """Honours the idempotency key as a real provider would: a repeat returns the first sid, no new SMS."""
+
     name = "sms:locmem"
 
     def transmit(self, request: Outgoing, outgoing: Outgoing) -> str:
+        for sent in outbox:
+            if sent.get("idempotency_key") == outgoing.idempotency_key:
+                return sent["sid"]
         sid = f"SM{uuid.uuid4().hex}"
         outbox.append(
             {
@@ -26,6 +31,7 @@ class LocmemSmsBackend(BaseBackend):
                 "to": outgoing.to,
                 "body": content_text(outgoing.content),
                 "message_id": outgoing.message_id,
+                "idempotency_key": outgoing.idempotency_key,
             }
         )
         return sid

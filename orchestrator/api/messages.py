@@ -6,26 +6,43 @@ from __future__ import annotations
 from django.shortcuts import get_object_or_404
 from django.urls import path
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from channels_app.limits import BODY_MAX_CHARS, HEAD_MAX_CHARS
 from channels_app.models import DeliveryAttempt
 
+from ..authority import authorize
+from ..limits import MAX_SCHEDULE_AHEAD, MAX_URL_CHARS
 from ..models import AUTO_CHANNEL, Channel, Message, Purpose, Recipient
 from ..pipeline import SendRefused, message_send
 from ..recording import RecordInvalid, message_record, record_request_parse
+from .fields import BoundedDateTimeField
+from .permissions import scope_require
 from .serializers import MessageDecisionSerializer, MessageSerializer
-from .views import idempotent_response
+from .views import IDEMPOTENCY_KEY_PARAMETER, idempotent_response
 
 
 class ContentSerializer(serializers.Serializer):
-    subject = serializers.CharField(required=False, allow_blank=True)
-    title = serializers.CharField(required=False, allow_blank=True)
-    body = serializers.CharField(required=False, allow_blank=True)
-    action_url = serializers.CharField(required=False, allow_blank=True)
+    subject = serializers.CharField(required=False, allow_blank=True, max_length=HEAD_MAX_CHARS)
+    title = serializers.CharField(required=False, allow_blank=True, max_length=HEAD_MAX_CHARS)
+    body = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=max(BODY_MAX_CHARS.values()),
+        help_text="Per channel at most: "
+        + ", ".join(f"{ch} {n:,}" for ch, n in BODY_MAX_CHARS.items())
+        + " characters (docs/limits.md).",
+    )
+    action_url = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=MAX_URL_CHARS,
+        help_text="http(s), a configured app scheme (app://...) or a path starting with /.",
+    )
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
@@ -38,17 +55,40 @@ class ContentSerializer(serializers.Serializer):
 class MessageCreateSerializer(serializers.Serializer):
     recipient = serializers.CharField(max_length=200)
     channel = serializers.ChoiceField(choices=[*Channel.values, AUTO_CHANNEL])
-    purpose = serializers.ChoiceField(choices=Purpose.values)
-    content = ContentSerializer()
+    purpose = serializers.ChoiceField(choices=Purpose.choices)
+    content = ContentSerializer(required=False)
+    template = serializers.CharField(
+        required=False,
+        max_length=100,
+        help_text="A template key, instead of content: rendered in the pipeline.",
+    )
+    data = serializers.DictField(required=False, help_text="The template's variables ({{ data.* }}).")
     priority = serializers.IntegerField(min_value=0, max_value=100, default=50)
-    expires_at = serializers.DateTimeField(required=False, allow_null=True)
-    deliver_after = serializers.DateTimeField(required=False, allow_null=True)
+    expires_at = BoundedDateTimeField(
+        required=False, allow_null=True, ahead=MAX_SCHEDULE_AHEAD, help_text="At most P365D ahead."
+    )
+    deliver_after = BoundedDateTimeField(
+        required=False,
+        allow_null=True,
+        ahead=MAX_SCHEDULE_AHEAD,
+        help_text="At most P365D ahead, and not after expires_at.",
+    )
     to = serializers.CharField(
+        max_length=512,
         required=False,
         allow_blank=False,
         help_text="A specific contact point of the recipient (push token, phone, email); default: all/first.",
     )
     source_ref = serializers.CharField(required=False, allow_blank=True, max_length=200)
+
+    def validate(self, attrs):
+        if ("content" in attrs) == ("template" in attrs):
+            raise serializers.ValidationError(
+                {"content": ["Give content, or a template (with data), not both."]}
+            )
+        if "data" in attrs and "template" not in attrs:
+            raise serializers.ValidationError({"data": ["data goes with a template."]})
+        return attrs
 
 
 class MessageSendResultSerializer(serializers.ModelSerializer):
@@ -101,10 +141,12 @@ def refusal_body(exc: SendRefused) -> dict:
 class MessageCreateView(APIView):
     """Send one message through the pipeline; the response carries the governor's decision."""
 
+    required = {"POST": ("send", "orchestrator.send_message")}
+
     @extend_schema(
         request=MessageCreateSerializer,
         responses={201: MessageSendResultSerializer},
-        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
     )
     def post(self, request):
         def act():
@@ -119,7 +161,9 @@ class MessageCreateView(APIView):
                     recipient=recipient,
                     channel=data["channel"],
                     purpose=data["purpose"],
-                    content=data["content"],
+                    content=data.get("content"),
+                    template=data.get("template"),
+                    data=data.get("data"),
                     priority=data["priority"],
                     expires_at=data.get("expires_at"),
                     deliver_after=data.get("deliver_after"),
@@ -134,6 +178,8 @@ class MessageCreateView(APIView):
 
 
 class MessageDetailView(APIView):
+    required = {"GET": ("recipients:read", "orchestrator.view_message")}
+
     @extend_schema(responses=MessageDetailSerializer)
     def get(self, request, pk: int):
         message = get_object_or_404(
@@ -190,16 +236,29 @@ class MessageRecordView(APIView):
     the timeline, linted (warnings only). Idempotent on (source_system, external_id): a repeat returns the
     first record with 200. Nothing is delivered."""
 
+    required = {"POST": ("send", "orchestrator.send_message")}
+
     @extend_schema(
         request=MessageRecordSerializer,
         responses={201: RecordedMessageSerializer, 200: RecordedMessageSerializer},
-        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
     )
     def post(self, request):
         def act():
             now = timezone.now()
             try:
-                message, created = message_record(request=record_request_parse(request.data, now=now), at=now)
+                record = record_request_parse(request.data, now=now)
+            except RecordInvalid as exc:
+                raise ValidationError(exc.errors) from exc
+            if (
+                record.create_recipient
+                and not Recipient.objects.filter(external_id=record.recipient).exists()
+            ):
+                # Creating a recipient is a recipients:write act, whatever endpoint carries it.
+                scope_require(request, "recipients:write")
+                authorize(request.user, "orchestrator.add_recipient")
+            try:
+                message, created = message_record(request=record, at=now)
             except RecordInvalid as exc:
                 raise ValidationError(exc.errors) from exc
             code = status.HTTP_201_CREATED if created else status.HTTP_200_OK

@@ -2,34 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from rest_framework import serializers
 
+from .. import limits
 from ..models import Channel, ContactPoint, Event, Message, MessageDecision, Preference, Recipient
-
-
-def duration_iso(value: timedelta) -> str:
-    """The shortest ISO 8601 form: `P1D`, `PT4H`, `PT30M`, `P1DT2H`, `PT0S`."""
-    seconds = value.total_seconds()
-    sign, seconds = ("-", -seconds) if seconds < 0 else ("", seconds)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    date = f"{int(days)}D" if days else ""
-    time = "".join(
-        f"{n:g}{unit}" for n, unit in ((int(hours), "H"), (int(minutes), "M"), (round(secs, 6), "S")) if n
-    )
-    if not date and not time:
-        return "PT0S"
-    return f"{sign}P{date}{'T' + time if time else ''}"
-
-
-class DurationISOField(serializers.DurationField):
-    """ISO 8601 in and out (`PT4H`, `P1D`); `02:00:00` also accepted."""
-
-    def to_representation(self, value):
-        return duration_iso(value)
+from .fields import BoundedDateTimeField, DurationISOField, ExternalIdField, JSONObjectField
 
 
 class MessageDecisionSerializer(serializers.ModelSerializer):
@@ -59,13 +36,18 @@ class ContactPointSerializer(serializers.ModelSerializer):
 class RecipientWriteSerializer(serializers.Serializer):
     """Shape-checks an upsert/patch; the service validates values (time zone, email, phone)."""
 
-    external_id = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    external_id = ExternalIdField(required=False)
     timezone = serializers.CharField(max_length=64, required=False)
     locale = serializers.CharField(max_length=35, required=False, allow_blank=True)
-    attributes = serializers.JSONField(required=False)
+    attributes = JSONObjectField(required=False, help_text="A JSON object of at most 32 KB.")
     email = serializers.CharField(max_length=254, required=False, allow_blank=True)
     phone = serializers.CharField(max_length=32, required=False, allow_blank=True)
-    push_tokens = serializers.ListField(child=serializers.CharField(allow_blank=True), required=False)
+    push_tokens = serializers.ListField(
+        child=serializers.CharField(max_length=512),
+        required=False,
+        max_length=limits.MAX_PUSH_TOKENS,
+        help_text=f"At most {limits.MAX_PUSH_TOKENS} tokens of at most 512 characters.",
+    )
     in_app = serializers.BooleanField(required=False)
     preferences = serializers.JSONField(required=False)
 
@@ -173,8 +155,8 @@ class EventSerializer(serializers.ModelSerializer):
 class EventWriteSerializer(serializers.Serializer):
     recipient = serializers.CharField(max_length=200)
     name = serializers.CharField(max_length=200)
-    properties = serializers.DictField(required=False)
-    occurred_at = serializers.DateTimeField(required=False)
+    properties = JSONObjectField(required=False, help_text="A JSON object of at most 32 KB.")
+    occurred_at = BoundedDateTimeField(required=False)
     create_recipient = serializers.BooleanField(required=False, default=False)
     timezone = serializers.CharField(max_length=64, required=False, help_text="Used with create_recipient.")
 

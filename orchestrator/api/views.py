@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from django.db.models import Prefetch
 from django.http import Http404
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -13,10 +17,12 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import selectors, services
-from ..models import ContactPoint, Preference, Recipient
+from .. import limits, selectors, services
+from ..authority import authorize
+from ..models import Channel, ContactPoint, IdempotencyKey, MessageStatus, Preference, Purpose, Recipient
 from .errors import Conflict
 from .filters import MessageFilter
+from .permissions import scope_require
 from .serializers import (
     EventSerializer,
     EventWriteSerializer,
@@ -37,8 +43,24 @@ def recipient_get_or_404(external_id: str) -> Recipient:
     )
 
 
+IDEMPOTENCY_KEY_MAX = IdempotencyKey._meta.get_field("key").max_length
+IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
+    "Idempotency-Key",
+    {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX, "pattern": "^[ -~]+$"},
+    OpenApiParameter.HEADER,
+    required=False,
+    description="Repeat the request safely: the same key and body within 24 h return the first response.",
+)
+
+
 def idempotency_key(request) -> str | None:
-    return request.headers.get("Idempotency-Key") or None
+    """The request's Idempotency-Key: 1-255 printable characters (a UUID is the usual choice)."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and (not key or len(key) > IDEMPOTENCY_KEY_MAX or not key.isprintable()):
+        raise ValidationError(
+            {"Idempotency-Key": [f"1 to {IDEMPOTENCY_KEY_MAX} printable characters (e.g. a UUID)."]}
+        )
+    return key
 
 
 def idempotent_response(request, scope: str, action) -> Response:
@@ -59,6 +81,30 @@ def idempotent_response(request, scope: str, action) -> Response:
     return response
 
 
+def query_datetimes(request, *names: str) -> dict[str, datetime]:
+    """ISO 8601 date-time query parameters; one given but unreadable is a 400 naming it. As filters, values
+    beyond the supported range (orchestrator.limits) are clamped to it: the answer is the same, and the
+    database never sees a year it cannot store."""
+    found = {}
+    for name in names:
+        raw = request.query_params.get(name)
+        if raw is None:
+            continue
+        try:
+            parsed = parse_datetime(raw)
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            raise ValidationError({name: ["Expected an ISO 8601 date-time, e.g. 2026-03-02T10:00:00Z."]})
+        if timezone.is_naive(parsed):
+            parsed = timezone.make_aware(parsed, UTC)
+        try:
+            found[name] = min(max(parsed, limits.DATETIME_MIN), limits.DATETIME_MAX)
+        except OverflowError:
+            found[name] = limits.DATETIME_MIN if parsed.year < 2000 else limits.DATETIME_MAX
+    return found
+
+
 def _upsert_kwargs(data: dict) -> dict:
     return {
         "timezone_name": data.get("timezone"),
@@ -76,6 +122,13 @@ class RecipientViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Recipients by external id: upsert, read, patch (incl. preferences), history and timeline."""
 
     serializer_class = RecipientSerializer
+    required = {
+        "create": ("recipients:write", "orchestrator.change_recipient"),
+        "partial_update": ("recipients:write", "orchestrator.change_recipient"),
+        "retrieve": ("recipients:read", "orchestrator.view_recipient"),
+        "messages": ("recipients:read", "orchestrator.view_message"),
+        "timeline": ("recipients:read", "orchestrator.view_message"),
+    }
     lookup_field = "external_id"
     lookup_value_regex = "[^/]+"
     queryset = Recipient.objects.all()
@@ -111,11 +164,11 @@ class RecipientViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     @extend_schema(
         responses=MessageSerializer(many=True),
         parameters=[
-            OpenApiParameter("channel", str, many=True),
-            OpenApiParameter("status", str, many=True),
-            OpenApiParameter("purpose", str, many=True),
-            OpenApiParameter("since", str, description="ISO 8601 date-time, inclusive"),
-            OpenApiParameter("until", str, description="ISO 8601 date-time, exclusive"),
+            OpenApiParameter("channel", str, many=True, enum=Channel.values),
+            OpenApiParameter("status", str, many=True, enum=MessageStatus.values),
+            OpenApiParameter("purpose", str, many=True, enum=Purpose.values),
+            OpenApiParameter("since", OpenApiTypes.DATETIME, description="ISO 8601 date-time, inclusive"),
+            OpenApiParameter("until", OpenApiTypes.DATETIME, description="ISO 8601 date-time, exclusive"),
         ],
         filters=False,
     )
@@ -123,8 +176,12 @@ class RecipientViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     def messages(self, request, external_id: str):
         """The unified cross-channel history, newest first."""
         recipient = get_object_or_404(Recipient, external_id=external_id)
-        qs = selectors.recipient_messages(recipient=recipient).select_related("recipient")
-        filterset = MessageFilter(request.query_params, queryset=qs)
+        bounds = query_datetimes(request, "since", "until")
+        qs = selectors.recipient_messages(recipient=recipient, **bounds).select_related("recipient")
+        params = request.query_params.copy()
+        for name in bounds:
+            params.pop(name, None)
+        filterset = MessageFilter(params, queryset=qs)
         if not filterset.is_valid():
             raise ValidationError(filterset.errors)
         page = self.paginate_queryset(filterset.qs)
@@ -133,28 +190,25 @@ class RecipientViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     @extend_schema(
         responses=TimelineEntrySerializer(many=True),
         parameters=[
-            OpenApiParameter("since", str),
-            OpenApiParameter("until", str),
-            OpenApiParameter("limit", int, description="At most 500; default 100."),
+            OpenApiParameter("since", OpenApiTypes.DATETIME),
+            OpenApiParameter("until", OpenApiTypes.DATETIME),
+            OpenApiParameter(
+                "limit", {"type": "integer", "minimum": 1, "maximum": 500}, description="Default 100."
+            ),
         ],
         filters=False,
     )
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def timeline(self, request, external_id: str):
         """Messages and events interleaved in time order, newest first."""
         recipient = get_object_or_404(Recipient, external_id=external_id)
-        bounds = {}
-        for name in ("since", "until"):
-            raw = request.query_params.get(name)
-            if raw:
-                parsed = parse_datetime(raw)
-                if parsed is None:
-                    raise ValidationError({name: ["Expected an ISO 8601 date-time."]})
-                bounds[name] = parsed
+        bounds = query_datetimes(request, "since", "until")
         try:
-            limit = min(max(int(request.query_params.get("limit", 100)), 1), 500)
-        except ValueError as exc:
-            raise ValidationError({"limit": ["Expected a whole number."]}) from exc
+            limit = int(request.query_params.get("limit", "100"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 500:
+            raise ValidationError({"limit": ["Expected a whole number from 1 to 500."]})
         entries = selectors.recipient_timeline(recipient=recipient, limit=limit, **bounds)
         data = [{"kind": e.kind, "at": e.at, "message": e.message, "event": e.event} for e in entries]
         return Response(TimelineEntrySerializer(data, many=True).data)
@@ -163,7 +217,11 @@ class RecipientViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
 class EventCreateView(APIView):
     """Ingest a product event; refuses unknown recipients unless `create_recipient` is true."""
 
-    @extend_schema(request=EventWriteSerializer, responses={201: EventSerializer})
+    required = {"POST": ("events", "orchestrator.add_event")}
+
+    @extend_schema(
+        request=EventWriteSerializer, responses={201: EventSerializer}, parameters=[IDEMPOTENCY_KEY_PARAMETER]
+    )
     def post(self, request):
         def act():
             incoming = EventWriteSerializer(data=request.data)
@@ -171,7 +229,11 @@ class EventCreateView(APIView):
             data = incoming.validated_data
             recipient = Recipient.objects.filter(external_id=data["recipient"]).first()
             if recipient is None:
-                if not data["create_recipient"]:
+                if data["create_recipient"]:
+                    # Creating a recipient is a recipients:write act, whatever endpoint carries it.
+                    scope_require(request, "recipients:write")
+                    authorize(request.user, "orchestrator.add_recipient")
+                else:
                     raise Http404(
                         f"No recipient with external_id {data['recipient']!r}; "
                         'create it first or send "create_recipient": true.'

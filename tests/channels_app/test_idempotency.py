@@ -3,6 +3,7 @@
 import threading
 
 import pytest
+from django.contrib.auth.models import Group
 from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -68,6 +69,7 @@ def test_an_event_replay_records_one_event(api):
 def test_sixteen_concurrent_repeats_of_one_key_create_exactly_one_message(django_user_model):
     ReachableRecipientFactory(external_id="i1")
     user = django_user_model.objects.create_user(username="svc", password="x")
+    user.groups.add(Group.objects.get(name="Service"))  # the sending role
     token = Token.objects.create(user=user).key
     barrier = threading.Barrier(16)
     results: list[tuple[int, dict]] = []

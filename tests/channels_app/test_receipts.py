@@ -99,16 +99,38 @@ def test_receipts_need_authentication(db):
 # --- webhooks ------------------------------------------------------------------------------------------
 
 
-def test_a_twilio_status_callback_delivers_by_provider_sid(api):
+@pytest.fixture
+def provider(settings) -> APIClient:
+    """A provider posting receipts with its own shared secret (the only credential webhooks take)."""
+    settings.CHANNELS = {
+        **settings.CHANNELS,
+        "WEBHOOK_TOKENS": {"twilio": "tw-secret", "generic": "tw-secret"},
+    }
+    client = APIClient()
+    client.credentials(HTTP_X_WEBHOOK_TOKEN="tw-secret")
+    return client
+
+
+def test_webhooks_never_accept_an_api_or_service_token(api, settings):
+    """A service token with every scope cannot forge a bounce through a provider webhook."""
+    settings.CHANNELS = {**settings.CHANNELS, "WEBHOOK_TOKENS": {"generic": "s3cret"}}
+    m = sent()
+    body = {"message_id": m.pk, "type": "bounced"}
+    response = api.post("/api/v1/webhooks/generic/", body, format="json")
+    assert response.status_code == 403 and "shared secret" in response.json()["detail"]
+    assert Message.objects.get(pk=m.pk).status == "sent"
+
+
+def test_a_twilio_status_callback_delivers_by_provider_sid(provider):
     m = sent(channel=Channel.SMS, provider="twilio")
-    resp = api.post("/api/v1/webhooks/twilio/", {"MessageSid": "PM-1", "MessageStatus": "delivered"})
+    resp = provider.post("/api/v1/webhooks/twilio/", {"MessageSid": "PM-1", "MessageStatus": "delivered"})
     assert resp.status_code == 200, resp.json()
     assert Message.objects.get(pk=m.pk).status == "delivered"
 
 
-def test_twilio_undelivered_fails_with_the_error_code(api):
+def test_twilio_undelivered_fails_with_the_error_code(provider):
     m = sent(channel=Channel.SMS, provider="twilio")
-    api.post(
+    provider.post(
         "/api/v1/webhooks/twilio/",
         {"MessageSid": "PM-1", "MessageStatus": "undelivered", "ErrorCode": "30003"},
     )
@@ -116,27 +138,27 @@ def test_twilio_undelivered_fails_with_the_error_code(api):
     assert m.status == "failed" and "30003" in m.last_error
 
 
-def test_twilio_in_flight_statuses_are_acknowledged_and_ignored(api):
+def test_twilio_in_flight_statuses_are_acknowledged_and_ignored(provider):
     m = sent(channel=Channel.SMS, provider="twilio")
-    resp = api.post("/api/v1/webhooks/twilio/", {"MessageSid": "PM-1", "MessageStatus": "sending"})
+    resp = provider.post("/api/v1/webhooks/twilio/", {"MessageSid": "PM-1", "MessageStatus": "sending"})
     assert resp.status_code == 200 and resp.json()["results"] == []
     assert Message.objects.get(pk=m.pk).status == "sent"
 
 
-def test_the_generic_webhook_applies_several_receipts_together(api):
+def test_the_generic_webhook_applies_several_receipts_together(provider):
     a, b = sent(), sent()
     body = {"receipts": [{"message_id": a.pk, "type": "opened"}, {"message_id": b.pk, "type": "clicked"}]}
-    resp = api.post("/api/v1/webhooks/generic/", body, format="json")
+    resp = provider.post("/api/v1/webhooks/generic/", body, format="json")
     assert resp.status_code == 200
     assert [r["status"] for r in resp.json()["results"]] == ["opened", "clicked"]
 
 
-def test_an_unknown_provider_is_404(api):
-    assert api.post("/api/v1/webhooks/carrier-pigeon/", {}, format="json").status_code == 404
+def test_an_unknown_provider_is_404(provider):
+    assert provider.post("/api/v1/webhooks/carrier-pigeon/", {}, format="json").status_code == 404
 
 
 @pytest.mark.parametrize(
-    "provider,body,content_type",
+    "name,body,content_type",
     [
         ("generic", b"{not json", "application/json"),
         ("generic", b"[1, 2]", "application/json"),
@@ -151,20 +173,20 @@ def test_an_unknown_provider_is_404(api):
         ("twilio", b"<xml/>", "text/xml"),
     ],
 )
-def test_a_malformed_webhook_body_is_400_never_500(api, provider, body, content_type):
+def test_a_malformed_webhook_body_is_400_never_500(provider, name, body, content_type):
     m = sent()
-    resp = api.generic("POST", f"/api/v1/webhooks/{provider}/", body, content_type=content_type)
+    resp = provider.generic("POST", f"/api/v1/webhooks/{name}/", body, content_type=content_type)
     assert resp.status_code in (400, 415), resp.content
     assert Message.objects.get(pk=m.pk).status == "sent"
 
 
-def test_a_receipt_for_an_unknown_message_is_404_and_applies_nothing(api):
+def test_a_receipt_for_an_unknown_message_is_404_and_applies_nothing(provider):
     a = sent()
     body = {"receipts": [{"message_id": a.pk, "type": "opened"}, {"message_id": 999999, "type": "opened"}]}
-    assert api.post("/api/v1/webhooks/generic/", body, format="json").status_code == 404
+    assert provider.post("/api/v1/webhooks/generic/", body, format="json").status_code == 404
     assert Message.objects.get(pk=a.pk).status == "sent"
     twilio = {"MessageSid": "SM-unknown", "MessageStatus": "delivered"}
-    assert api.post("/api/v1/webhooks/twilio/", twilio).status_code == 404
+    assert provider.post("/api/v1/webhooks/twilio/", twilio).status_code == 404
 
 
 def test_a_provider_may_post_with_its_shared_secret_instead_of_a_token(settings):

@@ -8,7 +8,9 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from governor.models import CapRule, ChannelPause, QuietHours
+from orchestrator.authority import SERVICE
 from orchestrator.models import Message, MessageStatus
+from tests.conftest import token_client, user_with_roles
 from tests.orchestrator.factories import RecipientFactory
 
 from .helpers import AT, decide, sent
@@ -121,10 +123,14 @@ def test_bad_quiet_hours_are_400_and_write_nothing(team, no_governor, change, fi
     assert not QuietHours.objects.exists()
 
 
-def test_a_service_without_the_teams_role_may_read_but_not_change(api, default_governor):
-    assert api.get("/api/v1/cap-rules/").status_code == 200
-    assert api.post("/api/v1/cap-rules/", RULE, format="json").status_code == 403
-    assert api.post("/api/v1/channel-pauses/", {"channel": "push"}, format="json").status_code == 403
+def test_a_service_without_the_teams_role_may_read_but_not_change(django_user_model, default_governor):
+    service = token_client(user_with_roles(django_user_model, "checkout", SERVICE))
+    assert service.get("/api/v1/cap-rules/").status_code == 200
+    refused = service.post("/api/v1/cap-rules/", RULE, format="json")
+    assert refused.status_code == 403 and refused.json()["code"] == "missing_permission"
+    assert "Messaging team" in refused.json()["detail"]
+    assert service.post("/api/v1/channel-pauses/", {"channel": "push"}, format="json").status_code == 403
+    assert not CapRule.objects.filter(name=RULE["name"]).exists()
 
 
 def test_pause_and_resume_a_channel(team, no_governor):

@@ -12,10 +12,15 @@ from tests.browser import admin_login, browser_page, screenshot  # noqa: F401
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def test_the_team_reads_the_burn_monitor_and_clears_a_suppressed_address(browser_page, live_server):  # noqa: F811
+def test_the_team_reads_the_burn_monitor_and_clears_a_suppressed_address(
+    browser_page,  # noqa: F811
+    live_server,
+    monkeypatch,
+):
+    monkeypatch.setenv("DEMO_ADMIN_PASSWORD", "demo-pass-for-this-test")  # the demo's is generated
     call_command("seed_demo", "--recipients", "16", "--no-progress", stdout=io.StringIO())
     page = browser_page
-    admin_login(page, live_server, "admin", "orchestrator")
+    admin_login(page, live_server, "admin", "demo-pass-for-this-test")
 
     page.click("text=Permission-burn monitor")
     page.wait_for_selector("#burn-chart")

@@ -22,6 +22,20 @@ m.refresh_from_db()
 print("STATUS", m.status, m.delivery_attempts.count())
 """
 
+# The authority features on SQLite: the review's forecast (window functions, the row stream), the
+# control room and the audit log, as the demo's messaging-team member sees them.
+REVIEW_AND_HOME = """
+from django.contrib.auth import get_user_model
+from django.test import Client
+from journeys.models import Journey
+
+client = Client()
+client.force_login(get_user_model().objects.get(username="team"))
+journey = Journey.objects.get(slug="browse-abandon")
+pages = ["/admin/", f"/admin/journeys/journey/{journey.pk}/review/", "/admin/orchestrator/auditlog/"]
+print("PAGES", [client.get(page, HTTP_HOST="127.0.0.1").status_code for page in pages])
+"""
+
 
 @pytest.mark.slow
 def test_the_embedded_sqlite_default_runs_the_whole_spine(tmp_path):
@@ -29,6 +43,7 @@ def test_the_embedded_sqlite_default_runs_the_whole_spine(tmp_path):
     manage("migrate", "--noinput", "-v0")
     assert "Demo ready." in manage("seed_demo", "--no-progress", "--recipients", "6")
     assert "STATUS sent 1" in manage("shell", "-c", SEND_AND_CHECK)
+    assert "PAGES [200, 200, 200]" in manage("shell", "-c", REVIEW_AND_HOME)
     manage("orchestrate", "--once")
     assert "Demo ready." in manage("seed_demo", "--no-progress", "--recipients", "6")  # idempotent
 

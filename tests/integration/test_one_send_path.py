@@ -1,5 +1,5 @@
 """Every source takes the one send path: the same validation, lint, shelf life, decision record and delivery
-hand-off for a service's API call, a journey step and a campaign (the demo's broadcast)."""
+hand-off for a service's API call, a journey step and a campaign (the demo's campaign)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from channels_app.backends import push
 from governor.redrive import deferred_redrive
 from journeys.models import Enrollment, StepRun, StepRunStatus
 from journeys.scheduler import enrollments_advance
-from orchestrator.demo import DEMO_CAMPAIGN_REF, demo_campaign_send
 from orchestrator.history import IllegalTransition, message_status_move
 from orchestrator.models import Message, MessageDecision, MessageStatus, Source
 from orchestrator.pipeline import SendRefused, SendRequest, message_send, messages_send_bulk
@@ -152,17 +151,20 @@ def test_a_refusal_in_a_batch_refuses_that_request_only():
 
 
 def test_the_demo_campaign_goes_through_the_pipeline_once(enqueued, django_capture_on_commit_callbacks):
+    from journeys.demo import demo_campaign_seed
     from orchestrator.demo import demo_recipients_seed
 
     demo_recipients_seed(count=6, progress=False)
     with django_capture_on_commit_callbacks(execute=True):
-        sent = demo_campaign_send(now=timezone.now())
-    campaign = Message.objects.filter(source=Source.CAMPAIGN, source_ref=DEMO_CAMPAIGN_REF)
-    assert sent == campaign.count() == 6
-    assert all(m.decisions.count() == 1 for m in campaign)
-    accepted = sorted(campaign.filter(status=MessageStatus.ACCEPTED).values_list("pk", flat=True))
+        campaign = demo_campaign_seed(now=timezone.now())
+    messages = Message.objects.filter(source=Source.CAMPAIGN, source_ref=campaign.source_ref)
+    assert campaign.audience == messages.count() > 0
+    assert all(m.decisions.count() == 1 for m in messages)
+    assert all(m.content["subject"] and "{{" not in m.content["body"] for m in messages)
+    accepted = sorted(messages.filter(status=MessageStatus.ACCEPTED).values_list("pk", flat=True))
     assert accepted and sorted(pk for call in enqueued for pk in call) == accepted
-    assert demo_campaign_send(now=timezone.now()) == 0
+    assert demo_campaign_seed(now=timezone.now()).pk == campaign.pk
+    assert Message.objects.filter(source=Source.CAMPAIGN).count() == messages.count()
 
 
 # ---- quiet hours do not silently kill a message ---------------------------------------------------------

@@ -91,34 +91,37 @@ def test_a_send_the_channel_lint_blocks_is_refused(api, monkeypatch):
     assert "at most 30 words" in response.json()["detail"]
 
 
-def test_the_lifecycle_and_illegal_transitions(api):
+def test_the_lifecycle_and_illegal_transitions(api, api_reviewer):
     api.post("/api/v1/journeys/", cart_recovery_definition(), format="json")
     url = "/api/v1/journeys/cart-recovery"
     assert api.post(f"{url}/activate/").status_code == 409
     assert api.post(f"{url}/propose/").json()["status"] == "proposed"
-    assert api.post(f"{url}/reject/").json()["status"] == "draft"
+    assert api_reviewer.post(f"{url}/reject/").json()["status"] == "draft"
     api.post(f"{url}/propose/")
-    approved = api.post(f"{url}/approve/").json()
+    assert api.post(f"{url}/approve/").json()["code"] == "separation_of_duties"
+    approved = api_reviewer.post(f"{url}/approve/").json()
     assert (approved["status"], approved["live_version"]) == ("approved", 1)
     assert api.post(f"{url}/propose/").status_code == 409
     assert api.post(f"{url}/activate/").json()["status"] == "active"
     assert api.post(f"{url}/pause/").json()["status"] == "paused"
     assert api.post(f"{url}/activate/").json()["status"] == "active"
-    response = api.post(f"{url}/approve/")
+    response = api_reviewer.post(f"{url}/approve/")
     assert response.status_code == 409 and response.json()["code"] == "illegal_transition"
     assert api.post(f"{url}/archive/").json()["status"] == "archived"
     assert api.post(f"{url}/frobnicate/").status_code == 404
     assert api.post("/api/v1/journeys/nope/propose/").status_code == 404
 
 
-def test_patch_edits_the_draft_then_a_change_after_approval_makes_a_new_version(api, clock, committed):
+def test_patch_edits_the_draft_then_a_change_after_approval_makes_a_new_version(
+    api, api_reviewer, clock, committed
+):
     api.post("/api/v1/journeys/", cart_recovery_definition(), format="json")
     url = "/api/v1/journeys/cart-recovery/"
     assert api.patch(url, {"name": "Cart rescue"}, format="json").json()["version"] == 1
     bad = api.patch(url, {"steps": []}, format="json")
     assert bad.status_code == 400 and JourneyVersion.objects.get().definition["name"] == "Cart rescue"
     for action in ("propose", "approve", "activate"):
-        api.post(f"{url}{action}/")
+        (api_reviewer if action == "approve" else api).post(f"{url}{action}/")
     assert api.patch(url, {"name": "Too late"}, format="json").status_code == 409
 
     ada = ReachableRecipientFactory(external_id="ada")
@@ -132,7 +135,7 @@ def test_patch_edits_the_draft_then_a_change_after_approval_makes_a_new_version(
     v1 = JourneyVersion.objects.get(number=1)
     assert v1.definition["steps"][1]["duration"] == "PT2H", "an approved version never changes"
     for action in ("propose", "approve", "activate"):
-        api.post(f"{url}{action}/")
+        (api_reviewer if action == "approve" else api).post(f"{url}{action}/")
     assert api.get(url).json()["live_version"] == 2
     assert Enrollment.objects.get(recipient=ada).version == v1, "enrollments stay on the version they entered"
 
@@ -161,7 +164,7 @@ def test_enrolling_through_the_api_runs_the_first_step(api, clock, committed):
     assert api.get(url, {"status": "converted"}).json()["count"] == 0
     assert api.get(url, {"recipient": "ada", "status": "active"}).json()["count"] == 1
     journey = api.get("/api/v1/journeys/cart-recovery/").json()
-    assert journey["counts"] == {"active": 0, "waiting": 1, "converted": 0, "exited": 0}
+    assert journey["counts"] == {"active": 0, "waiting": 1, "converted": 0, "exited": 0, "errored": 0}
 
 
 def test_journeys_require_authentication(client):

@@ -1,6 +1,7 @@
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from orchestrator.models import Event, IdempotencyKey, Recipient
@@ -177,6 +178,7 @@ def test_idempotency_keys_belong_to_their_caller(api, django_user_model):
     RecipientFactory(external_id="e4")
     other = APIClient()
     other_user = django_user_model.objects.create_user(username="billing", password="x-pass-123")
+    other_user.groups.add(Group.objects.get(name="Service"))
     other.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=other_user).key}")
     first = api.post(
         "/api/v1/events/",

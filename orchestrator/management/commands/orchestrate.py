@@ -19,9 +19,12 @@ class Command(BaseCommand):
         while True:
             # Drain: repeat while a pass still finds a full batch of work.
             while True:
-                handled = due_work_run(limit=options["limit"])
+                errors: dict[str, str] = {}
+                handled = due_work_run(limit=options["limit"], errors=errors)
                 for path, n in handled.items():
-                    if n or options["verbosity"] > 1:
+                    if path in errors:
+                        self.stderr.write(f"{path}: failed: {errors[path]}")
+                    elif n or options["verbosity"] > 1:
                         self.stdout.write(f"{path}: {n}")
                 if max(handled.values(), default=0) < options["limit"]:
                     break

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("orchestrator", "0009_permission_burn_page"),
+        ("orchestrator", "0012_authority_and_audit"),
     ]
 
     operations = [
