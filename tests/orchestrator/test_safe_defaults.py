@@ -13,7 +13,7 @@ import pytest
 from django.db import OperationalError
 
 from orchestrator import services
-from orchestrator.management.commands.seed_demo import demo_admin_password
+from orchestrator.management.commands.seed_demo import demo_password
 
 from .factories import ReachableRecipientFactory
 
@@ -106,7 +106,7 @@ def test_admin_logins_are_throttled(client, django_user_model):
 def test_the_demo_password_is_generated_and_kept(settings, tmp_path, monkeypatch):
     monkeypatch.delenv("DEMO_ADMIN_PASSWORD", raising=False)
     settings.VAR_DIR = tmp_path
-    first = demo_admin_password()
+    first = demo_password()
     assert first != "orchestrator" and len(first) >= 12
-    assert demo_admin_password() == first
+    assert demo_password() == first
     assert oct((tmp_path / "demo-admin-password").stat().st_mode)[-3:] == "600"
