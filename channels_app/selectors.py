@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from django.db.models import QuerySet
 
-from orchestrator.models import Channel, Message, MessageStatus, Recipient
+from orchestrator.models import Channel, Message, MessageStatus, Recipient, Source
 
 from .lint import channel_policy_view
 
@@ -17,5 +17,8 @@ def channel_default_ttl(*, channel: str) -> timedelta | None:
 
 
 def inbox_waiting(*, recipient: Recipient) -> QuerySet[Message]:
-    """In-app messages queued for the recipient's next visit."""
-    return Message.objects.filter(recipient=recipient, channel=Channel.IN_APP, status=MessageStatus.SENT)
+    """In-app messages queued for the recipient's next visit (not ones another system showed: recorded
+    sends are history, never delivered here)."""
+    return Message.objects.filter(
+        recipient=recipient, channel=Channel.IN_APP, status=MessageStatus.SENT
+    ).exclude(source=Source.EXTERNAL)

@@ -19,9 +19,10 @@ from django.utils import timezone
 
 from orchestrator.authority import authorize
 from orchestrator.history import message_status_move
-from orchestrator.models import ENGAGEMENT_RANK, Channel, Message, MessageStatus, Recipient
+from orchestrator.models import ENGAGEMENT_RANK, Message, MessageStatus, Recipient
 
 from .models import TEMPLATE_FIELDS, MessageTemplate, TemplateVariant
+from .selectors import inbox_waiting
 from .templating import TemplateInvalid, locale_normalize, template_definition_validate
 
 
@@ -118,9 +119,7 @@ def inbox_messages_deliver(*, recipient: Recipient, now: datetime | None = None)
     now = now or timezone.now()
     with transaction.atomic():
         waiting = list(
-            Message.objects.select_for_update(skip_locked=True)
-            .filter(recipient=recipient, channel=Channel.IN_APP, status=MessageStatus.SENT)
-            .order_by("sent_at", "id")
+            inbox_waiting(recipient=recipient).select_for_update(skip_locked=True).order_by("sent_at", "id")
         )
         shown = []
         for message in waiting:

@@ -48,6 +48,7 @@ from .models import (
     Scope,
     Segment,
     ServiceToken,
+    Source,
 )
 from .segments import SegmentInvalid, segment_definition_validate, segment_describe
 from .text import duration_text
@@ -258,6 +259,27 @@ class MessageDecisionInline(ReadOnlyAdminMixin, admin.TabularInline):
         )
 
 
+class SourceSystemFilter(admin.SimpleListFilter):
+    """The other systems whose sends were recorded here (source = external)."""
+
+    title = "source system (recorded sends)"
+    parameter_name = "source_system"
+
+    def lookups(self, request, model_admin):
+        systems = (
+            Message.objects.filter(source=Source.EXTERNAL)
+            .order_by("source_system")
+            .values_list("source_system", flat=True)
+            .distinct()[:50]
+        )
+        return [(s, s) for s in systems]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(source=Source.EXTERNAL, source_system=self.value())
+        return queryset
+
+
 @admin.register(Message)
 class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
@@ -271,8 +293,15 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "source",
         "summary",
     ]
-    list_filter = ["channel", "status", "purpose", "source", ("created_at", admin.DateFieldListFilter)]
-    search_fields = ["recipient__external_id", "source_ref", "provider_message_id", "rule"]
+    list_filter = [
+        "channel",
+        "status",
+        "purpose",
+        "source",
+        SourceSystemFilter,
+        ("created_at", admin.DateFieldListFilter),
+    ]
+    search_fields = ["recipient__external_id", "source_ref", "provider_message_id", "rule", "=external_id"]
     date_hierarchy = "created_at"
     list_select_related = ["recipient"]
     show_full_result_count = False

@@ -3,10 +3,11 @@ PostgreSQL / SQLite pair (the embedded SQLite of `make run` takes the portable b
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from django.db import connection
@@ -60,41 +61,78 @@ def as_datetime(value) -> datetime | None:
     return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
 
 
+@lru_cache(maxsize=32)
+def _column_types(table: str, columns: tuple[str, ...]) -> list[str]:
+    """The PostgreSQL types of a table's columns, as binary COPY needs them."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT attname, format_type(atttypid, NULL) FROM pg_attribute"
+            " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            [table],
+        )
+        found = dict(cursor.fetchall())
+    return [found[c] for c in columns]
+
+
+# JSON already written during the current COPY, by the id of the value object (see rows_copy).
+_copy_json: ContextVar[dict[int, bytes] | None] = ContextVar("copy_json", default=None)
+
+
+def _copy_json_dumps(value) -> bytes:
+    """psycopg's JSON dumps during rows_copy: orjson, once per value object. (A module function: psycopg
+    caches one dumper per dumps function.)"""
+    import orjson
+
+    dumped = _copy_json.get()
+    key = id(value)  # the rows hold every value for the whole COPY: ids are not reused meanwhile
+    text = dumped.get(key) if dumped is not None else None
+    if text is None:
+        text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+        if dumped is not None:
+            dumped[key] = text
+    return text
+
+
 def rows_copy(
     *, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], json_at: Iterable[int] = ()
 ):
-    """COPY rows into a PostgreSQL table (the fastest bulk insert there is). JSON columns (by position)
-    are dumped here; a value object shared by many rows (a campaign's content) is dumped once."""
+    """COPY rows into a PostgreSQL table (the fastest bulk insert there is), in the binary format with
+    each column's type (a third of the text format's formatting work here, and no parsing there). JSON
+    values are dumped with orjson; a value object shared by many rows (a campaign's content, a batch's
+    common warnings) is dumped once. `json_at` is kept for callers: the types say which columns are JSON."""
     import psycopg
-
-    json_at = list(json_at)
-    dumped: dict[int, str] = {}
-
-    def as_json(value) -> str:
-        key = id(value)
-        if key not in dumped:
-            dumped[key] = json.dumps(value)
-        return dumped[key]
+    from psycopg.types.json import set_json_dumps
 
     quoted = ", ".join(connection.ops.quote_name(c) for c in columns)
     connection.ensure_connection()
-    with (
-        connection.wrap_database_errors,
-        psycopg.Cursor(connection.connection) as cursor,
-        cursor.copy(f"COPY {table} ({quoted}) FROM STDIN") as copy,
-    ):
-        for row in rows:
-            if json_at:
-                row = list(row)
-                for n in json_at:
-                    row[n] = as_json(row[n])
-            copy.write_row(row)
+    types = _column_types(table, tuple(columns))
+    token = _copy_json.set({})
+    try:
+        with (
+            connection.wrap_database_errors,
+            psycopg.Cursor(connection.connection) as cursor,
+        ):
+            set_json_dumps(_copy_json_dumps, context=cursor)
+            with cursor.copy(f"COPY {table} ({quoted}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(types)
+                for row in rows:
+                    copy.write_row(row)
+    finally:
+        _copy_json.reset(token)
+
+
+@lru_cache(maxsize=16)
+def _sequence_of(table: str) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [table])
+        return cursor.fetchone()[0]
 
 
 def sequence_next(*, table: str, count: int) -> list[int]:
     """`count` ids drawn from a PostgreSQL table's id sequence, ascending."""
     with connection.cursor() as cursor:
+        # The sequence named once (a constant): pg_get_serial_sequence per row cost more than nextval.
         cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [table, count]
+            "SELECT nextval(%s::regclass) FROM generate_series(1, %s)", [_sequence_of(table), count]
         )
         return sorted(row[0] for row in cursor.fetchall())

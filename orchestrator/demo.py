@@ -216,3 +216,59 @@ def demo_segments_seed() -> Segment:
             {"field": "reachable", "op": "eq", "value": "email"},
         ],
     )
+
+
+# Sends other systems made today, recorded into the history (orchestrator.recording): an ESP's newsletter,
+# a braze push, and a legacy SMS service that texts promotions (which breaks SMS's job).
+DEMO_EXTERNAL = [
+    (
+        "mailchimp",
+        Channel.EMAIL,
+        Purpose.PROMOTIONAL,
+        0.6,
+        {"subject": "The spring newsletter", "body": "Ten things we loved this season."},
+    ),
+    (
+        "braze",
+        Channel.PUSH,
+        Purpose.ENGAGEMENT,
+        0.25,
+        {"title": "Come back!", "body": "We miss you.", "action_url": "app://home"},
+    ),
+    (
+        "legacy-twilio",
+        Channel.SMS,
+        Purpose.PROMOTIONAL,
+        0.15,
+        {"body": "SALE: 30% off everything this weekend, shop now!"},
+    ),
+]
+
+
+def demo_history_record(*, now) -> int:
+    """Record the demo's sends made around the orchestrator (idempotent: each has a fixed external id);
+    returns how many were new."""
+    from .recording import messages_record_bulk, record_request_parse
+
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    earlier = min(timedelta(hours=3), (now - midnight) / 2)
+    names = list(
+        Recipient.objects.filter(external_id__startswith="demo-")
+        .order_by("pk")
+        .values_list("external_id", flat=True)
+    )
+    requests = []
+    for k, (system, channel, purpose, share, content) in enumerate(DEMO_EXTERNAL):
+        for n, name in enumerate(names[: max(1, round(len(names) * share))]):
+            body = {
+                "recipient": name,
+                "channel": channel,
+                "purpose": purpose,
+                "sent_at": now - earlier * (1 - (k * 5 + n % 5) / 40),  # this morning, never ahead
+                "source_system": system,
+                "external_id": f"demo-{system}-{name}",
+                "content": content,
+            }
+            requests.append(record_request_parse(body, now=now))
+    outcomes = messages_record_bulk(requests=requests, at=now)
+    return sum(1 for o in outcomes if o.outcome == "recorded")

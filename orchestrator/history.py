@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 from django.db import connection
@@ -50,6 +51,15 @@ def _message_columns() -> tuple[list[str], frozenset[str], dict[str, Any]]:
     json_fields = frozenset(f.attname for f in fields if f.get_internal_type() == "JSONField")
     defaults = {f.attname: f.get_default() for f in fields if not (f.has_default() and callable(f.default))}
     return attnames, json_fields, defaults
+
+
+def _message_adopt(row: dict[str, Any], alias: str) -> Message:
+    """`_message_loaded` for a full row dict (every attname and the id) the caller hands over."""
+    message = Message.__new__(Message)
+    state = row["_state"] = ModelState()
+    state.adding, state.db = False, alias
+    message.__dict__ = row
+    return message
 
 
 def _message_loaded(pk: int | None, attnames: list[str], values: list) -> Message:
@@ -117,15 +127,18 @@ def messages_insert(
         messages = [_message_loaded(pk, attnames, [full[0][a] for a in attnames])]
     elif is_postgres():
         ids = sequence_next(table=MESSAGE_TABLE, count=len(full))
-        ordered = [[row[a] for a in attnames] for row in full]
+        pick = itemgetter("id", *attnames)
+        for pk, row in zip(ids, full, strict=True):
+            row["id"] = pk
         json_at = [n + 1 for n, a in enumerate(attnames) if a in json_fields]
         rows_copy(
             table=MESSAGE_TABLE,
             columns=["id", *(Message._meta.get_field(a).column for a in attnames)],
-            rows=([pk, *values] for pk, values in zip(ids, ordered, strict=True)),
+            rows=(pick(row) for row in full),
             json_at=json_at,
         )
-        messages = [_message_loaded(pk, attnames, values) for pk, values in zip(ids, ordered, strict=True)]
+        alias = connection.alias
+        messages = [_message_adopt(row, alias) for row in full]
         _decisions_copy((pk, d) for pk, d in zip(ids, decisions, strict=True) if d is not None)
     else:
         messages = Message.objects.bulk_create([Message(**row) for row in full], batch_size=500)

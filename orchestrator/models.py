@@ -130,6 +130,9 @@ class Source(models.TextChoices):
     # A confirmation answering the recipient's own inbound message (SMS STOP / START / HELP): it may go
     # to a number that just opted out (carriers require the one confirmation) and no cap holds it.
     REPLY = "reply", "Reply to the recipient"
+    # A send another system made (an ESP newsletter, a legacy SMS service), recorded so the governor
+    # counts it and the timeline shows it: never decided or delivered here (orchestrator.recording).
+    EXTERNAL = "external", "Another system"
 
 
 def validate_timezone(value: str) -> None:
@@ -354,6 +357,11 @@ class Message(models.Model):
     source_ref = models.CharField(
         max_length=200, blank=True, default="", help_text="Journey/step, campaign or caller reference."
     )
+    # A send recorded from another system (source = external): which system, its id there (unique per
+    # system), and when it was recorded here (created_at and sent_at are when it was sent).
+    source_system = models.CharField(max_length=100, blank=True, default="")
+    external_id = models.CharField(max_length=255, blank=True, default="")
+    recorded_at = models.DateTimeField(null=True, blank=True)
 
     # Delivery.
     to_address = models.CharField(
@@ -416,6 +424,12 @@ class Message(models.Model):
             models.CheckConstraint(condition=Q(purpose__in=Purpose.values), name="message_purpose_valid"),
             models.CheckConstraint(condition=Q(status__in=MessageStatus.values), name="message_status_valid"),
             models.CheckConstraint(condition=Q(priority__lte=100), name="message_priority_range"),
+            # Recording a send made elsewhere is idempotent on (source system, external id).
+            models.UniqueConstraint(
+                fields=["source_system", "external_id"],
+                condition=Q(source="external"),
+                name="message_external_unique",
+            ),
         ]
         permissions = [
             ("send_message", "Can send messages through the pipeline"),

@@ -287,6 +287,12 @@ ANYMAIL = {
 ORCHESTRATOR = {
     # How long a stored Idempotency-Key response is honoured.
     "IDEMPOTENCY_TTL": timedelta(hours=24),
+    # Sends recorded from other systems (orchestrator.recording): how far ahead of our clock a sent_at
+    # may be (their clocks drift), and rows per transaction of `history_import`.
+    "HISTORY": {
+        "CLOCK_SKEW": timedelta(seconds=int(os.environ.get("HISTORY_CLOCK_SKEW_SECONDS", "60"))),
+        "IMPORT_BATCH": int(os.environ.get("HISTORY_IMPORT_BATCH", "5000")),
+    },
     # Due-work functions run by `orchestrate --once` and the django-q2 schedule (orchestrator.work).
     # Order matters within one pass: re-decide deferred messages, advance journeys (which send), then
     # deliver whatever is accepted and due.

@@ -1,9 +1,11 @@
-"""POST messages/ (the send pipeline, Idempotency-Key honoured) and GET messages/{id}/."""
+"""POST messages/ (the send pipeline, Idempotency-Key honoured), POST messages/record/ (a send made
+elsewhere, recorded into the history) and GET messages/{id}/."""
 
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
 from django.urls import path
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
@@ -13,10 +15,13 @@ from rest_framework.views import APIView
 from channels_app.limits import BODY_MAX_CHARS, HEAD_MAX_CHARS
 from channels_app.models import DeliveryAttempt
 
+from ..authority import authorize
 from ..limits import MAX_SCHEDULE_AHEAD, MAX_URL_CHARS
 from ..models import AUTO_CHANNEL, Channel, Message, Purpose, Recipient
 from ..pipeline import SendRefused, message_send
+from ..recording import RecordInvalid, message_record, record_request_parse
 from .fields import BoundedDateTimeField
+from .permissions import scope_require
 from .serializers import MessageDecisionSerializer, MessageSerializer
 from .views import IDEMPOTENCY_KEY_PARAMETER, idempotent_response
 
@@ -184,7 +189,86 @@ class MessageDetailView(APIView):
         return Response(MessageDetailSerializer(message).data)
 
 
+# The schema of POST messages/record/; the view validates with recording.record_request_parse (the import's
+# validation too), so this serializer only documents the body.
+class MessageRecordSerializer(serializers.Serializer):
+    """A send another system already made."""
+
+    recipient = serializers.CharField(max_length=200, help_text="The recipient's external id.")
+    channel = serializers.ChoiceField(choices=Channel.values, help_text="The channel it went out on.")
+    purpose = serializers.ChoiceField(choices=Purpose.values)
+    sent_at = serializers.DateTimeField(help_text="When the other system sent it (not in the future).")
+    source_system = serializers.CharField(max_length=100, help_text="Which system sent it, e.g. `braze`.")
+    external_id = serializers.CharField(max_length=255, help_text="Its id in that system (unique there).")
+    content = ContentSerializer(required=False, help_text="A summary of what was sent (or a string).")
+    status = serializers.ChoiceField(
+        choices=["sent", "delivered"], required=False, help_text="`sent` unless delivered_at is given."
+    )
+    delivered_at = serializers.DateTimeField(required=False)
+    create_recipient = serializers.BooleanField(required=False, default=False)
+    timezone = serializers.CharField(max_length=64, required=False, help_text="Used with create_recipient.")
+
+
+class RecordedMessageSerializer(serializers.ModelSerializer):
+    recipient = serializers.SlugRelatedField(slug_field="external_id", read_only=True)
+
+    class Meta:
+        model = Message
+        fields = [
+            "id",
+            "recipient",
+            "channel",
+            "purpose",
+            "status",
+            "source",
+            "source_system",
+            "external_id",
+            "sent_at",
+            "delivered_at",
+            "recorded_at",
+            "content",
+            "warnings",
+        ]
+
+
+class MessageRecordView(APIView):
+    """Record a send another system already made: counted by the governor from its sent time, shown on
+    the timeline, linted (warnings only). Idempotent on (source_system, external_id): a repeat returns the
+    first record with 200. Nothing is delivered."""
+
+    required = {"POST": ("send", "orchestrator.send_message")}
+
+    @extend_schema(
+        request=MessageRecordSerializer,
+        responses={201: RecordedMessageSerializer, 200: RecordedMessageSerializer},
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
+    )
+    def post(self, request):
+        def act():
+            now = timezone.now()
+            try:
+                record = record_request_parse(request.data, now=now)
+            except RecordInvalid as exc:
+                raise ValidationError(exc.errors) from exc
+            if (
+                record.create_recipient
+                and not Recipient.objects.filter(external_id=record.recipient).exists()
+            ):
+                # Creating a recipient is a recipients:write act, whatever endpoint carries it.
+                scope_require(request, "recipients:write")
+                authorize(request.user, "orchestrator.add_recipient")
+            try:
+                message, created = message_record(request=record, at=now)
+            except RecordInvalid as exc:
+                raise ValidationError(exc.errors) from exc
+            code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+            return code, RecordedMessageSerializer(message).data
+
+        return idempotent_response(request, "messages-record", act)
+
+
 urlpatterns = [
     path("messages/", MessageCreateView.as_view(), name="message-create"),
+    path("messages/record/", MessageRecordView.as_view(), name="message-record"),
     path("messages/<int:pk>/", MessageDetailView.as_view(), name="message-detail"),
 ]

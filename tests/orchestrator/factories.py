@@ -84,3 +84,23 @@ class MessageFactory(factory.django.DjangoModelFactory):
     created_at = factory.LazyFunction(timezone.now)
     decided_at = factory.SelfAttribute("created_at")
     accepted_at = factory.SelfAttribute("created_at")
+
+
+def recorded_send(
+    who, system: str, n: int, *, at, channel="email", purpose="engagement", content=None, ago=60
+):
+    """A send `system` made `ago` seconds before `at`, recorded into the history (orchestrator.recording)."""
+    from datetime import timedelta
+
+    from orchestrator.recording import message_record, record_request_parse
+
+    body = {
+        "recipient": who.external_id,
+        "channel": channel,
+        "purpose": purpose,
+        "sent_at": at - timedelta(seconds=ago),
+        "source_system": system,
+        "external_id": f"{system}-{who.external_id}-{n}",
+        "content": content if content is not None else {"subject": "News", "body": "This week."},
+    }
+    return message_record(request=record_request_parse(body, now=at), at=at)[0]

@@ -7,8 +7,9 @@ import secrets
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
+from django.utils import timezone
 
-from orchestrator.demo import demo_people_seed, demo_recipients_seed, demo_segments_seed
+from orchestrator.demo import demo_history_record, demo_people_seed, demo_recipients_seed, demo_segments_seed
 
 # Each app may ship a `demo` module with `seed(stdout)`; they run in dependency order.
 DEMO_MODULES = ["governor.demo", "channels_app.demo", "journeys.demo"]
@@ -49,6 +50,9 @@ class Command(BaseCommand):
         new = demo_recipients_seed(count=options["recipients"], progress=not options["no_progress"])
         self.stdout.write(f"Demo recipients: {new} new ({options['recipients']} in the demo).")
         self.stdout.write(f"Demo segment: {demo_segments_seed().name}.")
+        recorded = demo_history_record(now=timezone.now())
+        if recorded:
+            self.stdout.write(f"Demo sends made around us (an ESP, braze, a legacy SMS service): {recorded}.")
         for path in DEMO_MODULES:
             try:
                 module = importlib.import_module(path)

@@ -1,0 +1,233 @@
+"""`manage.py history_import FILE`: the backfill of sends made elsewhere (CSV or JSON Lines)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import UTC, timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from governor.services import governor_check
+from orchestrator.models import Message, MessageStatus, Recipient, Source
+
+from .factories import RecipientFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def iso(t) -> str:
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def row(n: int, **fields) -> dict:
+    return {
+        "recipient": "u1",
+        "channel": "email",
+        "purpose": "promotional",
+        "sent_at": iso(timezone.now() - timedelta(hours=30 + n)),
+        "source_system": "esp",
+        "external_id": f"camp-{n}",
+        "content": {"subject": "Sale", "body": "This week only."},
+        **fields,
+    }
+
+
+def jsonl(tmp_path, rows, name="history.jsonl"):
+    path = tmp_path / name
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def run(path, *args):
+    out, err = StringIO(), StringIO()
+    call_command("history_import", str(path), *args, stdout=out, stderr=err)
+    return out.getvalue()
+
+
+def test_a_jsonl_file_is_recorded_as_external_sends(tmp_path):
+    RecipientFactory(external_id="u1")
+    RecipientFactory(external_id="u2")
+    rows = [row(n, recipient=f"u{1 + n % 2}") for n in range(7)]
+    out = run(jsonl(tmp_path, rows), "--batch-size", "3")
+    assert "7 rows: 7 recorded, 0 already recorded (skipped), 0 bad" in out
+    messages = Message.objects.filter(source=Source.EXTERNAL)
+    assert messages.count() == 7
+    assert set(messages.values_list("status", flat=True)) == {MessageStatus.SENT}
+    m = messages.get(external_id="camp-3")
+    assert m.recipient.external_id == "u2" and m.source_system == "esp"
+    assert m.accepted_at == m.sent_at == m.created_at
+
+
+def test_bad_rows_are_reported_by_line_and_reason_and_none_of_them_is_written(tmp_path):
+    RecipientFactory(external_id="u1")
+    future = iso(timezone.now() + timedelta(days=2))
+    lines = [
+        row(0),  # 1: good
+        row(1, sent_at=future),  # 2
+        row(2, channel="fax"),  # 3
+        "",  # 4: blank, skipped
+        row(3, purpose="spam"),  # 5
+        row(4, recipient="nobody"),  # 6
+        {k: v for k, v in row(5).items() if k != "external_id"},  # 7
+        "{not json",  # 8
+        "[1, 2]",  # 9
+        row(6),  # 10: good
+        row(7, content={"body": "a\x00b"}),  # 11
+    ]
+    out = run(jsonl(tmp_path, lines), "--batch-size", "4")
+    report = [line for line in out.splitlines() if line.startswith("line ")]
+    assert [line.split(":")[0] for line in report] == [
+        "line 2",
+        "line 3",
+        "line 5",
+        "line 6",
+        "line 7",
+        "line 8",
+        "line 9",
+        "line 11",
+    ]
+    text = "\n".join(report)
+    assert "line 2: sent_at:" in text and "in the future" in text
+    assert "line 3: channel: Unknown channel 'fax'" in text
+    assert "line 5: purpose: Unknown purpose 'spam'" in text
+    assert "line 6: recipient: No recipient with external_id 'nobody'" in text
+    assert "line 7: external_id: This field is required." in text
+    assert "line 8: line: Not a JSON object on one line" in text
+    assert "line 9: non_field_errors: Expected a JSON object." in text
+    assert "line 11: content: NUL characters are not allowed." in text
+    assert "10 rows: 2 recorded, 0 already recorded (skipped), 8 bad" in out
+    assert sorted(Message.objects.values_list("external_id", flat=True)) == ["camp-0", "camp-6"]
+    assert not Recipient.objects.filter(external_id="nobody").exists()
+
+
+def test_strict_exits_with_an_error_after_importing_the_good_rows(tmp_path):
+    RecipientFactory(external_id="u1")
+    path = jsonl(tmp_path, [row(0), row(1, channel="fax")])
+    with pytest.raises(CommandError, match="1 bad row"):
+        run(path, "--strict", "--no-progress")
+    assert Message.objects.count() == 1
+
+
+def test_a_rerun_skips_what_was_recorded_and_duplicates_in_the_file(tmp_path):
+    RecipientFactory(external_id="u1")
+    rows = [row(n) for n in range(5)] + [row(2, content={"body": "repeat"})]
+    path = jsonl(tmp_path, rows)
+    assert "6 rows: 5 recorded, 1 already recorded (skipped), 0 bad" in run(path, "--batch-size", "2")
+    first = dict(Message.objects.values_list("external_id", "id"))
+    assert "6 rows: 0 recorded, 6 already recorded (skipped), 0 bad" in run(path)
+    assert dict(Message.objects.values_list("external_id", "id")) == first
+    # A longer export overlapping the first: only the new rows are added.
+    path = jsonl(tmp_path, [row(n) for n in range(8)], name="more.jsonl")
+    assert "8 rows: 3 recorded, 5 already recorded (skipped), 0 bad" in run(path)
+    assert Message.objects.count() == 8
+
+
+def test_a_csv_file_with_content_columns_or_a_json_content_column(tmp_path):
+    RecipientFactory(external_id="u1")
+    sent = iso(timezone.now() - timedelta(hours=2))
+    path = tmp_path / "sends.csv"
+    path.write_text(
+        "recipient,channel,purpose,sent_at,source_system,external_id,subject,body,content,status\n"
+        f'u1,email,engagement,{sent},esp,e1,"Hello, you",A body,,\n'
+        f'u1,push,engagement,{sent},braze,p1,,,"{{""title"": ""Hi"", ""body"": ""Tap""}}",delivered\n'
+        f"u1,sms,promotional,{sent},twilio-legacy,SM1,,,Big SALE today,\n"
+        f"u1,email,engagement,{sent},esp,,,,,\n"
+        f'u1,email,engagement,"{sent}",esp,e2,,"A body\nover two lines",,\n'
+        f"u1,email,engagement,{sent},esp,e3,,,{{broken,\n"
+    )
+    out = run(path)
+    assert "line 5: external_id: This field is required." in out
+    assert "line 8: content: Not a JSON object" in out
+    assert "6 rows: 4 recorded, 0 already recorded (skipped), 2 bad" in out
+    email = Message.objects.get(external_id="e1")
+    assert email.content == {"subject": "Hello, you", "body": "A body"}
+    push = Message.objects.get(external_id="p1")
+    assert push.content == {"title": "Hi", "body": "Tap"} and push.status == MessageStatus.DELIVERED
+    sms = Message.objects.get(external_id="SM1")
+    assert sms.content == {"body": "Big SALE today"}
+    assert {w["code"] for w in sms.warnings} >= {"sms_purpose"}
+    assert Message.objects.get(external_id="e2").content == {"body": "A body\nover two lines"}
+
+
+def test_lint_warnings_are_kept_on_imported_sends(tmp_path):
+    RecipientFactory(external_id="u1")
+    rows = [
+        row(0, channel="push", content={"title": "Hi", "body": "word " * 80}),
+        row(1, channel="sms", purpose="promotional", content=None),
+        row(2, channel="email", content={"body": "no subject here"}),
+    ]
+    run(jsonl(tmp_path, rows))
+    codes = {
+        m.external_id: {w["code"] for w in m.warnings} for m in Message.objects.filter(source=Source.EXTERNAL)
+    }
+    assert "push_too_long" in codes["camp-0"]
+    assert codes["camp-1"] == {"sms_purpose"}
+    assert "email_no_subject" in codes["camp-2"]
+
+
+def test_create_recipients_and_gzip_and_dry_run(tmp_path):
+    path = tmp_path / "h.jsonl.gz"
+    with gzip.open(path, "wt") as f:
+        for n in range(3):
+            f.write(json.dumps(row(n, recipient=f"new-{n}", timezone="Asia/Tokyo")) + "\n")
+    out = run(path, "--dry-run")
+    # Unknown recipients, without --create-recipients.
+    assert "3 rows: 0 would record, 0 already recorded (skipped), 3 bad" in out
+    out = run(path, "--dry-run", "--create-recipients")
+    assert "3 rows: 3 would record, 0 already recorded (skipped), 0 bad" in out
+    assert not Message.objects.exists() and not Recipient.objects.exists()
+    out = run(path, "--create-recipients")
+    assert "3 rows: 3 recorded" in out
+    assert set(Recipient.objects.values_list("timezone", flat=True)) == {"Asia/Tokyo"}
+
+
+def test_imported_sends_count_toward_the_cap(tmp_path):
+    RecipientFactory(external_id="u1")
+    now = timezone.now()
+    rows = [row(n, purpose="engagement", sent_at=iso(now - timedelta(hours=n + 1))) for n in range(3)]
+    run(jsonl(tmp_path, rows))
+    decision = governor_check(
+        recipient=Recipient.objects.get(external_id="u1"), channel="email", purpose="engagement"
+    )
+    assert decision.status == MessageStatus.DEFERRED and "3 of 3" in decision.reason
+
+
+def test_a_missing_file_or_unknown_format_is_a_command_error(tmp_path):
+    with pytest.raises(CommandError, match="No such file"):
+        run(tmp_path / "nope.jsonl")
+    other = tmp_path / "h.txt"
+    other.write_text("")
+    with pytest.raises(CommandError, match="format"):
+        run(other)
+    assert "0 rows" in run(other, "--format", "csv")
+
+
+def test_the_progress_bar_is_drawn_on_stderr(tmp_path, capsys):
+    RecipientFactory(external_id="u1")
+    call_command("history_import", str(jsonl(tmp_path, [row(0), row(1)])), stdout=StringIO())
+    err = capsys.readouterr().err
+    assert "history_import" in err and "100%" in err
+
+
+def test_a_request_built_in_python_may_use_the_choices_and_datetimes():
+    from orchestrator.models import Channel, Purpose
+    from orchestrator.recording import record_request_parse
+
+    now = timezone.now()
+    request = record_request_parse(
+        {
+            "recipient": "u1",
+            "channel": Channel.PUSH,
+            "purpose": Purpose.ENGAGEMENT,
+            "sent_at": now - timedelta(minutes=1),
+            "source_system": "braze",
+            "external_id": 7,
+        },
+        now=now,
+    )
+    assert (request.channel, request.purpose, request.external_id) == ("push", "engagement", "7")
+    assert type(request.channel) is str
