@@ -48,9 +48,9 @@ from .models import (
     CampaignRecipient,
     CampaignStatus,
     MemberState,
-    ReviewOutcome,
     ScheduleKind,
 )
+from .services import proposal_review_record
 
 logger = logging.getLogger(__name__)
 
@@ -404,16 +404,7 @@ def campaign_transition(
                 f"Cannot {action} {campaign.name}: it is {campaign.status} (allowed from {allowed}).",
             )
         username = getattr(user, "get_username", lambda: "")() if user is not None else ""
-        person = user if getattr(user, "pk", None) else None
-        if action == "propose":
-            campaign.proposed_by, campaign.proposed_at = person, now
-            campaign.reviewed_by, campaign.reviewed_at = None, None
-            campaign.review_outcome, campaign.review_comment = "", ""
-        elif action in ("approve", "reject"):
-            campaign.reviewed_by, campaign.reviewed_at = person, now
-            approved = action == "approve"
-            campaign.review_outcome = ReviewOutcome.APPROVED if approved else ReviewOutcome.REJECTED
-            campaign.review_comment = comment.strip()
+        proposal_review_record(campaign, action=action, user=user, now=now, comment=comment)
         if action == "approve":
             if campaign.template_id:
                 campaign.template_revision = campaign.template.revision

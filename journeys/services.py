@@ -166,6 +166,23 @@ def journey_update(
     return latest
 
 
+def proposal_review_record(
+    proposal: Any, *, action: str, user: Any, now: datetime, comment: str = ""
+) -> None:
+    """What a proposal (a journey, a campaign) keeps of its review: proposing records the proposer and
+    clears the last review; approving or rejecting records the reviewer, the outcome and the comment the
+    proposer reads. In memory; the caller saves. `user` None is the system (no person recorded)."""
+    person = user if getattr(user, "pk", None) else None
+    if action == "propose":
+        proposal.proposed_by, proposal.proposed_at = person, now
+        proposal.reviewed_by, proposal.reviewed_at = None, None
+        proposal.review_outcome, proposal.review_comment = "", ""
+    elif action in ("approve", "reject"):
+        proposal.reviewed_by, proposal.reviewed_at = person, now
+        proposal.review_outcome = ReviewOutcome.APPROVED if action == "approve" else ReviewOutcome.REJECTED
+        proposal.review_comment = comment.strip()
+
+
 def journey_transition(
     *, journey: Journey, action: str, now: datetime, user: Any = None, comment: str = ""
 ) -> Journey:
@@ -184,14 +201,7 @@ def journey_transition(
                 "illegal_transition",
                 f"Cannot {action} {journey.slug}: it is {journey.status} (allowed from {allowed}).",
             )
-        if action == "propose":
-            journey.proposed_by, journey.proposed_at = user, now
-            journey.reviewed_by, journey.reviewed_at = None, None
-            journey.review_outcome, journey.review_comment = "", ""
-        if action in ("approve", "reject"):
-            journey.reviewed_by, journey.reviewed_at = user, now
-            journey.review_outcome = ReviewOutcome.APPROVED if action == "approve" else ReviewOutcome.REJECTED
-            journey.review_comment = comment.strip()
+        proposal_review_record(journey, action=action, user=user, now=now, comment=comment)
         if action == "approve":
             version = journey_latest_version(journey=journey)
             # Re-check: the channel lint may have changed since the draft was saved.
