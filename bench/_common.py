@@ -37,6 +37,7 @@ def django_setup(name: str) -> str:
     url = bench_database_url(name)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
     os.environ.setdefault("DEBUG", "false")  # measure the production configuration (no query log)
+    os.environ.setdefault("SECRET_KEY", "bench-" + os.urandom(24).hex())  # DEBUG off refuses the dev key
     sys.path.insert(0, str(ROOT))
     import django
     from django.core.management import call_command

@@ -44,6 +44,8 @@ def main() -> int:
         LOG_LEVEL="WARNING",
     )
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
+    # DEBUG off (the production configuration) refuses the development key: a throwaway one per run.
+    os.environ.setdefault("SECRET_KEY", "bench-" + os.urandom(24).hex())
     import django
 
     django.setup()

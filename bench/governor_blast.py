@@ -19,6 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
+# DEBUG off (the production configuration) refuses the development key: a throwaway one per run.
+os.environ.setdefault("SECRET_KEY", "bench-" + os.urandom(24).hex())
 os.environ.setdefault("DEBUG", "false")  # measure the production configuration
 from _common import bench_database_url  # noqa: E402
 

@@ -23,6 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
+# DEBUG off (the production configuration) refuses the development key: a throwaway one per run.
+os.environ.setdefault("SECRET_KEY", "bench-" + os.urandom(24).hex())
 os.environ.setdefault("EMAIL_BACKEND", "django.core.mail.backends.locmem.EmailBackend")
 os.environ.setdefault("CHANNEL_PUSH_BACKEND", "channels_app.backends.push.LocmemPushBackend")
 os.environ.setdefault("CHANNEL_SMS_BACKEND", "channels_app.backends.sms.LocmemSmsBackend")
