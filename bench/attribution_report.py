@@ -82,14 +82,15 @@ def populate(connection, *, scale: float) -> None:
               (recipient_id, channel, requested_channel, channel_reason, purpose, priority, content, status,
                rule, reason, warnings, source, source_ref, to_address, provider, provider_message_id,
                attempts, last_error, created_at, decided_at, accepted_at, sent_at, delivered_at, opened_at,
-               updated_at)
+               updated_at, source_system, external_id)
             SELECT 1 + (g %% %(r)s), (ARRAY['email','push','sms','in_app'])[1 + (g / 7) %% 4], '', '',
                    'engagement', 50, '{"body": "x"}'::jsonb, s.status, '', '', '[]'::jsonb,
                    CASE WHEN g %% 3 = 0 THEN 'journey' ELSE 'api' END, '', '', 'locmem', '', 1, '',
                    s.t, s.t, s.t, s.t + interval '2 seconds',
                    CASE WHEN s.status IN ('delivered', 'opened', 'clicked')
                         THEN s.t + interval '5 seconds' END,
-                   CASE WHEN s.status IN ('opened', 'clicked') THEN s.t + interval '20 minutes' END, s.t
+                   CASE WHEN s.status IN ('opened', 'clicked') THEN s.t + interval '20 minutes' END, s.t,
+                   '', ''
               FROM (SELECT g, %(now)s::timestamptz - (random() * interval '60 days') AS t,
                            (ARRAY['delivered','delivered','opened','clicked','delivered','opened','delivered',
                                   'sent','failed','suppressed'])[1 + (random() * 9)::int] AS status

@@ -29,7 +29,8 @@ NAME = "governor_blast"
 COLUMNS = (
     "recipient_id, channel, requested_channel, channel_reason, purpose, priority, content, status, rule,"
     " reason, deliver_after, expires_at, warnings, source, source_ref, provider, provider_message_id,"
-    " attempts, last_error, created_at, decided_at, accepted_at, deferred_at, updated_at, to_address"
+    " attempts, last_error, created_at, decided_at, accepted_at, deferred_at, updated_at, to_address,"
+    " source_system, external_id"
 )
 CONTENT = {"subject": "New this week", "body": "A few things we think you will like."}
 
@@ -63,7 +64,7 @@ def history_seed() -> None:
             " SELECT r.id, 'email', 'email', '', 'engagement', 50,"
             " '{\"subject\": \"Earlier\", \"body\": \"...\"}'::jsonb, 'delivered', '', 'Within every cap.',"
             " NULL, NULL, '[]'::jsonb, 'api', '', '', '', 0, '', now() - k * interval '5 hours',"
-            " now() - k * interval '5 hours', now() - k * interval '5 hours', NULL, now(), ''"
+            " now() - k * interval '5 hours', now() - k * interval '5 hours', NULL, now(), '', '', ''"
             " FROM orchestrator_recipient r CROSS JOIN generate_series(1, 3) k WHERE k <= r.id % 4"
         )
         # A few opt-outs, so the governed path has something to suppress.
@@ -95,7 +96,7 @@ SELECT l.id, 'email', 'email', '', 'promotional', 50, %(content)s,
     NULL, '[]'::jsonb, 'campaign', 'blast-raw', '', '', 0, '', %(at)s, %(at)s,
     CASE WHEN coalesce(c.c, 0) < 3 THEN %(at)s END,
     CASE WHEN coalesce(c.c, 0) < 3 THEN NULL ELSE %(at)s END,
-    %(at)s, ''
+    %(at)s, '', '', ''
 FROM locked l LEFT JOIN counts c ON c.recipient_id = l.id
 """
 

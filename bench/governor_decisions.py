@@ -51,7 +51,7 @@ def setup_population(recipients: int, pools: int) -> list[list[int]]:
             " SELECT r.id, 'email', 'email', '', 'engagement', 50,"
             " '{\"subject\": \"Earlier\", \"body\": \"...\"}'::jsonb, 'delivered', '', 'Within every cap.',"
             " NULL, NULL, '[]'::jsonb, 'api', '', '', '', 0, '', now() - k * interval '5 hours',"
-            " now() - k * interval '5 hours', now() - k * interval '5 hours', now(), '' "
+            " now() - k * interval '5 hours', now() - k * interval '5 hours', now(), '', '', '' "
             " FROM orchestrator_recipient r CROSS JOIN generate_series(1, 2) k"
         )
         cur.execute("ANALYZE")
@@ -62,7 +62,8 @@ def setup_population(recipients: int, pools: int) -> list[list[int]]:
 COLUMNS = (
     "recipient_id, channel, requested_channel, channel_reason, purpose, priority, content, status, rule,"
     " reason, deliver_after, expires_at, warnings, source, source_ref, provider, provider_message_id,"
-    " attempts, last_error, created_at, decided_at, accepted_at, updated_at, to_address"
+    " attempts, last_error, created_at, decided_at, accepted_at, updated_at, to_address,"
+    " source_system, external_id"
 )
 
 
@@ -112,7 +113,7 @@ def raw_worker(ids: list[int], n: int, offset: int, out) -> None:
     insert = (
         f"WITH m AS (INSERT INTO orchestrator_message ({COLUMNS})"
         " VALUES (%s, 'email', 'email', '', 'engagement', 50, %s,"
-        " %s, %s, %s, %s, NULL, '[]'::jsonb, 'api', 'bench', '', '', 0, '', %s, %s, %s, %s, '')"
+        " %s, %s, %s, %s, NULL, '[]'::jsonb, 'api', 'bench', '', '', 0, '', %s, %s, %s, %s, '', '', '')"
         " RETURNING id)"
         ' INSERT INTO orchestrator_messagedecision (message_id, at, outcome, rule, reason, used, "limit",'
         " \"window\", next_slot) SELECT m.id, %s, %s, %s, %s, %s, 3, '24 hours', %s FROM m"

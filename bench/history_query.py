@@ -37,12 +37,13 @@ def populate(connection) -> None:
             INSERT INTO orchestrator_message
               (recipient_id, channel, requested_channel, channel_reason, purpose, priority, content,
                status, rule, reason, warnings, source, source_ref, to_address, provider,
-               provider_message_id, attempts, last_error, created_at, decided_at, accepted_at, updated_at)
+               provider_message_id, attempts, last_error, created_at, decided_at, accepted_at, updated_at,
+               source_system, external_id)
             SELECT 1 + (g %% %(r)s),
                    (ARRAY['email','push','sms','in_app'])[1 + g %% 4], '', '', 'engagement', 50,
                    '{"subject": "Hello", "body": "A message."}'::jsonb, 'delivered', '', '', '[]'::jsonb,
                    'api', '', '', 'locmem', '', 1, '',
-                   t, t, t, t
+                   t, t, t, t, '', ''
             FROM (SELECT g, %(now)s::timestamptz - (random() * interval '30 days') AS t
                   FROM generate_series(1, %(n)s) g) s
             """,

@@ -52,11 +52,12 @@ def populate(connection, now) -> None:
             INSERT INTO orchestrator_message
               (recipient_id, channel, requested_channel, channel_reason, purpose, priority, content,
                status, rule, reason, warnings, source, source_ref, to_address, provider,
-               provider_message_id, attempts, last_error, created_at, decided_at, accepted_at, updated_at)
+               provider_message_id, attempts, last_error, created_at, decided_at, accepted_at, updated_at,
+               source_system, external_id)
             SELECT 1 + (g %% %(r)s), (ARRAY['email','push','in_app','email'])[1 + (g / 7) %% 4], '', '',
                    (ARRAY['engagement','promotional','transactional','engagement','alert'])[1 + (g / 3) %% 5],
                    50, '{"body": "A message."}'::jsonb, 'delivered', '', '', '[]'::jsonb, 'api', '', '',
-                   'locmem', '', 1, '', t, t, t, t
+                   'locmem', '', 1, '', t, t, t, t, '', ''
             FROM (SELECT g, %(now)s::timestamptz - (random() * interval '15 days') AS t
                   FROM generate_series(1, %(n)s) g) s
             """,
