@@ -398,6 +398,18 @@ CHANNELS = {
         "BASE_URL": os.environ.get("FCM_BASE_URL", "https://fcm.googleapis.com"),
         "TIMEOUT": float(os.environ.get("FCM_TIMEOUT", "10")),
     },
+    # Apple Push Notification service, HTTP/2 with token auth (channels_app.backends.apns.ApnsBackend): the
+    # .p8 auth key (its PEM text or its path), its key id, the team id and the app's bundle id (the topic).
+    # BASE_URL overrides the host (tests, a proxy); else USE_SANDBOX picks Apple's development host.
+    "APNS": {
+        "KEY": os.environ.get("APNS_KEY", ""),
+        "KEY_ID": os.environ.get("APNS_KEY_ID", ""),
+        "TEAM_ID": os.environ.get("APNS_TEAM_ID", ""),
+        "TOPIC": os.environ.get("APNS_TOPIC", ""),
+        "USE_SANDBOX": env_bool("APNS_USE_SANDBOX", False),
+        "BASE_URL": os.environ.get("APNS_BASE_URL", ""),
+        "TIMEOUT": float(os.environ.get("APNS_TIMEOUT", "10")),
+    },
     # Web Push with VAPID (channels_app.backends.push.WebPushBackend).
     "WEBPUSH": {
         "VAPID_PRIVATE_KEY": os.environ.get("WEBPUSH_VAPID_PRIVATE_KEY", ""),
