@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 import time
 import uuid
@@ -104,11 +105,13 @@ def provider_token(*, key_value: str, key_id: str, team_id: str, stale: str = ""
 
 def _client(base_url: str) -> httpx.Client:
     """One HTTP/2-only client per base URL per process (h2 over TLS, or h2c with prior knowledge for
-    an http:// URL: a loopback fake in the tests)."""
+    an http:// URL: a loopback fake in the tests). Keyed by pid too: a forked worker never shares its
+    parent's open connection."""
+    key = f"{os.getpid()} {base_url}"
     with _lock:
-        if base_url not in _clients:
-            _clients[base_url] = httpx.Client(http1=False, http2=True)
-        return _clients[base_url]
+        if key not in _clients:
+            _clients[key] = httpx.Client(http1=False, http2=True)
+        return _clients[key]
 
 
 def apns_id_for(outgoing: Outgoing) -> str:

@@ -189,6 +189,8 @@ def test_a_resend_carries_the_same_apns_id_and_collapse_id(fake):
     assert first.provider_message_id == again.provider_message_id
     a, b = server.requests
     assert a["headers"]["apns-id"] == b["headers"]["apns-id"]
+    # httpx really speaks HTTP/2 to an http:// URL (h2c with prior knowledge), on the client's side too.
+    assert backend.transmit(backend.build(outgoing), outgoing).http_version == "HTTP/2"
     assert a["headers"]["apns-collapse-id"] == b["headers"]["apns-collapse-id"]
 
 
