@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from channels_app.backends import apns, push
 from channels_app.backends.apns import ApnsBackend
+from channels_app.backends.base import Outgoing
 from channels_app.delivery import message_deliver
 from channels_app.models import DeliveryAttempt
 from orchestrator.models import ChangeKind, Channel, ContactPoint, PreferenceChange
@@ -180,7 +181,7 @@ def test_promotional_pushes_go_at_priority_5_and_expire_with_the_message(fake):
 def test_a_resend_carries_the_same_apns_id_and_collapse_id(fake):
     _answers, server = fake
     m = push_message()
-    outgoing = apns.Outgoing(
+    outgoing = Outgoing(
         message_id=m.pk, channel="push", purpose="alert", recipient="r", to="abcdef", content=PUSH
     )
     backend = ApnsBackend()
