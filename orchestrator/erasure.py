@@ -13,6 +13,7 @@ entry: who erased, when, from where, naming the person only by the token.
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Mapping
 from datetime import datetime
@@ -61,6 +62,20 @@ def _identifiers(recipient: Recipient) -> list[str]:
     return sorted((s for s in found if len(s) >= MIN_IDENTIFIER), key=len, reverse=True)
 
 
+def _is_amount(value: Any) -> bool:
+    """A number, or text spelling one (measurement reads "40" as 40)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return True
+    if isinstance(value, str) and len(value) <= 40:
+        try:
+            return math.isfinite(float(value))
+        except ValueError:
+            return False
+    return False
+
+
 class Keep:
     """Event properties measurement reads: numbers under value keys (a conversion's amount), and values
     a team wrote in a definition's filter (so not personal) under filter keys."""
@@ -79,7 +94,7 @@ class Keep:
             return {}
         kept = {}
         for key, value in properties.items():
-            number = isinstance(value, int | float) and not isinstance(value, bool)
+            number = _is_amount(value)
             if (key in self.numbers and number) or any(
                 type(value) is type(v) and value == v for v in self.values.get(key, ())
             ):
