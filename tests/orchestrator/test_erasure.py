@@ -10,6 +10,7 @@ from io import StringIO
 
 import pytest
 from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.auth.models import Permission
 from django.contrib.contenttypes.models import ContentType
 from django.core.management import call_command
 from django.db import connection
@@ -329,3 +330,35 @@ def test_the_command_erases_and_says_the_token(person):
     assert erasure.token in out.getvalue() and WHO not in out.getvalue()
     assert erasure.via == "command: erase_recipient"
     assert personal_hits() == {}
+
+
+def test_the_admin_action_asks_first_then_erases_as_the_admin(client, django_user_model, person):
+    lead = user_with_roles(django_user_model, "lead", MESSAGING_TEAM)
+    lead.is_staff = True
+    lead.save()
+    client.force_login(lead)
+    url = "/admin/orchestrator/recipient/"
+    form = {"action": "erase_selected", "_selected_action": [person["recipient"].pk]}
+    asked = client.post(url, form)
+    assert asked.status_code == 200 and b"Yes, erase them" in asked.content and WHO.encode() in asked.content
+    assert not Erasure.objects.exists()
+    done = client.post(url, {**form, "confirm": "yes"})
+    assert done.status_code == 302
+    erasure = Erasure.objects.get()
+    assert erasure.erased_by == lead and erasure.via == "admin"
+    assert personal_hits() == {}
+
+
+def test_the_admin_action_is_offered_only_with_the_permission(client, django_user_model, person):
+    owner = user_with_roles(django_user_model, "owner", "Channel owner", channels=["email"])
+    owner.is_staff = True
+    owner.save()
+    owner.user_permissions.add(*Permission.objects.filter(codename__in=["view_recipient"]))
+    client.force_login(owner)
+    page = client.get("/admin/orchestrator/recipient/")
+    assert page.status_code == 200 and b"erase_selected" not in page.content
+    refused = client.post(
+        "/admin/orchestrator/recipient/",
+        {"action": "erase_selected", "_selected_action": [person["recipient"].pk], "confirm": "yes"},
+    )
+    assert refused.status_code in (200, 302) and not Erasure.objects.exists()
