@@ -18,6 +18,7 @@ from datetime import datetime
 import django_filters
 from django import forms
 from django.db.models import Q, QuerySet
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework.exceptions import ValidationError
@@ -134,6 +135,16 @@ class KeysetCursorPagination(CursorPagination):
                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
             },
         ]
+
+
+class CursorListSchema(AutoSchema):
+    """Names a cursor-paginated list's envelope apart from the page-numbered one of the same rows
+    (`MessageCursorPage` for GET messages/, `PaginatedMessageList` for a recipient's history)."""
+
+    def get_paginated_name(self, serializer_name: str) -> str:
+        if isinstance(self._get_paginator(), KeysetCursorPagination):
+            return f"{serializer_name}CursorPage"
+        return super().get_paginated_name(serializer_name)
 
 
 # --- recipients ----------------------------------------------------------------------------------------

@@ -148,9 +148,9 @@ class MessageCreateView(APIView):
         "GET": ("messages:read", "orchestrator.view_message"),
     }
     pagination_class = lists.KeysetCursorPagination
+    schema = lists.CursorListSchema()
 
     @extend_schema(
-        operation_id="messages_list",
         responses=MessageSerializer(many=True),
         parameters=lists.MESSAGE_LIST_PARAMETERS,
         filters=False,

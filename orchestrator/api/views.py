@@ -147,17 +147,24 @@ class RecipientViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     lookup_field = "external_id"
     lookup_value_regex = "[^/]+"
     queryset = Recipient.objects.all()
+    schema = lists.CursorListSchema()
 
     @property
     def pagination_class(self):
-        # The list pages by cursor (it may be millions long); a recipient's history keeps its page numbers.
+        # The list pages by cursor (it may be millions long); a recipient's history keeps its page numbers;
+        # an action may set its own (the timeline: none).
+        if "_pagination_class" in self.__dict__:
+            return self.__dict__["_pagination_class"]
         return lists.KeysetCursorPagination if self.action == "list" else PageNumberPagination
+
+    @pagination_class.setter
+    def pagination_class(self, value) -> None:
+        self.__dict__["_pagination_class"] = value
 
     def get_object(self) -> Recipient:
         return recipient_get_or_404(self.kwargs["external_id"])
 
     @extend_schema(
-        operation_id="recipients_list",
         responses=RecipientSerializer(many=True),
         parameters=lists.RECIPIENT_LIST_PARAMETERS,
         filters=False,
