@@ -114,6 +114,32 @@ def _events_erase(*, recipient: Recipient, keep: Keep) -> int:
     return len(events)
 
 
+def _ids_as_text(model, recipient: Recipient):
+    """The recipient's row ids of `model` as text (a subquery), to match ids inside stored JSON."""
+    return model.objects.filter(recipient=recipient).values(text_id=Cast("id", output_field=CharField()))
+
+
+# The conversation's tables and the column naming the recipient in each: were one of them given a
+# django-simple-history table (none is today), its rows about the person would go too.
+PERSONAL_MODELS = (
+    (Recipient, "id"),
+    (ContactPoint, "recipient_id"),
+    (Preference, "recipient_id"),
+    (PreferenceChange, "recipient_id"),
+    (Event, "recipient_id"),
+    (Message, "recipient_id"),
+)
+
+
+def _histories_erase(*, recipient_id: int, counts: dict[str, int]) -> None:
+    for model, column in PERSONAL_MODELS:
+        attribute = getattr(model._meta, "simple_history_manager_attribute", None)
+        if attribute:
+            history = getattr(model, attribute).model
+            deleted = history.objects.filter(**{column: recipient_id}).delete()[0]
+            counts[f"history_{model._meta.model_name}"] = deleted
+
+
 def recipient_erase(*, recipient: Recipient, actor: Any = None, at: datetime, via: str = "") -> Erasure:
     """Erase one recipient's personal data (see the module docstring); `actor` is the user who asked (None:
     the system). Raises AlreadyErased for a recipient erased before."""
@@ -131,14 +157,11 @@ def recipient_erase(*, recipient: Recipient, actor: Any = None, at: datetime, vi
         counts |= messages_erase(recipient_id=recipient.pk, identifiers=identifiers, at=at)
         # Stored first responses that describe the person: an event's or a recorded send's (which name the
         # recipient), a send's (by message id).
-        mine_text = lambda model: model.objects.filter(recipient=recipient).values(  # noqa: E731
-            text_id=Cast("id", output_field=CharField())
-        )
         stored = IdempotencyKey.objects.annotate(body_id=KeyTextTransform("id", "response_body"))
         counts["idempotency_keys"] = stored.filter(
             Q(response_body__recipient=recipient.external_id)
-            | Q(scope__startswith="messages", body_id__in=mine_text(Message))
-            | Q(scope__startswith="events", body_id__in=mine_text(Event))
+            | Q(scope__startswith="messages", body_id__in=_ids_as_text(Message, recipient))
+            | Q(scope__startswith="events", body_id__in=_ids_as_text(Event, recipient))
         ).delete()[0]
         keep = Keep()
         for _receiver, response in responses:
@@ -158,6 +181,7 @@ def recipient_erase(*, recipient: Recipient, actor: Any = None, at: datetime, vi
         counts["preference_changes"] = PreferenceChange.objects.filter(recipient=recipient).update(
             address="", detail=""
         )
+        _histories_erase(recipient_id=recipient.pk, counts=counts)
         Recipient.objects.filter(pk=recipient.pk).update(
             external_id=token,
             timezone="UTC",

@@ -208,8 +208,13 @@ class RecipientFilter(django_filters.FilterSet):
 RECIPIENT_LIST_PARAMETERS = [
     OpenApiParameter(
         "attribute",
-        str,
-        many=True,
+        {
+            "type": "array",
+            "maxItems": MAX_ATTRIBUTE_FILTERS,
+            "items": {"type": "string", "pattern": f"^[^:\\u0000]{{1,{ATTRIBUTE_KEY_MAX}}}:[^\\u0000]*$"},
+        },
+        style="form",
+        explode=True,
         description="key:value, repeatable (all must hold); the value also matches the number or "
         "true/false it spells: attribute=plan:pro&attribute=seats:5.",
     ),

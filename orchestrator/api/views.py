@@ -286,7 +286,9 @@ class EventCreateView(APIView):
             incoming = EventWriteSerializer(data=request.data)
             incoming.is_valid(raise_exception=True)
             data = incoming.validated_data
-            recipient = Recipient.objects.filter(external_id=data["recipient"]).first()
+            recipient = Recipient.objects.filter(
+                external_id=data["recipient"], erased_at__isnull=True
+            ).first()
             if recipient is None:
                 if data["create_recipient"]:
                     # Creating a recipient is a recipients:write act, whatever endpoint carries it.

@@ -362,3 +362,17 @@ def test_the_admin_action_is_offered_only_with_the_permission(client, django_use
         {"action": "erase_selected", "_selected_action": [person["recipient"].pk], "confirm": "yes"},
     )
     assert refused.status_code in (200, 302) and not Erasure.objects.exists()
+
+
+def test_erased_people_leave_segments_and_take_no_events(api, person):
+    everyone = api.post("/api/v1/segments/", {"name": "Everyone", "conditions": []}, format="json")
+    assert everyone.status_code == 201, everyone.content
+    preview = f"/api/v1/segments/{everyone.json()['id']}/preview/"
+    assert WHO in api.get(preview).json()["sample"]
+    assert api.delete(f"/api/v1/recipients/{WHO}/").status_code == 204
+    token = Erasure.objects.get().token
+    assert token not in api.get(preview).json()["sample"]
+    assert (
+        api.post("/api/v1/events/", {"recipient": token, "name": "app_open"}, format="json").status_code
+        == 404
+    )
