@@ -217,7 +217,10 @@ class RecipientViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         data = incoming.validated_data
         if data.get("external_id") not in (None, recipient.external_id):
             raise ValidationError({"external_id": ["external_id cannot be changed."]})
-        services.recipient_upsert(external_id=recipient.external_id, create=False, **_upsert_kwargs(data))
+        try:
+            services.recipient_upsert(external_id=recipient.external_id, create=False, **_upsert_kwargs(data))
+        except Recipient.DoesNotExist as exc:  # erased (renamed) since it was read: unknown now
+            raise Http404("No such recipient.") from exc
         return Response(RecipientSerializer(recipient_get_or_404(recipient.external_id)).data)
 
     @extend_schema(

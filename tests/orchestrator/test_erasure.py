@@ -376,3 +376,18 @@ def test_erased_people_leave_segments_and_take_no_events(api, person):
         api.post("/api/v1/events/", {"recipient": token, "name": "app_open"}, format="json").status_code
         == 404
     )
+
+
+def test_a_patch_racing_an_erasure_is_a_404(api, person, monkeypatch):
+    from orchestrator.api import views
+
+    read = views.recipient_get_or_404
+
+    def read_then_erased(external_id):
+        recipient = read(external_id)
+        recipient_erase(recipient=recipient, at=timezone.now())  # another request erased it meanwhile
+        return recipient
+
+    monkeypatch.setattr(views, "recipient_get_or_404", read_then_erased)
+    response = api.patch(f"/api/v1/recipients/{WHO}/", {"locale": ""}, format="json")
+    assert response.status_code == 404
