@@ -231,7 +231,7 @@ RECIPIENT_LIST_PARAMETERS = [
 class MessageListFilter(MessageFilter):
     """The recipient history's filters, plus which recipient and which journey, across everyone."""
 
-    source = django_filters.MultipleChoiceFilter(choices=Source.choices)
+    source = django_filters.MultipleChoiceFilter(choices=Source.choices, distinct=False)
     recipient = django_filters.CharFilter(field_name="recipient__external_id", max_length=200)
     journey = django_filters.CharFilter(method="journey_filter", max_length=100)
 
