@@ -62,6 +62,16 @@ def personal_hits(needles=NEEDLES) -> dict[tuple[str, str], int]:
             found = cursor.fetchone()[0]
             if found:
                 hits[(table, column)] = found
+    # django-q2 keeps task arguments and results pickled (base64 in a text column): read them unpickled.
+    from django_q.models import OrmQ, Task
+
+    for task in Task.objects.all():
+        text = repr((task.name, task.args, task.kwargs, task.result)).lower()
+        if any(n.lower() in text for n in needles):
+            hits[("django_q_task", str(task.pk))] = 1
+    for queued in OrmQ.objects.all():
+        if any(n.lower() in repr(queued.task()).lower() for n in needles):
+            hits[("django_q_ormq", str(queued.pk))] = 1
     return hits
 
 
