@@ -10,7 +10,7 @@ from django.db import transaction
 from django.dispatch import receiver
 
 from orchestrator.models import Event, Message, MessageStatus
-from orchestrator.signals import event_ingested, message_status_changed
+from orchestrator.signals import event_ingested, message_status_changed, recipient_erasing
 
 from .delivery import message_deliver_enqueue, messages_deliver_enqueue
 from .esp import anymail_event_apply, anymail_inbound_apply
@@ -75,3 +75,14 @@ def anymail_tracking_received(sender, event, esp_name: str, **kwargs) -> None:
 def anymail_inbound_received(sender, event, esp_name: str, **kwargs) -> None:
     """Inbound email (through django-anymail): the List-Unsubscribe mailto."""
     anymail_inbound_apply(event=event, esp_name=esp_name)
+
+
+@receiver(recipient_erasing, dispatch_uid="channels_recipient_erasing")
+def recipient_erasing_scrub(sender, recipient, counts: dict, **kwargs) -> None:
+    """Delivery attempts keep their count and outcome; the provider's response (which may quote the
+    address) and its message id (a key into the provider's own logs) go."""
+    from .models import DeliveryAttempt
+
+    counts["delivery_attempts"] = DeliveryAttempt.objects.filter(message__recipient_id=recipient.pk).update(
+        response="", provider_message_id=""
+    )

@@ -8,7 +8,7 @@ from django.dispatch import receiver
 from django_q.tasks import async_task
 
 from orchestrator.models import Event, Message, MessageStatus, Source
-from orchestrator.signals import event_ingested, message_status_changed
+from orchestrator.signals import event_ingested, message_status_changed, recipient_erasing
 
 from . import services
 
@@ -23,3 +23,13 @@ def on_message_status_changed(sender, message: Message, previous: str = "", **kw
     # Sent inside the governor's transaction (which holds the recipient's lock): only enqueue here.
     if message.source == Source.JOURNEY and previous == MessageStatus.DEFERRED:
         transaction.on_commit(lambda: async_task("journeys.tasks.message_wake_task", message.pk))
+
+
+@receiver(recipient_erasing, dispatch_uid="journeys.recipient_erasing")
+def on_recipient_erasing(sender, recipient, identifiers, at, counts: dict, **kwargs):
+    """Enrollments, step runs and campaign members stay (the reports count them), without free text that
+    may name the person; what is still running for them stops. Returns the event properties measurement
+    reads, so conversion values and filtered conversions still add up."""
+    return services.recipient_erase_journeys(
+        recipient=recipient, identifiers=identifiers, at=at, counts=counts
+    )

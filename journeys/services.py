@@ -505,3 +505,45 @@ def message_wake(*, message_id: int, now: datetime) -> list[int]:
         )
         Enrollment.objects.filter(pk__in=ids).update(next_run_at=now)
     return ids
+
+
+def recipient_erase_journeys(
+    *, recipient: Recipient, identifiers: Iterable[str], at: datetime, counts: dict
+) -> dict[str, Any]:
+    """The journeys' share of `orchestrator.erasure.recipient_erase` (inside its transaction): active
+    enrollments exit, pending campaign members are cancelled, free text loses the person's identifiers.
+    Returns the event properties measurement reads (goal values, definitions' values and filters)."""
+    from orchestrator.history import _scrubbed
+
+    from .models import CampaignRecipient, ConversionDefinition, JourneyVersion, MemberState
+
+    ids = list(identifiers)
+    enrollments = Enrollment.objects.filter(recipient=recipient)
+    counts["enrollments_stopped"] = enrollments.filter(status=EnrollmentStatus.ACTIVE).update(
+        status=EnrollmentStatus.EXITED, exit_reason="recipient erased", ended_at=at, next_run_at=None
+    )
+    counts["enrollments"] = enrollments.update(
+        exit_reason=_scrubbed("exit_reason", ids), error=_scrubbed("error", ids)
+    )
+    counts["step_runs"] = StepRun.objects.filter(enrollment__recipient=recipient).update(
+        detail=_scrubbed("detail", ids)
+    )
+    members = CampaignRecipient.objects.filter(recipient=recipient)
+    counts["campaign_members_cancelled"] = members.filter(state=MemberState.PENDING).update(
+        state=MemberState.CANCELLED, detail="recipient erased", decided_at=at
+    )
+    counts["campaign_members"] = members.update(detail=_scrubbed("detail", ids))
+    numbers: set[str] = set()
+    values: dict[str, list] = {}
+    for definition in JourneyVersion.objects.values_list("definition", flat=True):
+        value_key = ((definition or {}).get("goal") or {}).get("value_property")
+        if value_key:
+            numbers.add(str(value_key))
+    for value_key, property_filter in ConversionDefinition.objects.values_list(
+        "value_property", "property_filter"
+    ):
+        if value_key:
+            numbers.add(value_key)
+        for key, value in (property_filter or {}).items():
+            values.setdefault(key, []).append(value)
+    return {"keep_event_properties": {"numbers": sorted(numbers), "values": values}}

@@ -12,12 +12,14 @@ from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
 from django.db.models import Count, Q, prefetch_related_objects
 from django.http import JsonResponse
+from django.template import engines
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
 from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
 
+from . import erasure as erasure_service
 from . import selectors, services
 from .audit import audit_entries
 from .authority import ALL_CHANNELS_PERM, model_perm_has
@@ -136,6 +138,22 @@ class PreferenceInline(admin.TabularInline):
     readonly_fields = ["updated_at"]
 
 
+# The erase action's confirmation (inline: the admin's own templates belong to the screens' owners).
+ERASE_CONFIRM = engines["django"].from_string(
+    """{% extends "admin/base_site.html" %}{% block content %}
+<p>Erase the personal data of these people? Their contact points, preferences, attributes, event properties
+and message content are removed; their messages, decisions and enrollments stay, anonymised. This cannot be
+undone.</p>
+<ul>{% for p in people %}<li>{{ p.external_id }}</li>
+{% empty %}<li>Nobody (already erased).</li>{% endfor %}</ul>
+<form method="post">{% csrf_token %}
+{% for p in people %}<input type="hidden" name="_selected_action" value="{{ p.pk }}">{% endfor %}
+<input type="hidden" name="action" value="erase_selected"><input type="hidden" name="confirm" value="yes">
+<input type="submit" value="Yes, erase them"> <a href="">No, go back</a></form>
+{% endblock %}"""
+)
+
+
 @admin.register(Recipient)
 class RecipientAdmin(admin.ModelAdmin):
     list_display = [
@@ -156,6 +174,33 @@ class RecipientAdmin(admin.ModelAdmin):
     ]
     inlines = [ContactPointInline, PreferenceInline]
     change_form_template = "admin/orchestrator/recipient/change_form.html"
+    actions = ["erase_selected"]
+
+    def has_erase_permission(self, request) -> bool:
+        return request.user.has_perm("orchestrator.erase_recipient")
+
+    @admin.action(
+        description="Erase the selected people (right to erasure; not reversible)", permissions=["erase"]
+    )
+    def erase_selected(self, request, queryset):
+        """Confirm first (a page listing who), then `recipient_erase` each: audited as the admin user."""
+        people = list(queryset.filter(erased_at__isnull=True))
+        if request.POST.get("confirm") != "yes":
+            return TemplateResponse(
+                request,
+                ERASE_CONFIRM,
+                {**self.admin_site.each_context(request), "title": "Erase these people?", "people": people},
+            )
+        now = timezone.now()
+        for recipient in people:
+            erasure_service.recipient_erase(recipient=recipient, actor=request.user, at=now, via="admin")
+        self.message_user(
+            request,
+            f"Erased {len(people)} {'person' if len(people) == 1 else 'people'}: contact points, "
+            "preferences, attributes, event properties and message content removed; counts kept anonymised.",
+            messages.SUCCESS,
+        )
+        return None
 
     def save_formset(self, request, form, formset, change):
         """Preference and opt-in edits made here are recorded with source `admin`."""

@@ -223,3 +223,65 @@ def messages_status_move_bulk(
     for message, previous in moves:
         if message.status != previous:
             message_status_changed.send(sender=Message, message=message, previous=previous)
+
+
+# --- erasure -------------------------------------------------------------------------------------------
+
+
+ERASED = "[erased]"
+
+
+def _scrubbed(column: str, identifiers: Sequence[str]):
+    """`column` with every identifier replaced by ERASED (SQL replace(), on any database)."""
+    from django.db.models import F, Value
+    from django.db.models.functions import Replace
+
+    expression = F(column)
+    for identifier in identifiers:
+        expression = Replace(expression, Value(identifier), Value(ERASED))
+    return expression
+
+
+def messages_erase(*, recipient_id: int, identifiers: Sequence[str], at: datetime) -> dict[str, int]:
+    """Remove the personal part of one recipient's messages (orchestrator.erasure), keeping each row, its
+    channel, purpose, source, status and timestamps so the governor's counts and the reports still add
+    up. What is still waiting (accepted or deferred) is suppressed first: an erased person gets nothing.
+    Set-based: one UPDATE per column group, inside the caller's transaction."""
+    from django.db.models import CharField, Value
+    from django.db.models.functions import Cast, Concat
+
+    from .models import MessageStatus, Source
+
+    waiting = list(
+        Message.objects.filter(
+            recipient_id=recipient_id, status__in=[MessageStatus.ACCEPTED, MessageStatus.DEFERRED]
+        )
+    )
+    moves = []
+    for message in waiting:
+        previous, message.status = message.status, MessageStatus.SUPPRESSED
+        message.rule, message.reason = "erasure", "The recipient was erased."
+        moves.append((message, previous))
+    messages_status_move_bulk(moves=moves, at=at, update_fields=["rule", "reason"])
+    mine = Message.objects.filter(recipient_id=recipient_id)
+    counts = {"messages": mine.count(), "messages_suppressed": len(moves)}
+    mine.update(
+        content={},
+        warnings=[],
+        to_address="",
+        provider_message_id="",
+        last_error="",
+        reason=_scrubbed("reason", identifiers),
+        channel_reason=_scrubbed("channel_reason", identifiers),
+        updated_at=at,
+    )
+    # A send recorded from elsewhere keeps its (source_system, external_id) unique, without the id.
+    mine.exclude(external_id="").update(
+        external_id=Concat(Value("erased-"), Cast("id", output_field=CharField()))
+    )
+    # A caller's reference may name the person; journey and campaign references name the journey step.
+    mine.exclude(source__in=[Source.JOURNEY, Source.CAMPAIGN]).exclude(source_ref="").update(source_ref="")
+    counts["decisions"] = MessageDecision.objects.filter(message__recipient_id=recipient_id).update(
+        reason=_scrubbed("reason", identifiers)
+    )
+    return counts

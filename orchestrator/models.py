@@ -153,10 +153,20 @@ class Recipient(models.Model):
     last_seen_at = models.DateTimeField(null=True, blank=True, help_text="Last product visit (in-app).")
     created_at = models.DateTimeField(default=dj_timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+    erased_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Erased (orchestrator.erasure): an anonymous row."
+    )
 
     class Meta:
         ordering = ["external_id"]
-        permissions = [("inbox_recipient", "Can fetch a recipient's in-app inbox (marks it delivered)")]
+        permissions = [
+            ("inbox_recipient", "Can fetch a recipient's in-app inbox (marks it delivered)"),
+            ("erase_recipient", "Can erase a recipient's personal data (the right to erasure)"),
+        ]
+        indexes = [
+            # GET recipients/ pages by (-created_at, -id) with a cursor: an index range scan per page.
+            models.Index(fields=["-created_at", "-id"], name="recipient_created"),
+        ]
 
     def __str__(self) -> str:
         return self.external_id
@@ -412,6 +422,8 @@ class Message(models.Model):
                 fields=["next_attempt_at"], name="message_delivery_due", condition=Q(status="accepted")
             ),
             models.Index(fields=["status", "-created_at"], name="message_status_time"),
+            # GET messages/ pages by (-created_at, -id) with a cursor: an index range scan per page.
+            models.Index(fields=["-created_at", "-id"], name="message_created"),
             # Provider receipts (webhooks) find their message by the provider's id.
             models.Index(
                 fields=["provider_message_id"],
@@ -523,6 +535,31 @@ class Segment(models.Model):
         return self.name
 
 
+class Erasure(models.Model):
+    """One recipient erased (the right to erasure): when, by whom, and how many rows were scrubbed.
+
+    It names the person only by the anonymous token their row now carries, never by who they were; its
+    history (django-simple-history) is the audit entry."""
+
+    token = models.CharField(max_length=64, unique=True, help_text="The erased recipient's new external id.")
+    recipient = models.OneToOneField(
+        Recipient, null=True, blank=True, on_delete=models.SET_NULL, related_name="erasure"
+    )
+    erased_at = models.DateTimeField()
+    erased_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    via = models.CharField(max_length=120, blank=True, default="", help_text="API token, admin or command.")
+    counts = models.JSONField(default=dict, blank=True, help_text="Rows scrubbed or removed, per table.")
+    history = audited()
+
+    class Meta:
+        ordering = ["-erased_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.token} erased at {self.erased_at:%Y-%m-%d %H:%M}"
+
+
 # ---- authority: who may act on which channels, and the tokens services call with -----------------
 
 
@@ -563,6 +600,8 @@ class Scope(models.TextChoices):
     RECEIPTS = "receipts", "receipts: post delivery and engagement receipts"
     RECIPIENTS_READ = "recipients:read", "recipients:read: read recipients, history and timeline"
     RECIPIENTS_WRITE = "recipients:write", "recipients:write: create and update recipients"
+    RECIPIENTS_ERASE = "recipients:erase", "recipients:erase: erase a recipient's personal data"
+    MESSAGES_READ = "messages:read", "messages:read: list messages across recipients"
     INBOX = "inbox", "inbox: fetch a recipient's in-app inbox"
     JOURNEYS_READ = "journeys:read", "journeys:read: read journeys and their reports"
     JOURNEYS_WRITE = "journeys:write", "journeys:write: create, edit and move journeys, enroll"

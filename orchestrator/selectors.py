@@ -168,8 +168,11 @@ def segment_recipients(*, segment: Segment, at: datetime) -> QuerySet[Recipient]
 
 
 def segment_recipients_for(*, match: str, conditions: list[Mapping], at: datetime) -> QuerySet[Recipient]:
-    """Members of an unsaved (validated) definition: what the admin previews while editing."""
-    return Recipient.objects.filter(segment_q(match=match, conditions=conditions, at=at))
+    """Members of an unsaved (validated) definition: what the admin previews while editing. Erased
+    recipients (orchestrator.erasure) are never members."""
+    return Recipient.objects.filter(
+        segment_q(match=match, conditions=conditions, at=at), erased_at__isnull=True
+    )
 
 
 @dataclass(frozen=True)

@@ -232,6 +232,9 @@ def recipient_upsert(
                 # A concurrent upsert created it first: update that one instead.
                 recipient = Recipient.objects.select_for_update().get(external_id=external_id)
                 created = False
+        if recipient.erased_at is not None:
+            # The anonymous row of an erased person (orchestrator.erasure) takes nothing personal again.
+            raise ValidationError({"external_id": ["This id names an erased recipient; use another."]})
         changed = created
         if not created:
             updates = {}

@@ -14,3 +14,10 @@ recipient_changed = Signal()
 # Sent with sender=Message, message=<Message>, previous=<str status>, whenever a service moves a
 # message to another status (re-decided, sent, delivered, opened, failed, expired...).
 message_status_changed = Signal()
+# Sent with sender=Recipient, recipient=<Recipient> (still identified), identifiers=[str], at=<datetime>,
+# counts=<dict> inside `recipient_erase`'s transaction, before the conversation's own tables are scrubbed:
+# each app scrubs what it holds about the person and adds the rows it touched per table to `counts`.
+# A receiver may return {"keep_event_properties": {"numbers": [key, ...], "values": {key: [value, ...]}}}:
+# event properties measurement reads, kept when a number (a conversion's value) or one of the values (a
+# definition's filter, written by the team, so not personal).
+recipient_erasing = Signal()

@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from orchestrator.api.errors import api_not_found
 
 from .control_room import control_room_install
+from .health import healthz, readyz
 
 admin.site.site_header = "Orchestrator"
 admin.site.site_title = "Orchestrator"
@@ -15,6 +16,8 @@ control_room_install(admin.site)
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("orchestrator.api.urls")),
     path("preferences/", include("orchestrator.preference_centre")),

@@ -20,6 +20,7 @@ from ..limits import MAX_SCHEDULE_AHEAD, MAX_URL_CHARS
 from ..models import AUTO_CHANNEL, Channel, Message, Purpose, Recipient
 from ..pipeline import SendRefused, message_send
 from ..recording import RecordInvalid, message_record, record_request_parse
+from . import lists
 from .fields import BoundedDateTimeField
 from .permissions import scope_require
 from .serializers import MessageDecisionSerializer, MessageSerializer
@@ -139,9 +140,30 @@ def refusal_body(exc: SendRefused) -> dict:
 
 
 class MessageCreateView(APIView):
-    """Send one message through the pipeline; the response carries the governor's decision."""
+    """Send one message through the pipeline (the response carries the governor's decision), or list
+    messages across recipients."""
 
-    required = {"POST": ("send", "orchestrator.send_message")}
+    required = {
+        "POST": ("send", "orchestrator.send_message"),
+        "GET": ("messages:read", "orchestrator.view_message"),
+    }
+    pagination_class = lists.KeysetCursorPagination
+    schema = lists.CursorListSchema()
+
+    @extend_schema(
+        responses=MessageSerializer(many=True),
+        parameters=lists.MESSAGE_LIST_PARAMETERS,
+        filters=False,
+    )
+    def get(self, request):
+        """Every message, newest first, cursor-paginated; the recipient history's filters plus recipient
+        (external id), journey (slug) and sent / accepted ranges."""
+        paginator = lists.KeysetCursorPagination()
+        qs = lists.list_filter(
+            request, lists.messages_list_queryset(), lists.MessageListFilter, lists.MESSAGE_RANGES
+        )
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response(MessageSerializer(page, many=True).data)
 
     @extend_schema(
         request=MessageCreateSerializer,

@@ -14,12 +14,23 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import limits, selectors, services
+from .. import erasure, limits, selectors, services
 from ..authority import authorize
-from ..models import Channel, ContactPoint, IdempotencyKey, MessageStatus, Preference, Purpose, Recipient
+from ..models import (
+    Channel,
+    ContactPoint,
+    IdempotencyKey,
+    MessageStatus,
+    Preference,
+    Purpose,
+    Recipient,
+    ServiceToken,
+)
+from . import lists
 from .errors import Conflict
 from .filters import MessageFilter
 from .permissions import scope_require
@@ -33,14 +44,16 @@ from .serializers import (
 )
 
 
-def recipient_get_or_404(external_id: str) -> Recipient:
-    return get_object_or_404(
-        Recipient.objects.prefetch_related(
-            Prefetch("contact_points", queryset=ContactPoint.objects.order_by("channel", "address")),
-            Prefetch("preferences", queryset=Preference.objects.order_by("channel", "purpose")),
-        ),
-        external_id=external_id,
+def recipients_with_contacts():
+    return Recipient.objects.prefetch_related(
+        Prefetch("contact_points", queryset=ContactPoint.objects.order_by("channel", "address")),
+        Prefetch("preferences", queryset=Preference.objects.order_by("channel", "purpose")),
     )
+
+
+def recipient_get_or_404(external_id: str) -> Recipient:
+    """A recipient by external id; an erased one is unknown (404) to the endpoints that read or write it."""
+    return get_object_or_404(recipients_with_contacts(), external_id=external_id, erased_at__isnull=True)
 
 
 IDEMPOTENCY_KEY_MAX = IdempotencyKey._meta.get_field("key").max_length
@@ -119,10 +132,12 @@ def _upsert_kwargs(data: dict) -> dict:
 
 
 class RecipientViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Recipients by external id: upsert, read, patch (incl. preferences), history and timeline."""
+    """Recipients by external id: list, upsert, read, patch (incl. preferences), erase, history, timeline."""
 
     serializer_class = RecipientSerializer
     required = {
+        "list": ("recipients:read", "orchestrator.view_recipient"),
+        "destroy": ("recipients:erase", "orchestrator.erase_recipient"),
         "create": ("recipients:write", "orchestrator.change_recipient"),
         "partial_update": ("recipients:write", "orchestrator.change_recipient"),
         "retrieve": ("recipients:read", "orchestrator.view_recipient"),
@@ -132,9 +147,53 @@ class RecipientViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     lookup_field = "external_id"
     lookup_value_regex = "[^/]+"
     queryset = Recipient.objects.all()
+    schema = lists.CursorListSchema()
+
+    @property
+    def pagination_class(self):
+        # The list pages by cursor (it may be millions long); a recipient's history keeps its page numbers;
+        # an action may set its own (the timeline: none).
+        if "_pagination_class" in self.__dict__:
+            return self.__dict__["_pagination_class"]
+        return lists.KeysetCursorPagination if self.action == "list" else PageNumberPagination
+
+    @pagination_class.setter
+    def pagination_class(self, value) -> None:
+        self.__dict__["_pagination_class"] = value
 
     def get_object(self) -> Recipient:
         return recipient_get_or_404(self.kwargs["external_id"])
+
+    @extend_schema(
+        responses=RecipientSerializer(many=True),
+        parameters=lists.RECIPIENT_LIST_PARAMETERS,
+        filters=False,
+    )
+    def list(self, request):
+        """Every (not erased) recipient, newest first, cursor-paginated; filters by attribute, time zone,
+        locale and creation time."""
+        qs = lists.list_filter(
+            request,
+            recipients_with_contacts().filter(erased_at__isnull=True),
+            lists.RecipientFilter,
+            lists.RECIPIENT_RANGES,
+        )
+        page = self.paginate_queryset(qs)
+        return self.get_paginated_response(RecipientSerializer(page, many=True).data)
+
+    @extend_schema(request=None, responses={204: None})
+    def destroy(self, request, external_id: str):
+        """Erase the person (the right to erasure): contact points, preferences, attributes, event
+        properties and message content go; their messages, decisions and enrollments stay, anonymised,
+        under a new anonymous id, so reports still add up. Audited. Not reversible."""
+        recipient = get_object_or_404(Recipient, external_id=external_id, erased_at__isnull=True)
+        token = getattr(request, "auth", None)
+        via = f"api: token {token.name}" if isinstance(token, ServiceToken) else "api"
+        try:
+            erasure.recipient_erase(recipient=recipient, actor=request.user, at=timezone.now(), via=via)
+        except erasure.AlreadyErased as exc:  # a concurrent erasure of the same person won
+            raise Http404("No such recipient.") from exc
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
         request=RecipientWriteSerializer, responses={200: RecipientSerializer, 201: RecipientSerializer}
@@ -158,7 +217,10 @@ class RecipientViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         data = incoming.validated_data
         if data.get("external_id") not in (None, recipient.external_id):
             raise ValidationError({"external_id": ["external_id cannot be changed."]})
-        services.recipient_upsert(external_id=recipient.external_id, create=False, **_upsert_kwargs(data))
+        try:
+            services.recipient_upsert(external_id=recipient.external_id, create=False, **_upsert_kwargs(data))
+        except Recipient.DoesNotExist as exc:  # erased (renamed) since it was read: unknown now
+            raise Http404("No such recipient.") from exc
         return Response(RecipientSerializer(recipient_get_or_404(recipient.external_id)).data)
 
     @extend_schema(
@@ -227,7 +289,9 @@ class EventCreateView(APIView):
             incoming = EventWriteSerializer(data=request.data)
             incoming.is_valid(raise_exception=True)
             data = incoming.validated_data
-            recipient = Recipient.objects.filter(external_id=data["recipient"]).first()
+            recipient = Recipient.objects.filter(
+                external_id=data["recipient"], erased_at__isnull=True
+            ).first()
             if recipient is None:
                 if data["create_recipient"]:
                     # Creating a recipient is a recipients:write act, whatever endpoint carries it.

@@ -2,8 +2,9 @@
 examples, and the run must find nothing — no server error, no response off its schema, no undocumented
 status or content type. Its summary is printed and kept in var/test-artefacts/schemathesis.txt.
 
-Positive-data acceptance: GET operations must accept every schema-valid request. Writes, and the
-reports' range and list parameters, may also answer 400 for what JSON Schema cannot say (a phone number
+Positive-data acceptance: GET operations must accept every schema-valid request. Writes, the reports'
+range and list parameters, and the cursor of the two cursor-paginated lists (an opaque token only the
+server's links carry), may also answer 400 for what JSON Schema cannot say (a phone number
 that is not a real number, a recipient unreachable on the channel, a journey whose steps do not fit
 their channel, a date range the report refuses): that is the one relaxation, and every other check is
 strict for every operation. NUL characters are generated too: they must be refused cleanly.
@@ -36,6 +37,10 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403",
 
 [[operations]]
 include-path-regex = "/reports?/"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409"]
+
+[[operations]]
+include-operation-id = ["v1_recipients_list", "v1_messages_list"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409"]
 """
 MAX_EXAMPLES = 12
