@@ -42,11 +42,11 @@ from .templating import TemplateInvalid, template_definition_validate, template_
 
 OUTCOME_COLOURS = {
     AttemptOutcome.IN_PROGRESS: "#2563eb",
-    AttemptOutcome.SUCCESS: "#059669",
-    AttemptOutcome.TRANSIENT: "#d97706",
+    AttemptOutcome.SUCCESS: "#047857",
+    AttemptOutcome.TRANSIENT: "#b45309",
     AttemptOutcome.PERMANENT: "#dc2626",
 }
-SEVERITY_COLOURS = {Severity.BLOCK: "#dc2626", Severity.WARN: "#d97706"}
+SEVERITY_COLOURS = {Severity.BLOCK: "#dc2626", Severity.WARN: "#b45309"}
 
 
 def _badge(text: str, colour: str) -> str:
@@ -374,9 +374,9 @@ class DeadLetterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 CIRCUIT_COLOURS = {
-    CircuitState.CLOSED: "#059669",
+    CircuitState.CLOSED: "#047857",
     CircuitState.OPEN: "#dc2626",
-    CircuitState.HALF_OPEN: "#d97706",
+    CircuitState.HALF_OPEN: "#b45309",
 }
 
 

@@ -60,11 +60,11 @@ from .selectors import campaign_progress
 STEP_ICONS = {"send": "✉", "wait": "⌛", "wait_for_event": "⚑", "branch": "⑂", "exit": "■"}
 JOURNEY_COLOURS = {
     JourneyStatus.DRAFT: "#6b7280",
-    JourneyStatus.PROPOSED: "#d97706",
+    JourneyStatus.PROPOSED: "#b45309",
     JourneyStatus.APPROVED: "#2563eb",
-    JourneyStatus.ACTIVE: "#16a34a",
-    JourneyStatus.PAUSED: "#ea580c",
-    JourneyStatus.ARCHIVED: "#9ca3af",
+    JourneyStatus.ACTIVE: "#15803d",
+    JourneyStatus.PAUSED: "#c2410c",
+    JourneyStatus.ARCHIVED: "#4b5563",
 }
 
 
@@ -868,12 +868,12 @@ def _chart_data(report: dict, models: tuple[str, ...]) -> dict:
 
 CAMPAIGN_COLOURS = {
     CampaignStatus.DRAFT: "#6b7280",
-    CampaignStatus.PROPOSED: "#d97706",
+    CampaignStatus.PROPOSED: "#b45309",
     CampaignStatus.APPROVED: "#2563eb",
     CampaignStatus.SCHEDULED: "#7c3aed",
-    CampaignStatus.SENDING: "#0891b2",
-    CampaignStatus.DONE: "#16a34a",
-    CampaignStatus.CANCELLED: "#9ca3af",
+    CampaignStatus.SENDING: "#0e7490",
+    CampaignStatus.DONE: "#15803d",
+    CampaignStatus.CANCELLED: "#4b5563",
 }
 
 

@@ -55,14 +55,14 @@ from .text import duration_text
 
 STATUS_COLOURS = {
     MessageStatus.ACCEPTED: "#2563eb",
-    MessageStatus.DEFERRED: "#d97706",
+    MessageStatus.DEFERRED: "#b45309",
     MessageStatus.SUPPRESSED: "#6b7280",
-    MessageStatus.SENT: "#0891b2",
-    MessageStatus.DELIVERED: "#059669",
-    MessageStatus.OPENED: "#16a34a",
-    MessageStatus.CLICKED: "#15803d",
+    MessageStatus.SENT: "#0e7490",
+    MessageStatus.DELIVERED: "#047857",
+    MessageStatus.OPENED: "#15803d",
+    MessageStatus.CLICKED: "#166534",
     MessageStatus.FAILED: "#dc2626",
-    MessageStatus.EXPIRED: "#9ca3af",
+    MessageStatus.EXPIRED: "#4b5563",
 }
 
 
@@ -120,7 +120,7 @@ class ContactPointInline(admin.TabularInline):
 
 def deliverable_badge(obj: ContactPoint) -> str:
     if obj.undeliverable_at is None:
-        return format_html('<span class="orch-badge" style="background:{}">deliverable</span>', "#059669")
+        return format_html('<span class="orch-badge" style="background:{}">deliverable</span>', "#047857")
     return format_html(
         '<span class="orch-badge" style="background:#dc2626" title="{}">undeliverable since {}</span> {}',
         obj.undeliverable_reason,
@@ -393,7 +393,7 @@ class ServiceTokenAdmin(SimpleHistoryAdmin):
             return format_html(
                 '<strong style="color:#6b7280">revoked {}</strong>', f"{obj.revoked_at:%Y-%m-%d}"
             )
-        return format_html('<strong style="color:#16a34a">{}</strong>', "active")
+        return format_html('<strong style="color:#15803d">{}</strong>', "active")
 
     def save_model(self, request, obj, form, change):
         if change:
@@ -605,9 +605,9 @@ class PreferenceChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 BURN_COLOURS = {
     ChangeKind.UNSUBSCRIBE: "#7c3aed",
-    ChangeKind.STOP: "#0d9488",
+    ChangeKind.STOP: "#0f766e",
     ChangeKind.COMPLAINT: "#dc2626",
-    ChangeKind.TOKEN_LOST: "#db2777",
+    ChangeKind.TOKEN_LOST: "#be185d",
 }
 
 
@@ -654,8 +654,8 @@ def permission_burn_context(*, now, weeks: int = 8) -> dict:
             "label": "…with lint warnings",
             "type": "line",
             "data": [warned[w] for w in week_keys],
-            "borderColor": "#d97706",
-            "backgroundColor": "#d97706",
+            "borderColor": "#b45309",
+            "backgroundColor": "#b45309",
             "borderDash": [4, 4],
             "yAxisID": "y1",
         }

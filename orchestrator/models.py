@@ -645,3 +645,19 @@ def _auth_history_register() -> None:
 
 
 _auth_history_register()
+
+
+class WorkHeartbeat(models.Model):
+    """When the due-work pass last ran (one row per pass name), and what failed in it: the admin's health
+    banner and readiness read it (`orchestrator.work` writes it at the end of every pass)."""
+
+    name = models.CharField(max_length=50, primary_key=True)
+    last_run_at = models.DateTimeField()
+    last_ok_at = models.DateTimeField(null=True, blank=True, help_text="The last pass with no failure.")
+    errors = models.JSONField(default=dict, blank=True, help_text="Failures of the last pass, by function.")
+
+    class Meta:
+        verbose_name = "due-work heartbeat"
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.last_run_at:%Y-%m-%d %H:%M:%S}"
