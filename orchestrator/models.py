@@ -325,7 +325,7 @@ class Event(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.name} by {self.recipient_id} at {self.occurred_at:%Y-%m-%d %H:%M}"
+        return f"{self.name} by {self.recipient.external_id} at {self.occurred_at:%Y-%m-%d %H:%M}"
 
 
 class Message(models.Model):
@@ -437,7 +437,7 @@ class Message(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"#{self.pk} {self.channel}/{self.purpose} to {self.recipient_id}: {self.status}"
+        return f"#{self.pk} {self.channel}/{self.purpose} to {self.recipient.external_id}: {self.status}"
 
     @property
     def summary(self) -> str:
