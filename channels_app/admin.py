@@ -125,6 +125,7 @@ class ChannelPolicyForm(forms.ModelForm):
             "max_actions",
             "marketing_terms",
         ]
+        widgets = {"job": forms.TextInput(attrs={"class": "vLargeTextField"})}
 
 
 @admin.register(ChannelPolicy)
