@@ -159,7 +159,7 @@ class JourneyAdmin(SimpleHistoryAdmin):
         "slug",
         "name",
         "owner_channel",
-        "channels",
+        "channels_text",
         "status",
         "live_version",
         "trigger_event",
@@ -176,6 +176,11 @@ class JourneyAdmin(SimpleHistoryAdmin):
         "updated_at",
     ]
     inlines = [JourneyVersionInline]
+
+    def get_fields(self, request, obj=None):
+        # Only what is shown read-only: nothing on this page takes input (no stray editable box).
+        return list(self.readonly_fields)
+
     actions = [_bulk_action(a) for a in ("propose", "approve", "activate", "pause", "archive")]
     change_form_template = "admin/journeys/journey/change_form.html"
     history_list_display = ["status", "history_source"]
