@@ -73,3 +73,24 @@ def test_every_admin_page_is_styled_fits_1400_px_and_renders(browser_page, live_
         assert must in visited, must
     assert badges > 50
     assert (SCREENSHOTS / "orchestrator-message-list.png").exists()
+
+
+def test_a_marketing_term_is_added_as_a_tag_and_saved(browser_page, live_server, django_user_model):  # noqa: F811
+    from channels_app.models import ChannelPolicy
+
+    django_user_model.objects.create_superuser("team", "team@example.com", "team-pass-123")
+    sms = ChannelPolicy.objects.get(channel="sms")
+    before = list(sms.marketing_terms)
+    page = browser_page
+    admin_login(page, live_server, "team", "team-pass-123")
+    page.goto(f"{live_server.url}/admin/channels_app/channelpolicy/{sms.pk}/change/")
+    assert page.locator(".field-marketing_terms tag.tagify__tag").count() == len(before)  # Tagify drew them
+    box = page.locator(".field-marketing_terms .tagify__input")
+    box.click()
+    box.type("flash sale")
+    page.keyboard.press("Enter")
+    with page.expect_navigation():
+        page.click("input[name=_continue]")
+    sms.refresh_from_db()
+    assert sms.marketing_terms == [*before, "flash sale"]
+    assert page.locator(".field-allowed_purposes input:checked").count() == 2  # transactional, alert
