@@ -208,7 +208,8 @@ class RecipientAdmin(admin.ModelAdmin):
             super()
             .get_queryset(request)
             .annotate(
-                _messages_24h=Count("messages", filter=Q(messages__created_at__gte=since), distinct=True)
+                # What the governor cleared (what caps count), as on the recipient's page.
+                _messages_24h=Count("messages", filter=Q(messages__accepted_at__gte=since), distinct=True)
             )
             .prefetch_related("contact_points")
         )
@@ -221,7 +222,7 @@ class RecipientAdmin(admin.ModelAdmin):
     def channels(self, obj: Recipient) -> str:
         return ", ".join(sorted({cp.channel for cp in obj.contact_points.all() if cp.opted_in})) or "—"
 
-    @admin.display(description="Messages 24 h", ordering="_messages_24h")
+    @admin.display(description="Cleared 24 h", ordering="_messages_24h")
     def messages_24h(self, obj: Recipient) -> int:
         return obj._messages_24h
 
