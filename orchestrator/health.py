@@ -1,7 +1,7 @@
 """Health at a glance: is background work failing? Read by the banner on every admin page.
 
-Two cheap questions (two small indexed queries): did a django-q2 task fail lately, and has the due-work
-pass run in the last few minutes (its heartbeat, written by `orchestrator.work` after every pass)?
+Two cheap questions, one small query each: did a django-q2 task fail lately, and has the due-work pass run
+in the last few minutes (its heartbeat, written by `orchestrator.work` after every pass)?
 """
 
 from __future__ import annotations
