@@ -8,9 +8,8 @@ from datetime import timedelta
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db import models
 from django.db.models import Count, Q
-from django.http import JsonResponse
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -18,8 +17,8 @@ from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
 
 from orchestrator.admin import ReadOnlyAdminMixin, status_badge
-from orchestrator.authority import allowed
-from orchestrator.forms import ISO_DURATION
+from orchestrator.authority import allowed, explain
+from orchestrator.forms import ISODurationFormField, TagsField
 from orchestrator.limits import duration_iso
 from orchestrator.models import Channel, Purpose, Recipient
 
@@ -40,13 +39,14 @@ from .providers import circuit_close, providers_for_channel
 from .services import channel_policies_restore
 from .templating import TemplateInvalid, template_definition_validate, template_preview
 
+RETRY_PERM = "channels_app.change_deadletter"
 OUTCOME_COLOURS = {
     AttemptOutcome.IN_PROGRESS: "#2563eb",
-    AttemptOutcome.SUCCESS: "#059669",
-    AttemptOutcome.TRANSIENT: "#d97706",
+    AttemptOutcome.SUCCESS: "#047857",
+    AttemptOutcome.TRANSIENT: "#b45309",
     AttemptOutcome.PERMANENT: "#dc2626",
 }
-SEVERITY_COLOURS = {Severity.BLOCK: "#dc2626", Severity.WARN: "#d97706"}
+SEVERITY_COLOURS = {Severity.BLOCK: "#dc2626", Severity.WARN: "#b45309"}
 
 
 def _badge(text: str, colour: str) -> str:
@@ -81,10 +81,58 @@ class LintTryForm(forms.Form):
         return content
 
 
+class ChannelPolicyForm(forms.ModelForm):
+    """Proper widgets instead of JSON text boxes: purposes as checkboxes, URL prefixes and marketing terms as
+    tags, the shelf life as an ISO 8601 duration."""
+
+    allowed_purposes = forms.MultipleChoiceField(
+        choices=Purpose.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Purposes this channel may carry; none ticked: every purpose.",
+    )
+    product_url_prefixes = TagsField(
+        label="Product URL prefixes",
+        help_text='Links that count as "inside the product", e.g. app:// or /. '
+        "Type one, then a comma or Enter.",
+    )
+    marketing_terms = TagsField(
+        help_text="Words that make a transactional or alert message look like marketing (a warning). "
+        "Type one, then a comma or Enter.",
+    )
+    default_ttl = ISODurationFormField(
+        required=False,
+        label="Shelf life",
+        help_text="expires_at given to messages whose caller set none: PT4H four hours, P1D a day, P7D a "
+        "week; blank: they never expire.",
+    )
+
+    class Meta:
+        model = ChannelPolicy
+        fields = [
+            "channel",
+            "job",
+            "allowed_purposes",
+            "default_ttl",
+            "subject_required",
+            "title_required",
+            "context_required",
+            "product_url_prefixes",
+            "title_max_chars",
+            "body_max_chars",
+            "body_max_words",
+            "segment_chars",
+            "max_actions",
+            "marketing_terms",
+        ]
+        widgets = {"job": forms.TextInput(attrs={"class": "vLargeTextField"})}
+
+
 @admin.register(ChannelPolicy)
 class ChannelPolicyAdmin(SimpleHistoryAdmin):
     history_list_display = ["history_source"]
-    formfield_overrides = {models.DurationField: ISO_DURATION}
+    form = ChannelPolicyForm
+    change_form_template = "admin/channels_app/channelpolicy/change_form.html"
 
     @admin.display(description="Shelf life", ordering="default_ttl")
     def shelf_life(self, obj: ChannelPolicy) -> str:
@@ -357,26 +405,66 @@ class DeadLetterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def status_tag(self, obj: DeadLetter) -> str:
         return status_badge(obj.status)
 
-    @admin.action(description="Retry now (fresh retry budget)")
+    change_form_template = "admin/channels_app/deadletter/change_form.html"
+
+    def has_retry_permission(self, request, obj=None) -> bool:
+        """Retrying re-sends: the messaging team's call (channels_app.change_deadletter)."""
+        return allowed(request.user, RETRY_PERM, obj)
+
+    @admin.action(description="Retry now (fresh retry budget)", permissions=["retry"])
     def retry_now(self, request, queryset):
-        retried = 0
-        for message_id in queryset.values_list("pk", flat=True):
-            try:
-                message_delivery_retry(message_id=message_id)
-                retried += 1
-            except ValueError:
-                continue  # no longer failed (someone else retried it)
+        retried = self._retry(queryset.values_list("pk", flat=True))
         self.message_user(
             request,
             f"{retried} message{'s' if retried != 1 else ''} queued for delivery again.",
             messages.SUCCESS,
         )
 
+    @staticmethod
+    def _retry(message_ids) -> int:
+        retried = 0
+        for message_id in message_ids:
+            try:
+                message_delivery_retry(message_id=message_id)
+                retried += 1
+            except ValueError:
+                continue  # no longer failed (someone else retried it)
+        return retried
+
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/retry/",
+                self.admin_site.admin_view(self.retry_view),
+                name="channels_app_deadletter_retry",
+            ),
+            *super().get_urls(),
+        ]
+
+    def retry_view(self, request, object_id):
+        """The change page's "Retry now" button (POST): the same service as the list action."""
+        letter = self.get_object(request, object_id)
+        if letter is None:
+            raise Http404("No such dead letter (already retried?).")
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_retry_permission(request, letter):
+            raise explain(request.user, RETRY_PERM, letter)
+        if self._retry([letter.pk]):
+            self.message_user(request, f"Message #{letter.pk} queued for delivery again.", messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:orchestrator_message_change", args=[letter.pk]))
+        self.message_user(request, f"Message #{letter.pk} is no longer failed.", messages.WARNING)
+        return HttpResponseRedirect(reverse("admin:channels_app_deadletter_changelist"))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {}), "can_retry": self.has_retry_permission(request)}
+        return super().change_view(request, object_id, form_url, extra_context=extra_context)
+
 
 CIRCUIT_COLOURS = {
-    CircuitState.CLOSED: "#059669",
+    CircuitState.CLOSED: "#047857",
     CircuitState.OPEN: "#dc2626",
-    CircuitState.HALF_OPEN: "#d97706",
+    CircuitState.HALF_OPEN: "#b45309",
 }
 
 

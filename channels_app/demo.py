@@ -26,6 +26,7 @@ from .models import (
     AttemptOutcome,
     ChannelPolicy,
     CircuitState,
+    DeadLetter,
     DeliveryAttempt,
     MessageTemplate,
     ProviderCircuit,
@@ -75,10 +76,16 @@ def seed(*, stdout) -> None:
     stdout.write(f"Demo template: {demo_template_seed().key} (en, pt-BR).")
     if Message.objects.filter(source_ref=DEMO_REF).exists():
         stdout.write("Channel demo deliveries: already there.")
+        dead_letter_attempts_seed(stdout=stdout)
         return
     recipients = list(Recipient.objects.filter(external_id__startswith="demo-").order_by("external_id")[:6])
     if not recipients:
         return
+    _deliveries_seed(recipients=recipients, stdout=stdout)
+    dead_letter_attempts_seed(stdout=stdout)
+
+
+def _deliveries_seed(*, recipients, stdout) -> None:
     now = timezone.now()
     with transaction.atomic():
         for i, recipient in enumerate(recipients[:3]):
@@ -136,7 +143,40 @@ def seed(*, stdout) -> None:
                 sent_at=now - timedelta(minutes=30),
                 expires_at=now + timedelta(days=7),
             )
-    stdout.write("Channel demo deliveries: 3 dead letters, 3 in-app messages waiting for a visit.")
+    stdout.write(
+        "Channel demo deliveries: 3 receipts the mail server kept refusing, 3 in-app messages waiting."
+    )
+
+
+def dead_letter_attempts_seed(*, stdout) -> None:
+    """Give every demo dead letter the delivery attempts its count says were made (the history seed has no
+    attempt rows)."""
+    missing = list(
+        DeadLetter.objects.filter(attempts__gt=0, recipient__external_id__startswith="demo-")
+        .exclude(delivery_attempts__isnull=False)
+        .order_by("pk")
+    )
+    attempts = []
+    for message in missing:
+        started = message.sent_at or message.accepted_at or message.created_at
+        permanent = "permanent" in message.last_error
+        error = message.last_error.split("last error: ", 1)[-1]
+        for n in range(1, message.attempts + 1):
+            last = n == message.attempts
+            attempts.append(
+                DeliveryAttempt(
+                    message=message,
+                    number=n,
+                    provider=message.provider,
+                    started_at=started,
+                    finished_at=started + timedelta(milliseconds=180),
+                    outcome=AttemptOutcome.PERMANENT if permanent and last else AttemptOutcome.TRANSIENT,
+                    response=error,
+                    retry_at=None if last else started + timedelta(minutes=2**n),
+                )
+            )
+            started += timedelta(minutes=2**n)
+    DeliveryAttempt.objects.bulk_create(attempts)
 
 
 CONSENT_DEMO = "demo:consent"

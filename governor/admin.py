@@ -6,14 +6,16 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.db import connection
-from django.http import HttpResponseRedirect
+from django.http import HttpResponseBadRequest, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme
 from simple_history.admin import SimpleHistoryAdmin
 
 from orchestrator.admin import PageAdmin
+from orchestrator.authority import authorize
 from orchestrator.forms import ISODurationFormField
 from orchestrator.limits import duration_iso
 from orchestrator.models import Channel, Purpose
@@ -21,6 +23,7 @@ from orchestrator.text import duration_text
 
 from .holdout import GLOBAL_SCOPE, holdout_sql
 from .models import CapRule, ChannelPause, GlobalHoldout, GovernorOverview, PauseMode, QuietHours
+from .pauses import PAUSE_PERM, PauseError
 from .selectors import governor_overview
 from .services import channel_pause, channel_resume
 
@@ -188,11 +191,50 @@ class ChannelPauseAdmin(SimpleHistoryAdmin):
 class GovernorOverviewAdmin(PageAdmin):
     """The governor page: listed in the app list like a model, it renders the overview instead."""
 
+    def get_urls(self):
+        return [
+            path(
+                "pause/<str:channel>/",
+                self.admin_site.admin_view(self.pause_view),
+                name="governor_channel_pause",
+            ),
+            *super().get_urls(),
+        ]
+
+    def pause_view(self, request, channel):
+        """The pause toggle (policy page, overview): POST action=pause (mode, note) or action=resume."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        authorize(request.user, PAUSE_PERM)
+        action = request.POST.get("action")
+        by = request.user.get_username()
+        try:
+            if action == "pause":
+                pause = channel_pause(
+                    channel=channel,
+                    mode=request.POST.get("mode") or PauseMode.DEFER,
+                    note=request.POST.get("note", "")[:500],
+                    by=by,
+                )
+                self.message_user(request, f"{channel} paused ({pause.get_mode_display().lower()}).")
+            elif action == "resume":
+                released = channel_resume(channel=channel, by=by)
+                self.message_user(request, f"{channel} resumed; {released} held message(s) released.")
+            else:
+                return HttpResponseBadRequest("action: expected pause or resume.")
+        except PauseError as exc:
+            return HttpResponseBadRequest(f"{exc.field}: {exc.detail}")
+        target = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+            target = reverse("admin:governor_governoroverview_changelist")
+        return HttpResponseRedirect(target)
+
     def changelist_view(self, request, extra_context=None):
         context = {
             **self.admin_site.each_context(request),
             "title": "Governor",
             "opts": self.model._meta,
+            "channels": Channel.choices,
             **governor_overview(now=timezone.now()),
             **(extra_context or {}),
         }

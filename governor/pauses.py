@@ -60,3 +60,7 @@ def channel_resume(*, channel: str, by: str = "", at: datetime | None = None) ->
         ).update(deliver_after=at, updated_at=at)
     policy_cache_clear()
     return held
+
+
+# Pausing and resuming a channel (the admin's toggle): the messaging team's call.
+PAUSE_PERM = "governor.add_channelpause"

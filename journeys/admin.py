@@ -20,8 +20,9 @@ from django.utils.html import format_html, format_html_join
 from simple_history.admin import SimpleHistoryAdmin
 
 from channels_app.models import MessageTemplate
-from orchestrator.admin import ReadOnlyAdminMixin
+from orchestrator.admin import ReadOnlyAdminMixin, short_time
 from orchestrator.authority import Denied, allowed, explain, user_channels
+from orchestrator.icons import step_icon
 from orchestrator.limits import duration_iso
 from orchestrator.models import AUTO_CHANNEL, Channel, Purpose, Recipient
 from orchestrator.pipeline import SendRefused
@@ -45,6 +46,7 @@ from .models import (
     CampaignStatus,
     ConversionDefinition,
     Enrollment,
+    EnrollmentStatus,
     Journey,
     JourneyStatus,
     JourneyVersion,
@@ -52,19 +54,18 @@ from .models import (
     Report,
     ScheduleKind,
     StepRun,
+    Waiting,
 )
 from .review import definition_diff, definition_lint
 from .selectors import campaign_progress
 
-# Glyphs from the fonts every desktop ships (DejaVu): no missing-glyph boxes.
-STEP_ICONS = {"send": "✉", "wait": "⌛", "wait_for_event": "⚑", "branch": "⑂", "exit": "■"}
 JOURNEY_COLOURS = {
     JourneyStatus.DRAFT: "#6b7280",
-    JourneyStatus.PROPOSED: "#d97706",
+    JourneyStatus.PROPOSED: "#b45309",
     JourneyStatus.APPROVED: "#2563eb",
-    JourneyStatus.ACTIVE: "#16a34a",
-    JourneyStatus.PAUSED: "#ea580c",
-    JourneyStatus.ARCHIVED: "#9ca3af",
+    JourneyStatus.ACTIVE: "#15803d",
+    JourneyStatus.PAUSED: "#c2410c",
+    JourneyStatus.ARCHIVED: "#4b5563",
 }
 
 
@@ -77,7 +78,7 @@ def steps_view(definition: dict) -> list[dict]:
                 "number": number,
                 "id": step.get("id"),
                 "type": step.get("type"),
-                "icon": STEP_ICONS.get(step.get("type"), "•"),
+                "icon": step_icon(step.get("type") or ""),
                 "text": step_describe(step),
                 "channel": step.get("channel", ""),
             }
@@ -158,7 +159,7 @@ class JourneyAdmin(SimpleHistoryAdmin):
         "slug",
         "name",
         "owner_channel",
-        "channels",
+        "channels_text",
         "status",
         "live_version",
         "trigger_event",
@@ -175,6 +176,11 @@ class JourneyAdmin(SimpleHistoryAdmin):
         "updated_at",
     ]
     inlines = [JourneyVersionInline]
+
+    def get_fields(self, request, obj=None):
+        # Only what is shown read-only: nothing on this page takes input (no stray editable box).
+        return list(self.readonly_fields)
+
     actions = [_bulk_action(a) for a in ("propose", "approve", "activate", "pause", "archive")]
     change_form_template = "admin/journeys/journey/change_form.html"
     history_list_display = ["status", "history_source"]
@@ -324,6 +330,12 @@ class JourneyAdmin(SimpleHistoryAdmin):
                 and allowed(user, "journeys.approve_journey", journey),
                 review_outcome=journey.review_outcome,
                 burn=selectors.journey_burn(journey=journey, now=timezone.now()),
+                # Every field here is read-only (steps change in the builder, status by the buttons above):
+                # no Save buttons that would save nothing.
+                show_save=False,
+                show_save_and_continue=False,
+                show_save_and_add_another=False,
+                show_delete=False,
             )
         return super().change_view(request, object_id, form_url, extra_context=extra_context)
 
@@ -536,14 +548,14 @@ class StepRunInline(admin.TabularInline):
 class EnrollmentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "id",
-        "journey",
+        "journey_name",
         "recipient",
         "status",
         "holdout",
         "step_id",
-        "waiting",
-        "next_run_at",
-        "entered_at",
+        "waiting_for",
+        "next_run",
+        "entered",
         "exit_reason",
     ]
     list_filter = ["journey", "status", "held_out", "waiting", "trigger"]
@@ -559,8 +571,7 @@ class EnrollmentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "status",
         "trigger",
         "step_id",
-        "waiting",
-        "wait_event",
+        "waiting_for",
         "next_run_at",
         "channels_used",
         "entered_at",
@@ -573,6 +584,29 @@ class EnrollmentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     ]
     readonly_fields = fields
 
+    @admin.display(description="Journey", ordering="journey__name")
+    def journey_name(self, obj: Enrollment) -> str:
+        return obj.journey.name
+
+    @admin.display(description="Waiting for", ordering="waiting")
+    def waiting_for(self, obj: Enrollment) -> str:
+        """What a running enrollment waits for; an ended one waits for nothing (not "Due")."""
+        if obj.status != EnrollmentStatus.ACTIVE:
+            return f"nothing: {obj.get_status_display().lower()}"
+        if obj.waiting == Waiting.EVENT and obj.wait_event:
+            return f"the event {obj.wait_event}"
+        if obj.waiting == Waiting.NOTHING:
+            return "nothing: due now"
+        return obj.get_waiting_display()
+
+    @admin.display(description="Next run (UTC)", ordering="next_run_at")
+    def next_run(self, obj: Enrollment) -> str:
+        return short_time(obj.next_run_at) if obj.status == EnrollmentStatus.ACTIVE else "—"
+
+    @admin.display(description="Entered (UTC)", ordering="entered_at")
+    def entered(self, obj: Enrollment) -> str:
+        return short_time(obj.entered_at)
+
     @admin.display(description="Holdout", ordering="held_out")
     def holdout(self, obj: Enrollment) -> str:
         if obj.held_out:
@@ -581,7 +615,11 @@ class EnrollmentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 f"Assigned at entry from (recipient, journey) at a {float(obj.holdout_share) * 100:g} % "
                 "share: no sends from this journey; counted in its report as the control group.",
             )
-        return f"exposed ({float(obj.holdout_share) * 100:g} % held out)" if obj.holdout_share else "—"
+        if not obj.holdout_share:
+            return "—"
+        return format_html(
+            '<span title="{}">exposed</span>', f"{float(obj.holdout_share) * 100:g} % of entrants held out"
+        )
 
 
 # --- enrolling a filtered recipient list ------------------------------------------------------------
@@ -868,12 +906,12 @@ def _chart_data(report: dict, models: tuple[str, ...]) -> dict:
 
 CAMPAIGN_COLOURS = {
     CampaignStatus.DRAFT: "#6b7280",
-    CampaignStatus.PROPOSED: "#d97706",
+    CampaignStatus.PROPOSED: "#b45309",
     CampaignStatus.APPROVED: "#2563eb",
     CampaignStatus.SCHEDULED: "#7c3aed",
-    CampaignStatus.SENDING: "#0891b2",
-    CampaignStatus.DONE: "#16a34a",
-    CampaignStatus.CANCELLED: "#9ca3af",
+    CampaignStatus.SENDING: "#0e7490",
+    CampaignStatus.DONE: "#15803d",
+    CampaignStatus.CANCELLED: "#4b5563",
 }
 
 

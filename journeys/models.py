@@ -246,7 +246,7 @@ class Enrollment(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.recipient_id} in {self.journey_id} ({self.status})"
+        return f"{self.recipient.external_id} in {self.journey.name} ({self.status})"
 
 
 class StepRunStatus(models.TextChoices):
@@ -529,4 +529,4 @@ class CampaignRecipient(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.recipient_id} in campaign {self.campaign_id} ({self.state})"
+        return f"{self.recipient.external_id} in the campaign {self.campaign.name} ({self.state})"

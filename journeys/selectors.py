@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -133,3 +134,49 @@ def campaign_progress(*, campaign) -> dict[str, Any]:
         "by_rule": dict(by_rule.most_common()),
         "refused_reasons": {detail: n for detail, n in refused},
     }
+
+
+def recipient_journey_timeline(
+    *, recipient, since: datetime | None = None, until: datetime | None = None, limit: int = 100
+) -> list:
+    """The recipient's journey enrollments and exits as timeline entries (kind "journey"), newest first:
+    one entry when they entered, one when they converted, exited or errored."""
+    from orchestrator.selectors import TimelineEntry
+
+    rows = Enrollment.objects.filter(recipient=recipient).select_related("journey").order_by("-entered_at")
+    if until is not None:
+        rows = rows.filter(entered_at__lt=until)
+    if since is not None:
+        rows = rows.filter(Q(entered_at__gte=since) | Q(ended_at__gte=since))
+    entries = []
+    for enrollment in rows[:limit]:
+        entries.append(TimelineEntry("journey", enrollment.entered_at, JourneyMoment("entered", enrollment)))
+        if enrollment.ended_at and enrollment.status != EnrollmentStatus.ACTIVE:
+            entries.append(
+                TimelineEntry("journey", enrollment.ended_at, JourneyMoment(enrollment.status, enrollment))
+            )
+    return [e for e in entries if (since is None or e.at >= since) and (until is None or e.at < until)]
+
+
+@dataclass(frozen=True)
+class JourneyMoment:
+    """One step of a recipient's life in a journey, for their timeline."""
+
+    what: str  # "entered", "converted", "exited", "errored"
+    enrollment: Any
+
+    @property
+    def text(self) -> str:
+        e = self.enrollment
+        name = e.journey.name
+        if self.what == "entered":
+            how = {"event": "on a product event", "api": "by the API", "admin": "from the admin"}.get(
+                e.trigger, ""
+            )
+            held = " (held out: gets nothing from it)" if e.held_out else ""
+            return f"Entered the journey {name} {how}{held}".strip()
+        if self.what == "converted":
+            return f"Converted in the journey {name}" + (f": {e.exit_reason}" if e.exit_reason else "")
+        if self.what == "errored":
+            return f"Stopped in the journey {name} by an error: {e.error[:200]}"
+        return f"Left the journey {name}" + (f": {e.exit_reason}" if e.exit_reason else "")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from django import forms
 from django.contrib import admin, messages
@@ -51,26 +51,38 @@ from .models import (
     Segment,
     ServiceToken,
     Source,
+    WorkHeartbeat,
 )
 from .segments import SegmentInvalid, segment_definition_validate, segment_describe
 from .text import duration_text
 
 STATUS_COLOURS = {
     MessageStatus.ACCEPTED: "#2563eb",
-    MessageStatus.DEFERRED: "#d97706",
+    MessageStatus.DEFERRED: "#b45309",
     MessageStatus.SUPPRESSED: "#6b7280",
-    MessageStatus.SENT: "#0891b2",
-    MessageStatus.DELIVERED: "#059669",
-    MessageStatus.OPENED: "#16a34a",
-    MessageStatus.CLICKED: "#15803d",
+    MessageStatus.SENT: "#0e7490",
+    MessageStatus.DELIVERED: "#047857",
+    MessageStatus.OPENED: "#15803d",
+    MessageStatus.CLICKED: "#166534",
     MessageStatus.FAILED: "#dc2626",
-    MessageStatus.EXPIRED: "#9ca3af",
+    MessageStatus.EXPIRED: "#4b5563",
 }
 
 
 def status_badge(status: str) -> str:
     colour = STATUS_COLOURS.get(status, "#374151")
     return format_html('<span class="orch-badge" style="background:{}">{}</span>', colour, status)
+
+
+def short_time(value) -> str:
+    """A time for a list column: "11-27 14:46" (UTC, as everywhere in the admin), the year only when not
+    this year. Keeps date columns narrow so a list fits 1400 px."""
+    if value is None:
+        return "—"
+    value = value.astimezone(UTC) if timezone.is_aware(value) else value
+    if value.year != timezone.now().year:
+        return f"{value:%Y-%m-%d %H:%M}"
+    return f"{value:%m-%d %H:%M}"
 
 
 class PageAdmin(admin.ModelAdmin):
@@ -122,7 +134,7 @@ class ContactPointInline(admin.TabularInline):
 
 def deliverable_badge(obj: ContactPoint) -> str:
     if obj.undeliverable_at is None:
-        return format_html('<span class="orch-badge" style="background:{}">deliverable</span>', "#059669")
+        return format_html('<span class="orch-badge" style="background:{}">deliverable</span>', "#047857")
     return format_html(
         '<span class="orch-badge" style="background:#dc2626" title="{}">undeliverable since {}</span> {}',
         obj.undeliverable_reason,
@@ -241,7 +253,8 @@ class RecipientAdmin(admin.ModelAdmin):
             super()
             .get_queryset(request)
             .annotate(
-                _messages_24h=Count("messages", filter=Q(messages__created_at__gte=since), distinct=True)
+                # What the governor cleared (what caps count), as on the recipient's page.
+                _messages_24h=Count("messages", filter=Q(messages__accepted_at__gte=since), distinct=True)
             )
             .prefetch_related("contact_points")
         )
@@ -254,7 +267,7 @@ class RecipientAdmin(admin.ModelAdmin):
     def channels(self, obj: Recipient) -> str:
         return ", ".join(sorted({cp.channel for cp in obj.contact_points.all() if cp.opted_in})) or "—"
 
-    @admin.display(description="Messages 24 h", ordering="_messages_24h")
+    @admin.display(description="Cleared 24 h", ordering="_messages_24h")
     def messages_24h(self, obj: Recipient) -> int:
         return obj._messages_24h
 
@@ -262,20 +275,94 @@ class RecipientAdmin(admin.ModelAdmin):
         extra_context = extra_context or {}
         recipient = self.get_object(request, object_id)
         if recipient is not None:
-            entries = selectors.recipient_timeline(recipient=recipient, limit=200)
-            prefetch_related_objects([e.message for e in entries if e.message is not None], "decisions")
-            day_ago = timezone.now() - timezone.timedelta(hours=24)
-            today = [e.message for e in entries if e.message is not None and e.at >= day_ago]
             extra_context.update(
-                timeline=entries,
-                timeline_tz=recipient.tzinfo,
-                today_count=len(today),
-                today_by_channel=sorted(
-                    {m.channel: sum(1 for x in today if x.channel == m.channel) for m in today}.items()
-                ),
-                status_colours=STATUS_COLOURS,
+                recipient_conversation(recipient=recipient, query=request.GET, now=timezone.now())
             )
         return super().change_view(request, object_id, form_url, extra_context=extra_context)
+
+
+TIMELINE_LIMIT = 200
+
+
+def _day(value: str, field: str, errors: dict[str, str]):
+    if not value:
+        return None
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        errors[field] = f"{field}: expected a date like 2026-03-01, got “{value[:20]}”."
+        return None
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def recipient_conversation(*, recipient: Recipient, query, now: datetime) -> dict:
+    """The recipient page's conversation: the timeline (messages, events, journey moments) filtered by
+    channel, status and date, and the last 24 h counted as the governor counts them."""
+    errors: dict[str, str] = {}
+    channel = query.get("channel", "")
+    if channel and channel not in Channel.values:
+        errors["channel"] = f"channel: expected one of {', '.join(Channel.values)}."
+        channel = ""
+    status = query.get("status", "")
+    if status and status not in MessageStatus.values:
+        errors["status"] = f"status: expected one of {', '.join(MessageStatus.values)}."
+        status = ""
+    since = _day(query.get("since", ""), "since", errors)
+    until = _day(query.get("until", ""), "until", errors)
+    if until is not None:
+        until += timedelta(days=1)  # the "until" day is included
+    entries = selectors.recipient_timeline(
+        recipient=recipient,
+        since=since,
+        until=until,
+        channel=channel,
+        status=status,
+        limit=TIMELINE_LIMIT,
+        properties=False,
+    )
+    if not channel and not status:
+        extras = selectors.recipient_timeline_extras(
+            recipient=recipient, since=since, until=until, limit=TIMELINE_LIMIT
+        )
+        entries = sorted([*entries, *extras], key=lambda e: e.at, reverse=True)[:TIMELINE_LIMIT]
+    prefetch_related_objects([e.message for e in entries if e.message is not None], "decisions")
+
+    # The last 24 h as the governor sees them: what it cleared (what caps count), apart from what it holds
+    # (deferred) and what it stopped (suppressed, expired).
+    day_ago = now - timedelta(hours=24)
+    recent = Message.objects.filter(recipient=recipient).filter(
+        Q(accepted_at__gte=day_ago) | Q(created_at__gte=day_ago)
+    )
+    cleared = Q(accepted_at__gte=day_ago)
+    counts = recent.aggregate(
+        cleared=Count("id", filter=cleared),
+        held=Count("id", filter=Q(status=MessageStatus.DEFERRED, created_at__gte=day_ago)),
+        suppressed=Count(
+            "id",
+            filter=Q(status__in=[MessageStatus.SUPPRESSED, MessageStatus.EXPIRED], created_at__gte=day_ago),
+        ),
+    )
+    by_channel = recent.filter(cleared).values_list("channel").annotate(n=Count("id")).order_by("channel")
+    return {
+        "timeline": entries,
+        "timeline_tz": recipient.tzinfo,
+        "timeline_filters": {
+            "channel": channel,
+            "status": status,
+            "since": query.get("since", "") if "since" not in errors else "",
+            "until": query.get("until", "") if "until" not in errors else "",
+        },
+        "timeline_filtered": bool(channel or status or since or until),
+        "timeline_errors": list(errors.values()),
+        "timeline_limit": TIMELINE_LIMIT,
+        "channel_choices": Channel.choices,
+        "status_choices": MessageStatus.choices,
+        "today_count": counts["cleared"],
+        "today_held": counts["held"],
+        "today_suppressed": counts["suppressed"],
+        "today_by_channel": list(by_channel),
+        "status_colours": STATUS_COLOURS,
+    }
 
 
 class MessageDecisionInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -329,7 +416,7 @@ class SourceSystemFilter(admin.SimpleListFilter):
 class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "id",
-        "created_at",
+        "created",
         "recipient",
         "channel",
         "purpose",
@@ -356,6 +443,10 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def status_tag(self, obj: Message) -> str:
         return status_badge(obj.status)
 
+    @admin.display(description="Created (UTC)", ordering="created_at")
+    def created(self, obj: Message) -> str:
+        return short_time(obj.created_at)
+
 
 @admin.register(Event)
 class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
@@ -365,6 +456,19 @@ class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     date_hierarchy = "occurred_at"
     list_select_related = ["recipient"]
     show_full_result_count = False
+
+
+@admin.register(WorkHeartbeat)
+class WorkHeartbeatAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """When the due-work pass last ran and what failed in it (the health banner links here)."""
+
+    list_display = ["name", "last_run_at", "last_ok_at", "errors_text"]
+    fields = ["name", "last_run_at", "last_ok_at", "errors_text"]
+    readonly_fields = fields
+
+    @admin.display(description="Failures in the last pass")
+    def errors_text(self, obj: WorkHeartbeat) -> str:
+        return "; ".join(f"{path}: {error}" for path, error in sorted(obj.errors.items())) or "none"
 
 
 @admin.register(IdempotencyKey)
@@ -438,7 +542,7 @@ class ServiceTokenAdmin(SimpleHistoryAdmin):
             return format_html(
                 '<strong style="color:#6b7280">revoked {}</strong>', f"{obj.revoked_at:%Y-%m-%d}"
             )
-        return format_html('<strong style="color:#16a34a">{}</strong>', "active")
+        return format_html('<strong style="color:#15803d">{}</strong>', "active")
 
     def save_model(self, request, obj, form, change):
         if change:
@@ -650,9 +754,9 @@ class PreferenceChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 BURN_COLOURS = {
     ChangeKind.UNSUBSCRIBE: "#7c3aed",
-    ChangeKind.STOP: "#0d9488",
+    ChangeKind.STOP: "#0f766e",
     ChangeKind.COMPLAINT: "#dc2626",
-    ChangeKind.TOKEN_LOST: "#db2777",
+    ChangeKind.TOKEN_LOST: "#be185d",
 }
 
 
@@ -699,8 +803,8 @@ def permission_burn_context(*, now, weeks: int = 8) -> dict:
             "label": "…with lint warnings",
             "type": "line",
             "data": [warned[w] for w in week_keys],
-            "borderColor": "#d97706",
-            "backgroundColor": "#d97706",
+            "borderColor": "#b45309",
+            "backgroundColor": "#b45309",
             "borderDash": [4, 4],
             "yAxisID": "y1",
         }

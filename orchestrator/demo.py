@@ -36,27 +36,57 @@ DEMO_TIMEZONES = [
     "UTC",
 ]
 FIRST_NAMES = ["ada", "grace", "alan", "linus", "margaret", "ken", "barbara", "dennis", "radia", "edsger"]
+# What each channel carries in the demo, each content with the purpose it really has: a receipt is
+# transactional, a cart nudge engagement, a weekly newsletter promotional (SMS: transactional only, its
+# channel policy).
 CONTENT = {
     Channel.PUSH: [
-        {"title": "Your order shipped", "body": "Track it in the app.", "action_url": "app://orders"},
-        {"title": "Still thinking it over?", "body": "Your cart is saved.", "action_url": "app://cart"},
+        (
+            Purpose.TRANSACTIONAL,
+            {"title": "Your order shipped", "body": "Track it in the app.", "action_url": "app://orders"},
+        ),
+        (
+            Purpose.ENGAGEMENT,
+            {"title": "Still thinking it over?", "body": "Your cart is saved.", "action_url": "app://cart"},
+        ),
     ],
     Channel.EMAIL: [
-        {"subject": "Your receipt", "body": "Thanks for your purchase. Here are the details of your order."},
-        {"subject": "Your cart, with details", "body": "The items you left behind, with sizes and reviews."},
-        {"subject": "New this week", "body": "A few things we think you will like."},
+        (
+            Purpose.TRANSACTIONAL,
+            {
+                "subject": "Your receipt",
+                "body": "Thanks for your purchase. Here are the details of your order.",
+            },
+        ),
+        (
+            Purpose.ENGAGEMENT,
+            {
+                "subject": "Your cart, with details",
+                "body": "The items you left behind, with sizes and reviews.",
+            },
+        ),
+        (Purpose.PROMOTIONAL, {"subject": "New this week", "body": "A few things we think you will like."}),
     ],
     Channel.IN_APP: [
-        {"title": "Pick up where you left off", "body": "Your cart is waiting.", "action_url": "app://cart"},
+        (
+            Purpose.ENGAGEMENT,
+            {
+                "title": "Pick up where you left off",
+                "body": "Your cart is waiting.",
+                "action_url": "app://cart",
+            },
+        ),
     ],
-    Channel.SMS: [{"body": "Your verification code is 428193."}],
+    Channel.SMS: [(Purpose.TRANSACTIONAL, {"body": "Your verification code is 428193."})],
 }
-PURPOSE_BY_CHANNEL = {
-    Channel.PUSH: [Purpose.TRANSACTIONAL, Purpose.ENGAGEMENT],
-    Channel.EMAIL: [Purpose.TRANSACTIONAL, Purpose.ENGAGEMENT, Purpose.PROMOTIONAL],
-    Channel.IN_APP: [Purpose.ENGAGEMENT],
-    Channel.SMS: [Purpose.TRANSACTIONAL],
+# How a delivery fails on each channel (the provider's words, and the attempts made before giving up).
+DEMO_FAILURES = {
+    Channel.EMAIL: ("email:smtp", 1, "SMTP 550 5.1.1: mailbox unavailable (permanent)"),
+    Channel.PUSH: ("push:fcm", 1, "FCM UNREGISTERED: the device token is no longer valid (permanent)"),
+    Channel.SMS: ("sms:twilio", 3, "Gave up after 3 attempts; last error: Twilio 30003: unreachable handset"),
+    Channel.IN_APP: ("in_app:inbox", 1, "Inbox refused: the account was closed in the product (permanent)"),
 }
+CAPPED_PURPOSES = (Purpose.ENGAGEMENT, Purpose.PROMOTIONAL)
 EVENTS = ["app_open", "product_viewed", "cart_abandoned", "purchase"]
 
 
@@ -146,12 +176,15 @@ def demo_recipients_seed(*, count: int = 40, days: int = 4, seed: int = 7, progr
                     ],
                     weights=[50, 25, 10, 10, 5],
                 )[0]
+                purpose, content = rng.choice(CONTENT[channel])
+                if status == MessageStatus.SUPPRESSED and purpose not in CAPPED_PURPOSES:
+                    status = MessageStatus.DELIVERED  # the daily cap never stops a receipt or a code
                 fields = {
                     "recipient": recipient,
                     "channel": channel,
                     "requested_channel": channel,
-                    "purpose": rng.choice(PURPOSE_BY_CHANNEL[channel]),
-                    "content": rng.choice(CONTENT[channel]),
+                    "purpose": purpose,
+                    "content": content,
                     "status": status,
                     # Campaign history comes from a real campaign (journeys.demo), through the pipeline.
                     "source": Source.API,
@@ -172,7 +205,13 @@ def demo_recipients_seed(*, count: int = 40, days: int = 4, seed: int = 7, progr
                         reason="Within every cap.",
                     )
                     if status == MessageStatus.FAILED:
-                        fields.update(failed_at=at + timedelta(minutes=30), last_error="mailbox unavailable")
+                        provider, attempts, error = DEMO_FAILURES[channel]
+                        fields.update(
+                            provider=provider,
+                            attempts=attempts,
+                            failed_at=at + timedelta(minutes=30 if attempts > 1 else 1),
+                            last_error=error,
+                        )
                     else:
                         fields["delivered_at"] = at + timedelta(seconds=5)
                     if status in (MessageStatus.OPENED, MessageStatus.CLICKED):

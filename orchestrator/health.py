@@ -1,20 +1,117 @@
-"""GET /healthz (the process answers) and GET /readyz (it can serve: database, migrations, broker), for
-load balancers and orchestrators: no login, no session, a tiny JSON body, never cached."""
+"""Health: is background work failing (the banner on every admin page), and can this process serve
+(`GET /healthz`, `GET /readyz` for load balancers and orchestrators: no login, no session, a tiny JSON body,
+never cached).
+
+Background work, two cheap questions, one small query each: did a django-q2 task fail lately, and has the
+due-work pass run in the last few minutes (its heartbeat, written by `orchestrator.work` after every pass)?
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.http import JsonResponse
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-DUE_WORK_TASK = "orchestrator.work.due_work_task"
-# The due-work schedule runs every minute: three missed passes are worth a look (reported, not fatal).
-DUE_WORK_LATE = timedelta(minutes=3)
+from .models import WorkHeartbeat
+from .work import DUE_WORK_PASS
+
+# A failed task this recent shows; the due-work pass runs every minute, so 3 minutes without one is a stall.
+FAILED_TASK_WINDOW = timedelta(hours=6)
+DUE_WORK_STALE_AFTER = timedelta(minutes=3)
+
+
+@dataclass(frozen=True)
+class HealthProblem:
+    code: str  # "task_failed", "due_work_failed", "due_work_stale", "due_work_never"
+    text: str
+    url: str
+
+
+def _url(name: str, *args) -> str:
+    try:
+        return reverse(name, args=args)
+    except NoReverseMatch:
+        return ""
+
+
+def health_problems(*, now: datetime) -> list[HealthProblem]:
+    """What is wrong with the background work now, each with a link to where it shows."""
+    from django_q.models import Failure
+
+    problems = []
+    failure = (
+        Failure.objects.filter(stopped__gte=now - FAILED_TASK_WINDOW)
+        .only("id", "name", "func", "stopped")
+        .order_by("-stopped")
+        .first()
+    )
+    if failure is not None:
+        problems.append(
+            HealthProblem(
+                "task_failed",
+                f"A background task failed at {failure.stopped:%H:%M} UTC ({failure.func}).",
+                _url("admin:django_q_failure_change", failure.pk),
+            )
+        )
+    beat = WorkHeartbeat.objects.filter(name=DUE_WORK_PASS).first()
+    beat_url = _url("admin:orchestrator_workheartbeat_changelist")
+    if beat is None:
+        problems.append(
+            HealthProblem(
+                "due_work_never",
+                "The due-work pass has never run: deferred messages, journey steps and retries wait "
+                "(start the django-q2 cluster, or `manage.py orchestrate`).",
+                beat_url,
+            )
+        )
+    elif beat.last_run_at < now - DUE_WORK_STALE_AFTER:
+        minutes = int((now - beat.last_run_at).total_seconds() // 60)
+        last = f"{beat.last_run_at:%Y-%m-%d %H:%M} UTC"
+        problems.append(
+            HealthProblem(
+                "due_work_stale",
+                f"The due-work pass has not run for {minutes} minutes (last at {last}): "
+                "deferred messages, journey steps and retries wait.",
+                beat_url,
+            )
+        )
+    elif beat.errors:
+        problems.append(
+            HealthProblem(
+                "due_work_failed",
+                f"The last due-work pass ({beat.last_run_at:%H:%M} UTC) failed in "
+                f"{', '.join(sorted(beat.errors))}.",
+                beat_url,
+            )
+        )
+    return problems
+
+
+def admin_health(request) -> dict:
+    """Context processor: `orch_health` (lazy: evaluated only by a page that shows it) on admin pages for
+    staff; nothing elsewhere."""
+    user = getattr(request, "user", None)
+    if not request.path.startswith("/admin/") or not getattr(user, "is_staff", False):
+        return {}
+    cached: list[list[HealthProblem]] = []
+
+    def problems() -> list[HealthProblem]:
+        if not cached:
+            cached.append(health_problems(now=timezone.now()))
+        return cached[0]
+
+    return {"orch_health": problems}
+
+
+# Probes for load balancers.
+
 _migrated = False  # once every migration is applied it stays so for the life of the process
 
 
@@ -43,15 +140,12 @@ def _broker() -> str:
 
 
 def _due_work() -> str:
-    """When the last due-work pass finished (django-q2's record): informational, not a readiness test
-    (a web node is ready to serve even while the cluster is down; the admin's banner says so)."""
-    from django_q.models import Task
-
-    last = Task.objects.filter(func=DUE_WORK_TASK).order_by("-stopped").values_list("stopped", flat=True)
-    stopped = last.first()
-    if stopped is None:
+    """Whether the due-work pass ran lately (its heartbeat, as the admin's banner reads it): informational,
+    not a readiness test (a web node is ready to serve even while the cluster is down; the banner says so)."""
+    beat = WorkHeartbeat.objects.filter(name=DUE_WORK_PASS).first()
+    if beat is None:
         return "unknown"
-    return "ok" if timezone.now() - stopped <= DUE_WORK_LATE else "late"
+    return "ok" if timezone.now() - beat.last_run_at <= DUE_WORK_STALE_AFTER else "late"
 
 
 @never_cache

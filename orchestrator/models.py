@@ -335,7 +335,7 @@ class Event(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.name} by {self.recipient_id} at {self.occurred_at:%Y-%m-%d %H:%M}"
+        return f"{self.name} by {self.recipient.external_id} at {self.occurred_at:%Y-%m-%d %H:%M}"
 
 
 class Message(models.Model):
@@ -449,7 +449,7 @@ class Message(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"#{self.pk} {self.channel}/{self.purpose} to {self.recipient_id}: {self.status}"
+        return f"#{self.pk} {self.channel}/{self.purpose} to {self.recipient.external_id}: {self.status}"
 
     @property
     def summary(self) -> str:
@@ -684,3 +684,19 @@ def _auth_history_register() -> None:
 
 
 _auth_history_register()
+
+
+class WorkHeartbeat(models.Model):
+    """When the due-work pass last ran (one row per pass name), and what failed in it: the admin's health
+    banner and readiness read it (`orchestrator.work` writes it at the end of every pass)."""
+
+    name = models.CharField(max_length=50, primary_key=True)
+    last_run_at = models.DateTimeField()
+    last_ok_at = models.DateTimeField(null=True, blank=True, help_text="The last pass with no failure.")
+    errors = models.JSONField(default=dict, blank=True, help_text="Failures of the last pass, by function.")
+
+    class Meta:
+        verbose_name = "due-work heartbeat"
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.last_run_at:%Y-%m-%d %H:%M:%S}"

@@ -7,9 +7,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from django.db.models import Count, Q, QuerySet, Window
+from django.conf import settings
+from django.db.models import Count, Q, QuerySet, TextField, Window
+from django.db.models.functions import Cast, Left, Length
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from .models import Channel, ContactPoint, Event, Message, Recipient, Segment, Source
 from .segments import segment_q
@@ -122,9 +126,9 @@ def recipient_messages_recent(
 
 @dataclass(frozen=True)
 class TimelineEntry:
-    kind: str  # "message" or "event"
+    kind: str  # "message", "event", or one an app adds (journeys: "journey")
     at: datetime
-    obj: Message | Event
+    obj: Any
 
     @property
     def message(self) -> Message | None:
@@ -135,28 +139,66 @@ class TimelineEntry:
         return self.obj if self.kind == "event" else None
 
 
+# Event properties on the timeline: the first characters only (a 2 MB event must not make a 2 MB page);
+# the event's own page shows them whole.
+EVENT_PROPERTIES_HEAD = 300
+
+
 def recipient_timeline(
     *,
     recipient: Recipient,
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = 100,
+    channel: str = "",
+    status: str = "",
+    events: bool = True,
+    properties: bool = True,
 ) -> list[TimelineEntry]:
-    """Messages and events interleaved, newest first: two index range scans merged by time."""
-    messages = recipient_messages(recipient=recipient, since=since, until=until)[:limit]
-    events = Event.objects.filter(recipient=recipient)
-    if since is not None:
-        events = events.filter(occurred_at__gte=since)
-    if until is not None:
-        events = events.filter(occurred_at__lt=until)
-    events = events.order_by("-occurred_at", "-id")[:limit]
-    merged = heapq.merge(
-        (TimelineEntry("message", m.created_at, m) for m in messages),
-        (TimelineEntry("event", e.occurred_at, e) for e in events),
-        key=lambda entry: entry.at,
-        reverse=True,
-    )
-    return list(merged)[:limit]
+    """Messages and events interleaved, newest first: two index range scans merged by time.
+
+    `channel` and `status` filter the messages (events have neither: filtering by them leaves events out, as
+    does `events=False`). With `properties=False` events come without their properties: `properties_head`
+    holds the first EVENT_PROPERTIES_HEAD characters of their JSON and `properties_size` its length.
+    """
+    messages = recipient_messages(recipient=recipient, since=since, until=until)
+    if channel:
+        messages = messages.filter(channel=channel)
+    if status:
+        messages = messages.filter(status=status)
+    entries = [TimelineEntry("message", m.created_at, m) for m in messages[:limit]]
+    if events and not channel and not status:
+        rows = Event.objects.filter(recipient=recipient)
+        if not properties:
+            text = Cast("properties", output_field=TextField())
+            rows = rows.defer("properties").annotate(
+                properties_head=Left(text, EVENT_PROPERTIES_HEAD), properties_size=Length(text)
+            )
+        if since is not None:
+            rows = rows.filter(occurred_at__gte=since)
+        if until is not None:
+            rows = rows.filter(occurred_at__lt=until)
+        rows = rows.order_by("-occurred_at", "-id")[:limit]
+        entries = list(
+            heapq.merge(
+                entries,
+                (TimelineEntry("event", e.occurred_at, e) for e in rows),
+                key=lambda entry: entry.at,
+                reverse=True,
+            )
+        )
+    return entries[:limit]
+
+
+def recipient_timeline_extras(
+    *, recipient: Recipient, since: datetime | None = None, until: datetime | None = None, limit: int = 100
+) -> list[TimelineEntry]:
+    """Entries the apps above add to a recipient's timeline (journeys: enrollments and exits), from the
+    functions named in settings.ORCHESTRATOR["TIMELINE_EXTRAS"] (the floor imports none of them)."""
+    entries: list[TimelineEntry] = []
+    for path in settings.ORCHESTRATOR.get("TIMELINE_EXTRAS", []):
+        entries.extend(import_string(path)(recipient=recipient, since=since, until=until, limit=limit))
+    return sorted(entries, key=lambda entry: entry.at, reverse=True)[:limit]
 
 
 SAMPLE_SIZE = 10

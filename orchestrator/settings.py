@@ -123,6 +123,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "orchestrator.health.admin_health",
             ],
         },
     },
@@ -302,6 +303,9 @@ ORCHESTRATOR = {
         "journeys.campaigns.campaigns_advance_due",
         "channels_app.delivery.deliveries_sweep",
     ],
+    # Entries other apps add to a recipient's timeline in the admin (orchestrator.selectors), each called as
+    # fn(recipient=, since=, until=, limit=) -> [TimelineEntry].
+    "TIMELINE_EXTRAS": ["journeys.selectors.recipient_journey_timeline"],
     # Campaigns: recipients per batch (one pipeline call, one transaction), and how long one task sends
     # before handing the rest to a new one (keep it below Q_CLUSTER["timeout"]).
     "CAMPAIGN_BATCH_SIZE": int(os.environ.get("CAMPAIGN_BATCH_SIZE", "1000")),

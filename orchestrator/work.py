@@ -12,7 +12,7 @@ import logging
 from datetime import datetime
 
 from django.conf import settings
-from django.db import connections
+from django.db import DatabaseError, connections
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -38,6 +38,7 @@ def due_work_run(
     """
     now = now or timezone.now()
     handled: dict[str, int] = {}
+    failed: dict[str, str] = {}
     for path in settings.ORCHESTRATOR["DUE_WORK"]:
         try:
             handled[path] = import_string(path)(now=now, limit=limit)
@@ -48,9 +49,27 @@ def due_work_run(
                 if not conn.in_atomic_block:
                     conn.close_if_unusable_or_obsolete()
             handled[path] = -1
-            if errors is not None:
-                errors[path] = f"{type(exc).__name__}: {exc}"
+            failed[path] = f"{type(exc).__name__}: {exc}"
+    if errors is not None:
+        errors.update(failed)
+    due_work_heartbeat(now=now, errors=failed)
     return handled
+
+
+DUE_WORK_PASS = "due-work"
+
+
+def due_work_heartbeat(*, now: datetime, errors: dict[str, str]) -> None:
+    """Record that a pass ran (and what failed in it): one upsert, read by the admin's health banner."""
+    from .models import WorkHeartbeat
+
+    defaults = {"last_run_at": now, "errors": errors}
+    if not errors:
+        defaults["last_ok_at"] = now
+    try:
+        WorkHeartbeat.objects.update_or_create(name=DUE_WORK_PASS, defaults=defaults)
+    except DatabaseError:
+        logger.exception("could not record the due-work heartbeat")
 
 
 def due_work_task() -> dict[str, int]:

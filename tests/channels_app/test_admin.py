@@ -28,20 +28,24 @@ def test_editing_a_policy_changes_what_the_lint_says(admin_client):
     push = ChannelPolicy.objects.get(channel="push")
     form = {
         "job": "Push is urgent",
-        "allowed_purposes": '["transactional", "alert"]',
+        # Checkboxes for purposes, tags (comma-separated without JavaScript) for lists, ISO 8601 or HH:MM:SS.
+        "allowed_purposes": ["transactional", "alert"],
         "default_ttl": "01:00:00",
         "title_required": "on",
-        "product_url_prefixes": "[]",
+        "product_url_prefixes": "app://, https://shop.example.com/",
         "title_max_chars": "50",
         "body_max_chars": "178",
         "body_max_words": "30",
         "max_actions": "1",
-        "marketing_terms": "[]",
+        "marketing_terms": '[{"value": "sale"}, {"value": "50% off"}]',  # what Tagify posts
     }
     resp = admin_client.post(f"/admin/channels_app/channelpolicy/{push.pk}/change/", form)
     assert resp.status_code == 302, resp.content[:2000]
     push.refresh_from_db()
     assert push.default_ttl == timedelta(hours=1)
+    assert push.allowed_purposes == ["transactional", "alert"]
+    assert push.product_url_prefixes == ["app://", "https://shop.example.com/"]
+    assert push.marketing_terms == ["sale", "50% off"]
     preview = admin_client.get(
         "/admin/channels_app/channelpolicy/lint/",
         {

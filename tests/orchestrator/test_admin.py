@@ -31,7 +31,8 @@ def test_recipient_page_shows_the_cross_channel_timeline(admin_client):
     html = resp.content.decode()
     assert "Timeline" in html and "Cart saved" in html and "purchase" in html
     assert "3 of 3 in the last 24 h" in html
-    assert "Last 24 h: 2 messages" in html
+    # The governor's view of the day: what it cleared, apart from what it stopped (issue 15).
+    assert "Last 24 h: 1 message cleared" in html and "1 suppressed" in html
     assert html.index("3 of 3") < html.index("purchase") < html.index("Cart saved")
 
 

@@ -1,6 +1,7 @@
 """Load the demo world: an admin login, recipients with history, and each app's demo data. Idempotent."""
 
 import importlib
+import logging
 import os
 import secrets
 
@@ -38,6 +39,16 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args, **options):
+        # django-q2 logs every enqueued task at INFO ("Enqueued [orchestrator] 1"): noise in a seed's output.
+        q_logger = logging.getLogger("django-q")
+        level = q_logger.level
+        q_logger.setLevel(logging.WARNING)
+        try:
+            self._seed(options)
+        finally:
+            q_logger.setLevel(level)
+
+    def _seed(self, options):
         username = os.environ.get("DEMO_ADMIN_USER", "admin")
         password = demo_password()
         User = get_user_model()
@@ -62,6 +73,12 @@ class Command(BaseCommand):
                 continue
             module.seed(stdout=self.stdout)
 
+        from orchestrator.models import Message, MessageStatus
+
+        failed = Message.objects.filter(status=MessageStatus.FAILED).count()
+        self.stdout.write(
+            f"Dead letters: {failed} (Channels › Dead letters), each with its provider's error."
+        )
         self.stdout.write(self.style.SUCCESS("Demo ready."))
         base = f"http://127.0.0.1:{os.environ.get('PORT', '8000')}"
         self.stdout.write(f"  Admin: {base}/admin/  login: {username} / {password}")
