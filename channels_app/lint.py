@@ -98,11 +98,12 @@ def channel_policy_views_load() -> MappingProxyType:
     return MappingProxyType(views)
 
 
-def channel_policy_views() -> Mapping[str, PolicyView]:
-    """Every channel's policy, from the settings snapshot (current as of this request; read-only)."""
+def channel_policy_views(snapshot=None) -> Mapping[str, PolicyView]:
+    """Every channel's policy, from the settings snapshot (current as of this request; read-only), or
+    from the given one."""
     from orchestrator.snapshot import snapshot_current
 
-    return snapshot_current().part(SNAPSHOT_PART)
+    return (snapshot or snapshot_current()).part(SNAPSHOT_PART)
 
 
 def channel_policy_view(*, channel: str) -> PolicyView:

@@ -15,15 +15,17 @@ cannot steal the slot they are waiting for.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache, partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from django.db import transaction
 from django.utils import timezone
 
-from orchestrator.db import as_datetime, hot_atomic, hot_cursor, is_postgres
+from orchestrator.db import as_datetime, hot_cursor, is_postgres
 from orchestrator.history import messages_insert, stamp_field
 from orchestrator.models import Message, MessageStatus, Preference, Recipient, Source
 from orchestrator.selectors import HeldRecipient
@@ -168,8 +170,9 @@ def message_decide(*, draft: MessageDraft, at: datetime) -> Message:
     is paused), suppressed (preferences, pause) or expired (it could not pass before expires_at).
     """
     policy = policy_for(draft)
-    # Inside the caller's transaction when there is one (the API's, the pipeline's hot path): no savepoint.
-    with hot_atomic(), hot_cursor() as (cursor, prepare):
+    # The pipeline's hot path already holds the lock in its transaction: no savepoint inside it. A direct
+    # caller gets its own transaction (a savepoint within theirs, so a failure here leaves theirs usable).
+    with nullcontext() if draft.held is not None else transaction.atomic(), hot_cursor() as (cursor, prepare):
         decision = recipient_decide(
             policy=policy, draft=draft, at=at, lock=True, cursor=cursor, prepare=prepare
         )

@@ -138,11 +138,12 @@ def policy_load() -> Policy:
 SNAPSHOT_PART = "governor.policy"
 
 
-def policy_current() -> Policy:
-    """The governor's policy from the settings snapshot (current as of this request)."""
+def policy_current(snapshot=None) -> Policy:
+    """The governor's policy from the settings snapshot (current as of this request), or from the given
+    one (a caller reading several parts takes the snapshot once)."""
     from orchestrator.snapshot import snapshot_current
 
-    return snapshot_current().part(SNAPSHOT_PART)
+    return (snapshot or snapshot_current()).part(SNAPSHOT_PART)
 
 
 def policy_cache_clear(**_kwargs) -> None:

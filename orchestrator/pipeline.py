@@ -186,13 +186,16 @@ def messages_send_bulk(
     requests: Sequence[SendRequest],
     at: datetime,
     recipients: Mapping[int, Recipient] | None = None,
+    held: HeldRecipient | None = None,
 ) -> list[Message | SendRefused]:
     """Run many requests through the pipeline at once: per request, the recorded Message (whatever the
     governor decided) or the SendRefused that says why nothing was written for it.
 
     A handful of queries whatever the count (contact points, policies, the `auto` choice, the lint once per
     distinct content and channel) and one governor call. `recipients` may pass Recipient rows the caller
-    already holds (their external ids name them in refusals).
+    already holds (their external ids name them in refusals); `held`, for one request on a named channel,
+    the recipient the caller already locked and read in its transaction (`recipient_hold` for that
+    channel, purpose and source: the API's send).
     """
     results: list[Message | SendRefused | None] = [None] * len(requests)
     pending: list[int] = []
@@ -213,9 +216,10 @@ def messages_send_bulk(
     if len(pending) == 1 and requests[pending[0]].channel != AUTO_CHANNEL and is_postgres():
         with hot_atomic():
             r = requests[pending[0]]
-            held = recipient_hold(
-                recipient_id=r.recipient_id, channel=r.channel, purpose=r.purpose, source=r.source
-            )
+            if held is None or held.id != r.recipient_id:
+                held = recipient_hold(
+                    recipient_id=r.recipient_id, channel=r.channel, purpose=r.purpose, source=r.source
+                )
             return _send(requests, pending, results, recipients, template_reports, at, held)
     return _send(requests, pending, results, recipients, template_reports, at, None)
 
@@ -400,10 +404,12 @@ def message_send(
     data: Mapping[str, Any] | None = None,
     context: Mapping[str, Any] | None = None,
     at: datetime | None = None,
+    held: HeldRecipient | None = None,
 ) -> Message:
     """Run one message through the pipeline and return the recorded Message (any decision).
 
-    Raises SendRefused (nothing written) for input the pipeline will not accept.
+    Raises SendRefused (nothing written) for input the pipeline will not accept. `held`: see
+    messages_send_bulk.
     """
     request = SendRequest(
         recipient_id=recipient.pk,
@@ -422,7 +428,7 @@ def message_send(
         context=context,
     )
     result = messages_send_bulk(
-        requests=[request], at=at or timezone.now(), recipients={recipient.pk: recipient}
+        requests=[request], at=at or timezone.now(), recipients={recipient.pk: recipient}, held=held
     )[0]
     if isinstance(result, SendRefused):
         raise result

@@ -67,6 +67,12 @@ class HeldRecipient:
     points: dict[str, list[str]]  # channel -> reachable addresses, newest first
     opted_out: bool  # of the (channel, purpose) asked for
 
+    def as_recipient(self) -> Recipient:
+        """A Recipient standing for this row in what a send returns (id, external id, time zone only)."""
+        recipient = Recipient(id=self.id, external_id=self.external_id, timezone=self.timezone)
+        recipient._state.adding = False
+        return recipient
+
 
 @lru_cache(maxsize=4)
 def _reachable_where(kind: str) -> tuple[str, tuple]:
@@ -78,33 +84,39 @@ def _reachable_where(kind: str) -> tuple[str, tuple]:
 
 
 def recipient_hold(
-    *, recipient_id: int, channel: str, purpose: str, source: str = ""
+    *,
+    channel: str,
+    purpose: str,
+    source: str = "",
+    recipient_id: int | None = None,
+    external_id: str | None = None,
 ) -> HeldRecipient | None:
     """Lock one recipient's row (PostgreSQL, inside the caller's transaction) and read, in the same
     statement, where they can be reached and whether they opted out of `purpose` on `channel`: the one
-    read of a single send before its window count (None: no such recipient).
+    read of a single send before its window count. By id or by external id (None: no such recipient).
 
     The subqueries see the statement's snapshot, taken before a wait for the lock; the governor's count
     that follows is a fresh statement (governor.counting explains why that keeps caps exact)."""
     where, where_params = _reachable_where(reachable_kind(source))
     cp, pref, rec = ContactPoint._meta.db_table, Preference._meta.db_table, Recipient._meta.db_table
     sql = (
-        f"SELECT r.external_id, r.timezone,"
+        f"SELECT r.id, r.external_id, r.timezone,"
         f" EXISTS(SELECT 1 FROM {pref} p WHERE p.recipient_id = r.id AND p.channel = %s AND p.purpose = %s"
         f" AND NOT p.opted_in),"
         f" ARRAY(SELECT ARRAY[{cp}.channel, {cp}.address] FROM {cp} WHERE {cp}.recipient_id = r.id"
         f" AND {where} ORDER BY {cp}.created_at DESC, {cp}.id DESC)"
-        f" FROM {rec} r WHERE r.id = %s FOR UPDATE OF r"
+        f" FROM {rec} r WHERE r.{'id' if external_id is None else 'external_id'} = %s FOR UPDATE OF r"
     )
+    key = recipient_id if external_id is None else external_id
     with hot_cursor() as (cursor, prepare):
-        cursor.execute(sql, [channel, purpose, *where_params, recipient_id], **prepare)
+        cursor.execute(sql, [channel, purpose, *where_params, key], **prepare)
         row = cursor.fetchone()
     if row is None:
         return None
     points: dict[str, list[str]] = {}
-    for ch, address in row[3]:
+    for ch, address in row[4]:
         points.setdefault(ch, []).append(address)
-    return HeldRecipient(recipient_id, row[0], row[1], points, bool(row[2]))
+    return HeldRecipient(row[0], row[1], row[2], points, bool(row[3]))
 
 
 def recipients_reachable_channels(*, recipient_ids: Iterable[int], source: str = "") -> dict[int, set[str]]:

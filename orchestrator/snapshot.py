@@ -5,9 +5,9 @@ Invalidation is a version, never a timer: `SettingsVersion` (one row) gets a new
 the same transaction as any edit of those tables (post_save/post_delete signals, and on PostgreSQL
 statement-level triggers, so `.update()`, bulk and raw SQL edits count too). A request reads the version
 once (one tiny prepared SELECT, at its first use of the snapshot) and reloads the snapshot only when it
-changed; outside a request (tasks, commands, the shell) every use reads it. The value comes from a
-sequence (random bits on SQLite), so a rolled-back edit can never leave a process holding rows under a
-version that a later, different edit commits.
+changed; outside a request (tasks, commands, the shell) at every use (callers take the snapshot once).
+The value comes from a sequence (random bits on SQLite), so a rolled-back edit can never leave a process
+holding rows under a version that a later, different edit commits.
 
 This module owns the mechanism and sits on the floor (it imports no other app of ours): each app registers
 the loader of its part in its AppConfig.ready (`snapshot_part_register`) and reads that part back with
@@ -49,7 +49,8 @@ class Snapshot:
 
 class _State(threading.local):
     in_request = False
-    version: int | None = None  # the version this request already read
+    scope: object = None  # what `version` was read for (this request)
+    version: int | None = None
 
 
 _state = _State()
@@ -87,17 +88,17 @@ def settings_version_bump(**_kwargs) -> None:
             " ON CONFLICT (id) DO UPDATE SET version = excluded.version",
             params,
         )
-    _state.version = None  # this request reads the new version at its next use
+    _state.version = None  # this request (or transaction) reads the new version at its next use
 
 
 def snapshot_current() -> Snapshot:
     """The snapshot for the current settings version (loaded again only when the version moved)."""
     global _snapshot
-    version = _state.version if _state.in_request else None
+    scope = _scope()
+    version = _state.version if scope is not None and _state.scope is scope else None
     if version is None:
         version = settings_version_read()
-        if _state.in_request:
-            _state.version = version
+        _state.scope, _state.version = scope, version
     snap = _snapshot
     if snap is not None and snap.version == version:
         return snap
@@ -109,20 +110,29 @@ def snapshot_current() -> Snapshot:
     return snap
 
 
+_REQUEST = object()
+
+
+def _scope() -> object:
+    """How long a version read holds: the request. Outside one (tasks, commands, the shell) every use
+    reads it, so an edit made earlier in the same transaction, by any means, is seen."""
+    return _REQUEST if _state.in_request else None
+
+
 def snapshot_clear(**_kwargs) -> None:
     """Forget the snapshot in this process (tests; the next use reloads)."""
     global _snapshot
     with _lock:
         _snapshot = None
-    _state.version = None
+    _state.scope, _state.version = None, None
 
 
 def _request_started(**_kwargs) -> None:
-    _state.in_request, _state.version = True, None
+    _state.in_request, _state.scope, _state.version = True, None, None
 
 
 def _request_finished(**_kwargs) -> None:
-    _state.in_request, _state.version = False, None
+    _state.in_request, _state.scope, _state.version = False, None, None
 
 
 request_started.connect(_request_started, dispatch_uid="snapshot-request-started")
