@@ -283,6 +283,60 @@ def report(side: dict) -> None:
         log(f"  non-2xx during the memory run: {side['memory_non2xx']}")
 
 
+PROFILE = textwrap.dedent(
+    """
+    import cProfile, json, pstats, random, time
+    from django.contrib.auth.models import User
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+    from orchestrator.models import ServiceToken
+    token = ServiceToken(name=f"profile-{{time.time()}}", user=User.objects.get(username="bench-service"))
+    token.scopes = ["send"]
+    raw = token.key_issue()
+    token.save()
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {{raw}}", HTTP_HOST="127.0.0.1")
+    purposes = ["transactional", "engagement", "promotional", "alert"]
+
+    def one():
+        body = {{"recipient": f"r{{random.randint(1, {n})}}", "channel": "email",
+                 "purpose": random.choice(purposes), "content": {{"subject": "Hello", "body": "Hi there."}}}}
+        resp = client.post("/api/v1/messages/", json.dumps(body), content_type="application/json")
+        assert resp.status_code == 201, resp.content
+
+    for _ in range(50):
+        one()
+    with CaptureQueriesContext(connection) as captured:
+        one()
+    print("statements for one send (query log):", len(captured.captured_queries))
+    for q in captured.captured_queries:
+        print("   ", q["sql"][:110])
+    count = {count}
+    profiler = cProfile.Profile()
+    t0 = time.perf_counter()
+    profiler.enable()
+    for _ in range(count):
+        one()
+    profiler.disable()
+    per_send = (time.perf_counter() - t0) * 1000 / count
+    print(f"in-process (Django test client, no HTTP): {{per_send:.2f}} ms a send")
+    stats = pstats.Stats(profiler)
+    ours = r"orchestrator|governor|channels_app|rest_framework|psycopg"
+    stats.sort_stats("cumulative").print_stats(ours, 40)
+    stats.sort_stats("tottime").print_stats(25)
+    """
+)
+
+
+def profile(args) -> int:
+    """Profile sends in-process against this checkout's seeded bench database (run the bench first)."""
+    url = urlunparse(urlparse(os.environ["DATABASE_URL"])._replace(path=""))
+    name = f"{urlparse(os.environ['DATABASE_URL']).path.lstrip('/')}_bench_http_after"
+    env = server_env(ROOT, f"{url}/{name}")
+    code = PROFILE.format(n=RECIPIENTS, count=args.profile)
+    return subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, env=env).returncode
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", help="a git ref to measure too, checked out under /tmp/bench-REF")
@@ -296,7 +350,15 @@ def main(argv: list[str]) -> int:
         default=100_000,
         help="keep loading this checkout until it served this many requests, for the RSS figure (0: off)",
     )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        help="instead: profile this many sends in-process (cProfile) on the seeded 'after' database",
+    )
     args = parser.parse_args(argv)
+    if args.profile:
+        return profile(args)
     args.clients = [int(c) for c in args.clients.split(",")]
     if subprocess.run(["which", "wrk"], capture_output=True).returncode:
         sys.exit("wrk is missing: apt-get install -y wrk")

@@ -55,6 +55,30 @@ class Denied(PermissionDenied):
 # ---- facts about a user ---------------------------------------------------------------------------
 
 
+def _role_permissions(user_ref):
+    from django.contrib.auth.models import Permission
+    from django.db.models import Q
+
+    return Permission.objects.filter(Q(user=user_ref) | Q(group__user=user_ref))
+
+
+def _permission_names(permissions):
+    from django.db.models import CharField, Value
+    from django.db.models.functions import Concat
+
+    return permissions.annotate(
+        perm_name=Concat("content_type__app_label", Value("."), "codename", output_field=CharField())
+    ).values_list("perm_name", flat=True)
+
+
+def role_permissions_subquery(user_ref):
+    """The account's direct and group permissions ("app.codename") as an array subquery (PostgreSQL), for
+    a statement that loads the account anyway (the API's token lookup)."""
+    from django.contrib.postgres.expressions import ArraySubquery
+
+    return ArraySubquery(_permission_names(_role_permissions(user_ref)).distinct())
+
+
 class RoleBackend(ModelBackend):
     """Django's ModelBackend, reading a user's direct and group permissions in ONE query (it takes two):
     every API call asks for them once."""
@@ -64,15 +88,9 @@ class RoleBackend(ModelBackend):
             return set()
         if not hasattr(user_obj, "_perm_cache"):
             from django.contrib.auth.models import Permission
-            from django.db.models import Q
 
-            found = Permission.objects.all()
-            if not user_obj.is_superuser:
-                found = found.filter(Q(user=user_obj) | Q(group__user=user_obj))
-            user_obj._perm_cache = {
-                f"{app}.{codename}"
-                for app, codename in found.values_list("content_type__app_label", "codename").distinct()
-            }
+            found = Permission.objects.all() if user_obj.is_superuser else _role_permissions(user_obj)
+            user_obj._perm_cache = set(_permission_names(found).distinct())
         return user_obj._perm_cache
 
 

@@ -16,6 +16,7 @@ from django.utils import timezone
 from .db import hot_cursor
 from .models import Channel, ContactPoint, Event, Message, Preference, Recipient, Segment, Source
 from .segments import segment_q
+from .snapshot import VERSION_SQL, settings_version_note
 
 # Reachability, the one rule: a contact point may be sent to when the recipient keeps it opted in and no
 # provider has marked it undeliverable. The pipeline, `auto` channel choice, the journey scheduler and
@@ -104,7 +105,7 @@ def recipient_hold(
         f" EXISTS(SELECT 1 FROM {pref} p WHERE p.recipient_id = r.id AND p.channel = %s AND p.purpose = %s"
         f" AND NOT p.opted_in),"
         f" ARRAY(SELECT ARRAY[{cp}.channel, {cp}.address] FROM {cp} WHERE {cp}.recipient_id = r.id"
-        f" AND {where} ORDER BY {cp}.created_at DESC, {cp}.id DESC)"
+        f" AND {where} ORDER BY {cp}.created_at DESC, {cp}.id DESC), {VERSION_SQL}"
         f" FROM {rec} r WHERE r.{'id' if external_id is None else 'external_id'} = %s FOR UPDATE OF r"
     )
     key = recipient_id if external_id is None else external_id
@@ -113,6 +114,7 @@ def recipient_hold(
         row = cursor.fetchone()
     if row is None:
         return None
+    settings_version_note(row[5] or 0)  # the settings version rides along: no statement of its own
     points: dict[str, list[str]] = {}
     for ch, address in row[4]:
         points.setdefault(ch, []).append(address)

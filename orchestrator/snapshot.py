@@ -32,6 +32,8 @@ from .models import SettingsVersion
 
 VERSION_TABLE = SettingsVersion._meta.db_table
 VERSION_SEQUENCE = "orchestrator_settings_version_seq"  # created by migration 0014 (PostgreSQL)
+# The version as a scalar subquery, for a statement that can carry it (settings_version_note).
+VERSION_SQL = f"(SELECT version FROM {VERSION_TABLE} WHERE id = 1)"
 
 _loaders: dict[str, Callable[[], Any]] = {}
 
@@ -71,9 +73,16 @@ def snapshot_part_register(*, name: str, loader: Callable[[], Any], models: tupl
 def settings_version_read() -> int:
     """The committed (or this transaction's) settings version: one prepared single-row SELECT."""
     with hot_cursor() as (cursor, prepare):
-        cursor.execute(f"SELECT version FROM {VERSION_TABLE} WHERE id = 1", **prepare)
+        cursor.execute(f"SELECT {VERSION_SQL}", **prepare)
         row = cursor.fetchone()
-    return row[0] if row else 0
+    return row[0] if row and row[0] is not None else 0
+
+
+def settings_version_note(version: int) -> None:
+    """A statement the request made anyway read the version too (the send's recipient lock, see
+    VERSION_SQL): the request's first use of the snapshot takes it instead of reading it again."""
+    if _state.in_request and _state.scope is not _REQUEST:
+        _state.scope, _state.version = _REQUEST, version
 
 
 def settings_version_bump(**_kwargs) -> None:
