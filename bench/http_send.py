@@ -11,10 +11,10 @@ Each side gets a fresh database (`<db>_bench_http_<side>`), 10k recipients (emai
 token with the send scope. Needs `wrk` (Debian package) and DATABASE_URL pointing at a PostgreSQL server.
 
 PostgreSQL vs Python: the database's own clock, `pg_stat_database.active_time` (milliseconds its backends
-spent running statements in the bench database, read after gunicorn has closed its connections so every
-session has reported), against the gunicorn workers' CPU time (utime + stime from /proc), both divided by
-the requests served. Neither counts the network stack or wrk; on a loaded 2-core machine both include
-waiting for a core.
+spent running statements in the bench database; read before and after the measured runs, each time once
+the idle backends have reported, within 10 s), against the gunicorn workers' CPU time (utime + stime from
+/proc) over the same runs, both divided by the requests served. Neither counts the network stack or wrk;
+on a loaded 2-core machine PostgreSQL's active time includes waiting for a core.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from _common import ROOT  # noqa: E402
 LUA = ROOT / "bench" / "http_send.lua"
 CONF = ROOT / "orchestrator" / "gunicorn_conf.py"
 RECIPIENTS = 10_000
+STATS_FLUSH = 11  # s: an idle PostgreSQL backend reports its times within 10 s (PGSTAT_IDLE_INTERVAL)
 
 SEED = textwrap.dedent(
     """
@@ -224,6 +225,8 @@ def run_side(name: str, tree: Path, args) -> dict:
         warm(port, token, 1000)
         pids = workers_of(server.pid)
         side["rss_1k"] = {pid: rss_mib(pid) for pid in pids}
+        time.sleep(STATS_FLUSH)
+        pg0 = pg_active_ms(url)
         cpu0 = sum(cpu_seconds(p) for p in pids)
         served = 1000
         side["runs"] = {}
@@ -237,22 +240,27 @@ def run_side(name: str, tree: Path, args) -> dict:
                 f"  decisions {result['decisions']}  socket errors {result['socket_errors']}"
             )
         cpu1 = sum(cpu_seconds(p) for p in workers_of(server.pid))
+        time.sleep(STATS_FLUSH)
+        side["pg_active_ms"] = pg_active_ms(url) - pg0
         side["measured_requests"] = served - 1000
         side["worker_cpu_s"] = cpu1 - cpu0
+        side["served"] = served
+        side["rss_end"] = {pid: rss_mib(pid) for pid in workers_of(server.pid)}
+        report(side)
         if args.memory_requests and name == "after":
+            side["memory_non2xx"] = 0
             while served < args.memory_requests:
                 seconds = max(5, min(120, int((args.memory_requests - served) / max(result["rps"], 1)) + 2))
                 more = wrk(port, token, 32, seconds)
                 served += more["requests"]
-                side.setdefault("memory_non2xx", 0)
                 side["memory_non2xx"] += sum(v for k, v in more["codes"].items() if not k.startswith("2"))
-        side["served"] = served
-        side["rss_end"] = {pid: rss_mib(pid) for pid in workers_of(server.pid)}
+                rss = "; ".join(f"{pid}: {rss_mib(pid):.1f} MiB" for pid in workers_of(server.pid))
+                log(f"  memory run: {served} requests served ({more['rps']:.0f} req/s), worker RSS {rss}")
+            side["served"] = served
+            side["rss_end"] = {pid: rss_mib(pid) for pid in workers_of(server.pid)}
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(60)
-    time.sleep(1.5)  # the sessions report their times as they end
-    side["pg_active_ms"] = pg_active_ms(url)
     return side
 
 
@@ -266,7 +274,7 @@ def report(side: dict) -> None:
             f" p99 {r['p99_us'] / 1000:.1f} ms, {r['requests']} requests, non-2xx {non2xx},"
             f" socket errors {r['socket_errors']}; decisions {r['decisions']}"
         )
-    pg_ms = side["pg_active_ms"] / max(side["served"], 1)
+    pg_ms = side["pg_active_ms"] / max(n, 1)
     py_ms = side["worker_cpu_s"] * 1000 / max(n, 1)
     log(
         f"  per request: PostgreSQL active {pg_ms:.2f} ms, gunicorn workers' CPU {py_ms:.2f} ms"
@@ -279,7 +287,7 @@ def report(side: dict) -> None:
         for pid in rss_1k
     ]
     log(f"  worker RSS after 1k -> after {side['served']} requests: " + "; ".join(rows))
-    if "memory_non2xx" in side:
+    if side.get("memory_non2xx") is not None:
         log(f"  non-2xx during the memory run: {side['memory_non2xx']}")
 
 
@@ -375,7 +383,7 @@ def main(argv: list[str]) -> int:
     sides.append(run_side("after", ROOT, args))
     log("")
     for side in sides:
-        report(side)
+        report(side)  # again, together (the after side's RSS now after the memory run)
     log(f"load average now {os.getloadavg()[0]:.1f}")
     return 0
 
