@@ -329,6 +329,26 @@ PROFILE = textwrap.dedent(
     per_send = (time.perf_counter() - t0) * 1000 / count
     print(f"in-process (Django test client, no HTTP): {{per_send:.2f}} ms a send")
     stats = pstats.Stats(profiler)
+    groups = {{}}
+    for (path, _, func), (_, _, tottime, _, _) in stats.stats.items():
+        if "psycopg" in path and func in ("wait", "_execute_send", "_exec_command", "_commit_gen"):
+            group = "waiting on PostgreSQL (psycopg send/wait)"
+        elif "psycopg" in path:
+            group = "psycopg (adapting, results)"
+        elif "rest_framework" in path:
+            group = "DRF"
+        elif "/django/db/" in path:
+            group = "Django ORM"
+        elif "/django/" in path:
+            group = "Django (handlers, middleware, test client)"
+        elif any(app in path for app in ("/orchestrator/", "/governor/", "/channels_app/")):
+            group = "the orchestrator's own code"
+        else:
+            group = "other (stdlib, json, logging, django-q, ...)"
+        groups[group] = groups.get(group, 0) + tottime
+    total = sum(groups.values())
+    for group, seconds in sorted(groups.items(), key=lambda kv: -kv[1]):
+        print(f"  {{group:48}} {{seconds * 1000 / count:6.2f}} ms a send  {{100 * seconds / total:4.0f}} %")
     ours = r"orchestrator|governor|channels_app|rest_framework|psycopg"
     stats.sort_stats("cumulative").print_stats(ours, 40)
     stats.sort_stats("tottime").print_stats(25)

@@ -27,6 +27,7 @@ account.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 import rules
@@ -71,12 +72,15 @@ def _permission_names(permissions):
     ).values_list("perm_name", flat=True)
 
 
-def role_permissions_subquery(user_ref):
-    """The account's direct and group permissions ("app.codename") as an array subquery (PostgreSQL), for
-    a statement that loads the account anyway (the API's token lookup)."""
+@lru_cache(maxsize=1)
+def role_permissions_subquery():
+    """The `user_id` account's direct and group permissions ("app.codename") as an array subquery
+    (PostgreSQL), for a statement that loads the account anyway (the API's token lookup). Built once: the
+    ORM copies an expression when a query resolves it."""
     from django.contrib.postgres.expressions import ArraySubquery
+    from django.db.models import OuterRef
 
-    return ArraySubquery(_permission_names(_role_permissions(user_ref)).distinct())
+    return ArraySubquery(_permission_names(_role_permissions(OuterRef("user_id"))).distinct())
 
 
 class RoleBackend(ModelBackend):
