@@ -250,7 +250,7 @@ def run_side(name: str, tree: Path, args) -> dict:
         if args.memory_requests and name == "after":
             side["memory_non2xx"] = 0
             while served < args.memory_requests:
-                seconds = max(5, min(120, int((args.memory_requests - served) / max(result["rps"], 1)) + 2))
+                seconds = max(5, min(60, int((args.memory_requests - served) / max(result["rps"], 1)) + 2))
                 more = wrk(port, token, 32, seconds)
                 served += more["requests"]
                 side["memory_non2xx"] += sum(v for k, v in more["codes"].items() if not k.startswith("2"))
