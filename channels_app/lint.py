@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 from .defaults import DEFAULT_POLICIES
@@ -78,9 +79,12 @@ class PolicyView:
         return dict(self.purpose_fit).get(purpose, 0)
 
 
-def channel_policy_views() -> dict[str, PolicyView]:
+SNAPSHOT_PART = "channels_app.policies"
+
+
+def channel_policy_views_load() -> MappingProxyType:
     """Every channel's policy as the lint and the pipeline see it, in one query: its row if there is
-    one, else the shipped defaults."""
+    one, else the shipped defaults (the settings snapshot's loader, the only reader of the table)."""
     from .models import ChannelPolicy  # the lint itself stays importable without the app registry
 
     names = [f for f in PolicyView.__dataclass_fields__ if f != "channel"]
@@ -91,7 +95,15 @@ def channel_policy_views() -> dict[str, PolicyView]:
     for channel, fields in DEFAULT_POLICIES.items():
         if channel not in views:
             views[channel] = PolicyView.from_fields(channel, fields)
-    return views
+    return MappingProxyType(views)
+
+
+def channel_policy_views(snapshot=None) -> Mapping[str, PolicyView]:
+    """Every channel's policy, from the settings snapshot (current as of this request; read-only), or
+    from the given one."""
+    from orchestrator.snapshot import snapshot_current
+
+    return (snapshot or snapshot_current()).part(SNAPSHOT_PART)
 
 
 def channel_policy_view(*, channel: str) -> PolicyView:

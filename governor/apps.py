@@ -6,16 +6,12 @@ class GovernorConfig(AppConfig):
     verbose_name = "Governor"
 
     def ready(self) -> None:
-        from django.db.models.signals import post_delete, post_save
+        from orchestrator.snapshot import snapshot_part_register
 
         from .models import CapRule, ChannelPause, GlobalHoldout, QuietHours
-        from .policy import policy_cache_clear
+        from .policy import SNAPSHOT_PART, policy_load
 
-        # A local edit is seen at once; other processes see it within policy.POLICY_TTL seconds.
-        for model in (CapRule, QuietHours, ChannelPause, GlobalHoldout):
-            post_save.connect(
-                policy_cache_clear, sender=model, dispatch_uid=f"governor-policy-{model.__name__}"
-            )
-            post_delete.connect(
-                policy_cache_clear, sender=model, dispatch_uid=f"governor-policy-del-{model.__name__}"
-            )
+        # Every edit of these bumps the settings version: each process sees it at its next request.
+        snapshot_part_register(
+            name=SNAPSHOT_PART, loader=policy_load, models=(CapRule, QuietHours, ChannelPause, GlobalHoldout)
+        )

@@ -193,10 +193,13 @@ class Preview:
     timezones: dict[int, str]  # recipient id → IANA zone, to say the times in their wall clock
 
 
-def decisions_preview_bulk(*, drafts: Sequence[MessageDraft], at: datetime) -> Preview:
+def decisions_preview_bulk(
+    *, drafts: Sequence[MessageDraft], at: datetime, policy: Policy | None = None
+) -> Preview:
     """What the governor would decide for each draft now, each on its own (no lock, nothing taken or
     written): the next-best-channel choice asks this of every candidate channel."""
     if not drafts:
         return Preview([], {})
-    batch = Batch(policy=policy_current(), at=at, recipient_ids=(d.recipient_id for d in drafts), lock=False)
+    policy = policy or policy_current()
+    batch = Batch(policy=policy, at=at, recipient_ids=(d.recipient_id for d in drafts), lock=False)
     return Preview([batch.decide_draft(d, preview=True) for d in drafts], batch.tz)

@@ -15,6 +15,7 @@ cannot steal the slot they are waiting for.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache, partial
@@ -27,6 +28,7 @@ from django.utils import timezone
 from orchestrator.db import as_datetime, hot_cursor, is_postgres
 from orchestrator.history import messages_insert, stamp_field
 from orchestrator.models import Message, MessageStatus, Preference, Recipient, Source
+from orchestrator.selectors import HeldRecipient
 
 from .counting import kth_oldest_cleared, recipient_uses_sql, window_params
 from .policy import Decision, Policy, RuleUse, decide, policy_current
@@ -62,6 +64,9 @@ class MessageDraft:
     deliver_after: datetime | None = None
     # The channel's default shelf life, applied when expires_at is None (see policy.decide).
     shelf_life: timedelta | None = None
+    # Set when the caller already holds the recipient's row lock in this transaction and read their time
+    # zone and this opt-out under it (orchestrator.selectors.recipient_hold): statement 1 is skipped.
+    held: HeldRecipient | None = None
 
 
 def policy_for(draft: MessageDraft, policy: Policy | None = None) -> Policy:
@@ -108,17 +113,21 @@ def recipient_decide(
     """
     recipient_id, channel, purpose = draft.recipient_id, draft.channel, draft.purpose
     # Statement 1 takes the lock (the mutex for this person's decisions); its snapshot predates the wait.
-    for_update = " FOR UPDATE OF r" if lock and is_postgres() else ""
-    lock_sql = (
-        f"SELECT r.timezone, EXISTS(SELECT 1 FROM {PREFERENCE_TABLE} p WHERE p.recipient_id = r.id"
-        f" AND p.channel = %s AND p.purpose = %s AND NOT p.opted_in)"
-        f" FROM {RECIPIENT_TABLE} r WHERE r.id = %s{for_update}"
-    )
-    cursor.execute(lock_sql, [channel, purpose, recipient_id], **prepare)
-    row = cursor.fetchone()
-    if row is None:
-        raise Recipient.DoesNotExist(f"No recipient {recipient_id}.")
-    tz_name, opted_out = row[0], bool(row[1])
+    held = draft.held if lock else None
+    if held is not None:
+        tz_name, opted_out = held.timezone, held.opted_out
+    else:
+        for_update = " FOR UPDATE OF r" if lock and is_postgres() else ""
+        lock_sql = (
+            f"SELECT r.timezone, EXISTS(SELECT 1 FROM {PREFERENCE_TABLE} p WHERE p.recipient_id = r.id"
+            f" AND p.channel = %s AND p.purpose = %s AND NOT p.opted_in)"
+            f" FROM {RECIPIENT_TABLE} r WHERE r.id = %s{for_update}"
+        )
+        cursor.execute(lock_sql, [channel, purpose, recipient_id], **prepare)
+        row = cursor.fetchone()
+        if row is None:
+            raise Recipient.DoesNotExist(f"No recipient {recipient_id}.")
+        tz_name, opted_out = row[0], bool(row[1])
     rules = policy.rules_for(channel, purpose)
     uses: dict[int, RuleUse] = {}
     if rules and channel not in policy.pauses and not opted_out:
@@ -161,7 +170,9 @@ def message_decide(*, draft: MessageDraft, at: datetime) -> Message:
     is paused), suppressed (preferences, pause) or expired (it could not pass before expires_at).
     """
     policy = policy_for(draft)
-    with transaction.atomic(), hot_cursor() as (cursor, prepare):
+    # The pipeline's hot path already holds the lock in its transaction: no savepoint inside it. A direct
+    # caller gets its own transaction (a savepoint within theirs, so a failure here leaves theirs usable).
+    with nullcontext() if draft.held is not None else transaction.atomic(), hot_cursor() as (cursor, prepare):
         decision = recipient_decide(
             policy=policy, draft=draft, at=at, lock=True, cursor=cursor, prepare=prepare
         )

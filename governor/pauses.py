@@ -10,7 +10,6 @@ from django.utils import timezone
 from orchestrator.models import Channel, Message, MessageStatus
 
 from .models import ChannelPause, PauseMode
-from .policy import policy_cache_clear
 
 CHANNELS_TEXT = ", ".join(Channel.values)
 
@@ -41,8 +40,7 @@ def channel_pause(
         else:
             pause.mode, pause.note = mode, note or pause.note
             pause.save(update_fields=["mode", "note"])
-    policy_cache_clear()
-    return pause
+    return pause  # the save bumped the settings version: every process sees the pause at once
 
 
 def channel_resume(*, channel: str, by: str = "", at: datetime | None = None) -> int:
@@ -58,7 +56,6 @@ def channel_resume(*, channel: str, by: str = "", at: datetime | None = None) ->
         held = Message.objects.filter(
             status=MessageStatus.DEFERRED, channel=channel, deliver_after__isnull=True
         ).update(deliver_after=at, updated_at=at)
-    policy_cache_clear()
     return held
 
 

@@ -1,14 +1,12 @@
 """The governor's policy in memory and the pure decision over it (no database access here).
 
-The enabled cap rules, quiet hours and active pauses are read once and cached in-process for a few
-seconds: every decision needs them, they change rarely, and a save or delete in this process clears the
-cache at once (signals) while other processes see the edit within POLICY_TTL seconds.
+The enabled cap rules, quiet hours, active pauses and the global holdout are a part of the per-process
+settings snapshot (orchestrator.snapshot): read once, reused by every decision, reloaded in every process
+as soon as the team edits any of them (a version checked once per request, never a timer).
 """
 
 from __future__ import annotations
 
-import threading
-import time as monotonic_time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
@@ -20,8 +18,6 @@ from orchestrator.text import duration_text
 
 from .holdout import GLOBAL_SCOPE, holdout_assigned
 from .models import CapRule, ChannelPause, GlobalHoldout, PauseMode, QuietHours
-
-POLICY_TTL = 5.0  # seconds another process may act on a stale policy after an edit
 
 PURPOSE_ORDER = {p: i for i, p in enumerate(Purpose.values)}
 CHANNEL_ORDER = {c: i for i, c in enumerate(Channel.values)}
@@ -122,12 +118,9 @@ class Policy:
         return max((r.window for r in self.rules), default=timedelta(0))
 
 
-_lock = threading.Lock()
-_cached: tuple[float, Policy] | None = None
-
-
 def policy_load() -> Policy:
-    """Read the enabled rules, quiet hours, active pauses and the global holdout (four small queries)."""
+    """Read the enabled rules, quiet hours, active pauses and the global holdout (four small queries):
+    the snapshot's loader, the only reader of those tables on the send path."""
     rules = tuple(
         Rule(r.pk, r.name, r.limit, r.window, frozenset(r.channels), frozenset(r.purposes))
         for r in CapRule.objects.filter(enabled=True).order_by("pk")
@@ -142,22 +135,22 @@ def policy_load() -> Policy:
     return Policy(rules=rules, quiet=quiet, pauses=pauses, holdout=holdout)
 
 
-def policy_current() -> Policy:
-    """The cached policy (reloaded after POLICY_TTL seconds or after a local edit)."""
-    global _cached
-    cached = _cached
-    if cached is not None and monotonic_time.monotonic() - cached[0] < POLICY_TTL:
-        return cached[1]
-    policy = policy_load()
-    with _lock:
-        _cached = (monotonic_time.monotonic(), policy)
-    return policy
+SNAPSHOT_PART = "governor.policy"
+
+
+def policy_current(snapshot=None) -> Policy:
+    """The governor's policy from the settings snapshot (current as of this request), or from the given
+    one (a caller reading several parts takes the snapshot once)."""
+    from orchestrator.snapshot import snapshot_current
+
+    return (snapshot or snapshot_current()).part(SNAPSHOT_PART)
 
 
 def policy_cache_clear(**_kwargs) -> None:
-    global _cached
-    with _lock:
-        _cached = None
+    """Forget this process's settings snapshot (tests; edits invalidate it through the version)."""
+    from orchestrator.snapshot import snapshot_clear
+
+    snapshot_clear()
 
 
 # ---- the decision -------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import operator
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,9 +32,8 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.db import connection, transaction
 
-from channels_app.lint import Severity, message_lint
-from channels_app.selectors import channel_default_ttl
-from governor.policy import Policy, Rule, RuleUse, decide, policy_load
+from channels_app.lint import Severity, channel_policy_views, message_lint
+from governor.policy import Policy, Rule, RuleUse, decide, policy_current
 from orchestrator.models import (
     AUTO_CHANNEL,
     Channel,
@@ -45,6 +44,7 @@ from orchestrator.models import (
     Preference,
     Recipient,
 )
+from orchestrator.snapshot import snapshot_current
 
 from .definition import CompiledDefinition, definition_compile
 
@@ -345,8 +345,11 @@ class _Person:
 
 
 class _Replay:
-    def __init__(self, *, definition: dict, compiled: CompiledDefinition, policy: Policy, f: Forecast):
+    def __init__(
+        self, *, definition: dict, compiled: CompiledDefinition, policy: Policy, views: Mapping, f: Forecast
+    ):
         self.definition, self.c, self.policy, self.f = definition, compiled, policy, f
+        self.views = views  # the channel policies, from the same settings snapshot as `policy`
         self.until = _ts(f.until)
         self.rule_index = {r.id: n for n, r in enumerate(policy.rules)}
         reentry = definition.get("reentry") or {}
@@ -371,7 +374,8 @@ class _Replay:
     def _shelf_life(self, channel: str) -> timedelta | None:
         """The channel's default shelf life, as the pipeline gives a send without its own expiry."""
         if channel not in self.shelf:
-            self.shelf[channel] = channel_default_ttl(channel=channel)
+            view = self.views.get(channel)
+            self.shelf[channel] = view.default_ttl if view is not None else None
         return self.shelf[channel]
 
     def _decide(
@@ -426,7 +430,12 @@ class _Replay:
         if key not in self.lint_ok:
             self.lint_ok[key] = not any(
                 v.severity == Severity.BLOCK
-                for v in message_lint(channel=channel, purpose=purpose, content=raw.get("content") or {})
+                for v in message_lint(
+                    channel=channel,
+                    purpose=purpose,
+                    content=raw.get("content") or {},
+                    policy=self.views.get(channel),
+                )
             )
         return self.lint_ok[key]
 
@@ -590,7 +599,9 @@ def journey_forecast(*, definition: dict, now: datetime, days: int | None = None
     since = now - timedelta(days=days)
     compiled = definition_compile(definition)
     f = Forecast(days=days, since=since, until=now, trigger=compiled.trigger_event)
-    policy = replace(policy_load(), pauses={})
+    snapshot = snapshot_current()  # one read of the settings for the whole forecast
+    policy = replace(policy_current(snapshot), pauses={})
+    views = channel_policy_views(snapshot)
     rules = policy.rules
     f.rule_names = [r.name for r in rules]
     f.recipients_total = Recipient.objects.count()
@@ -639,7 +650,7 @@ def journey_forecast(*, definition: dict, now: datetime, days: int | None = None
             ):
                 people[rid].events[name].append(_ts(at))
 
-    replay = _Replay(definition=definition, compiled=compiled, policy=policy, f=f)
+    replay = _Replay(definition=definition, compiled=compiled, policy=policy, views=views, f=f)
     since_ts = _ts(since)
     window_from = since - policy.max_window
 

@@ -23,6 +23,7 @@ from channels_app.lint import PolicyView, Severity, channel_policy_views, messag
 from governor.decision import MessageDraft, zone
 from governor.policy import local_text, policy_current
 from governor.services import decisions_preview_bulk
+from orchestrator.snapshot import snapshot_current
 
 from .models import Channel, Message, MessageStatus, Preference, Recipient
 
@@ -76,7 +77,9 @@ def channels_choose_bulk(
     whatever the count — opt-outs, recent engagement, and one set-based governor dry run."""
     if not requests:
         return []
-    policies = policies or channel_policy_views()
+    snapshot = snapshot_current()  # one read of the settings for the whole batch
+    policies = policies or channel_policy_views(snapshot)
+    governor = policy_current(snapshot)
     ids = {r.recipient_id for r in requests}
     opted_out: dict[tuple[int, str], set[str]] = defaultdict(set)
     for rid, channel, purpose in Preference.objects.filter(recipient_id__in=ids, opted_in=False).values_list(
@@ -130,9 +133,9 @@ def channels_choose_bulk(
         candidates.append(mine)
         passed.append(out)
 
-    preview = decisions_preview_bulk(drafts=drafts, at=at)
+    preview = decisions_preview_bulk(drafts=drafts, at=at, policy=governor)
     previews, tz = iter(preview.decisions), preview.timezones
-    quiet_names = {q.name for q in policy_current().quiet}
+    quiet_names = {q.name for q in governor.quiet}
     choices: list[ChannelChoice | None] = []
     for r, mine, out in zip(requests, candidates, passed, strict=True):
         scored = []

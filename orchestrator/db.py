@@ -3,20 +3,39 @@ PostgreSQL / SQLite pair (the embedded SQLite of `make run` takes the portable b
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 
 def is_postgres() -> bool:
     return connection.vendor == "postgresql"
+
+
+class _LoggedCursor:
+    """A psycopg cursor that records its statements in Django's query log (as CursorDebugWrapper does),
+    so CaptureQueriesContext and django_assert_max_num_queries count the hot path's statements too."""
+
+    def __init__(self, cursor):
+        self._cursor = cursor
+
+    def execute(self, sql, params=None, **kwargs):
+        start = time.monotonic()
+        try:
+            return self._cursor.execute(sql, params, **kwargs)
+        finally:
+            connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - start:.3f}"})
+
+    def __getattr__(self, name):
+        return getattr(self._cursor, name)
 
 
 @contextmanager
@@ -32,10 +51,16 @@ def hot_cursor():
 
         connection.ensure_connection()
         with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-            yield cursor, {"prepare": True}
+            yield (_LoggedCursor(cursor) if connection.queries_logged else cursor), {"prepare": True}
     else:
         with connection.cursor() as cursor:
             yield cursor, {}
+
+
+def hot_atomic():
+    """The caller's transaction when there is one (no savepoint: a failure fails the caller's whole
+    action, which is what one action = one transaction means), else a new one."""
+    return nullcontext() if connection.in_atomic_block else transaction.atomic()
 
 
 def ids_in(column: str, ids: Sequence[int]) -> tuple[str, list]:

@@ -509,6 +509,21 @@ class IdempotencyKey(models.Model):
         return f"{self.scope}:{self.key}"
 
 
+class SettingsVersion(models.Model):
+    """One row (pk 1): the version of the team's sending settings (channel policies, cap rules, quiet
+    hours, pauses, the global holdout). Every edit of those tables gives it a new, never repeated value in
+    the same transaction (signals, and PostgreSQL triggers for bulk and raw SQL); each process compares it
+    with the version of its in-memory snapshot once per request (orchestrator.snapshot)."""
+
+    version = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(id=1), name="settingsversion_one_row")]
+
+    def __str__(self) -> str:
+        return f"settings version {self.version}"
+
+
 class SegmentMatch(models.TextChoices):
     ALL = "all", "All conditions"
     ANY = "any", "Any condition"

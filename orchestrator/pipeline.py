@@ -30,10 +30,17 @@ from channels_app.limits import content_problems, schedule_problems
 from channels_app.lint import Severity, channel_policy_views, message_lint
 from channels_app.templating import RenderRequest, contents_render_bulk
 from governor.services import MessageDraft, messages_decide
+from orchestrator.db import hot_atomic, is_postgres
 
 from .channel_choice import ChoiceRequest, channels_choose_bulk
 from .models import AUTO_CHANNEL, Channel, Message, Purpose, Recipient, Source
-from .selectors import reachable_kind, recipients_reachable_points, recipients_unreachable_reasons
+from .selectors import (
+    HeldRecipient,
+    reachable_kind,
+    recipient_hold,
+    recipients_reachable_points,
+    recipients_unreachable_reasons,
+)
 
 
 class SendRefused(Exception):
@@ -179,13 +186,16 @@ def messages_send_bulk(
     requests: Sequence[SendRequest],
     at: datetime,
     recipients: Mapping[int, Recipient] | None = None,
+    held: HeldRecipient | None = None,
 ) -> list[Message | SendRefused]:
     """Run many requests through the pipeline at once: per request, the recorded Message (whatever the
     governor decided) or the SendRefused that says why nothing was written for it.
 
     A handful of queries whatever the count (contact points, policies, the `auto` choice, the lint once per
     distinct content and channel) and one governor call. `recipients` may pass Recipient rows the caller
-    already holds (their external ids name them in refusals).
+    already holds (their external ids name them in refusals); `held`, for one request on a named channel,
+    the recipient the caller already locked and read in its transaction (`recipient_hold` for that
+    channel, purpose and source: the API's send).
     """
     results: list[Message | SendRefused | None] = [None] * len(requests)
     pending: list[int] = []
@@ -201,13 +211,40 @@ def messages_send_bulk(
     if not pending:
         return results  # type: ignore[return-value]
 
+    # One message on a named channel (the API's hot path, PostgreSQL): one transaction from here to the
+    # insert, whose first statement locks the recipient and reads their reachability and opt-out with it.
+    if len(pending) == 1 and requests[pending[0]].channel != AUTO_CHANNEL and is_postgres():
+        with hot_atomic():
+            r = requests[pending[0]]
+            if held is None or held.id != r.recipient_id:
+                held = recipient_hold(
+                    recipient_id=r.recipient_id, channel=r.channel, purpose=r.purpose, source=r.source
+                )
+            return _send(requests, pending, results, recipients, template_reports, at, held)
+    return _send(requests, pending, results, recipients, template_reports, at, None)
+
+
+def _send(
+    requests: list[SendRequest],
+    pending: list[int],
+    results: list,
+    recipients: Mapping[int, Recipient] | None,
+    template_reports: Mapping[int, list[dict[str, str]]],
+    at: datetime,
+    held: HeldRecipient | None,
+) -> list[Message | SendRefused]:
+    """Validate, choose, lint and decide the pending requests (`held`: the one request's recipient, locked
+    and read by the caller)."""
     # Where each recipient can be reached (opted in, not undeliverable; a reply to the recipient's own
     # message needs only a working address): one query per kind of source in the batch.
     reachable: dict[tuple[str, int], dict[str, list[str]]] = {}
-    for kind in {reachable_kind(requests[n].source) for n in pending}:
-        ids = {requests[n].recipient_id for n in pending if reachable_kind(requests[n].source) == kind}
-        for rid, points in recipients_reachable_points(recipient_ids=ids, source=kind).items():
-            reachable[(kind, rid)] = points
+    if held is not None:
+        reachable[(reachable_kind(requests[pending[0]].source), held.id)] = held.points
+    else:
+        for kind in {reachable_kind(requests[n].source) for n in pending}:
+            ids = {requests[n].recipient_id for n in pending if reachable_kind(requests[n].source) == kind}
+            for rid, points in recipients_reachable_points(recipient_ids=ids, source=kind).items():
+                reachable[(kind, rid)] = points
     known = dict(recipients or {})
     policies = channel_policy_views()
 
@@ -303,6 +340,7 @@ def messages_send_bulk(
                 channel_reason=channel_reason,
                 warnings=[*warnings, *template_reports.get(n, ())],
                 to_address=r.to or "",
+                held=held,
             )
         )
         drafted.append(n)
@@ -366,10 +404,12 @@ def message_send(
     data: Mapping[str, Any] | None = None,
     context: Mapping[str, Any] | None = None,
     at: datetime | None = None,
+    held: HeldRecipient | None = None,
 ) -> Message:
     """Run one message through the pipeline and return the recorded Message (any decision).
 
-    Raises SendRefused (nothing written) for input the pipeline will not accept.
+    Raises SendRefused (nothing written) for input the pipeline will not accept. `held`: see
+    messages_send_bulk.
     """
     request = SendRequest(
         recipient_id=recipient.pk,
@@ -388,7 +428,7 @@ def message_send(
         context=context,
     )
     result = messages_send_bulk(
-        requests=[request], at=at or timezone.now(), recipients={recipient.pk: recipient}
+        requests=[request], at=at or timezone.now(), recipients={recipient.pk: recipient}, held=held
     )[0]
     if isinstance(result, SendRefused):
         raise result

@@ -7,16 +7,20 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, Q, QuerySet, TextField, Window
 from django.db.models.functions import Cast, Left, Length
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from .models import Channel, ContactPoint, Event, Message, Recipient, Segment, Source
+from .db import hot_cursor
+from .models import Channel, ContactPoint, Event, Message, Preference, Recipient, Segment, Source
 from .segments import segment_q
+from .snapshot import VERSION_SQL, settings_version_note
 
 # Reachability, the one rule: a contact point may be sent to when the recipient keeps it opted in and no
 # provider has marked it undeliverable. The pipeline, `auto` channel choice, the journey scheduler and
@@ -56,6 +60,69 @@ def recipients_reachable_points(
     for rid, channel, address in rows:
         found.setdefault(rid, {}).setdefault(channel, []).append(address)
     return found
+
+
+@dataclass(frozen=True)
+class HeldRecipient:
+    """A recipient whose row lock this transaction holds, with what one send reads under it."""
+
+    id: int
+    external_id: str
+    timezone: str
+    points: dict[str, list[str]]  # channel -> reachable addresses, newest first
+    opted_out: bool  # of the (channel, purpose) asked for
+
+    def as_recipient(self) -> Recipient:
+        """A Recipient standing for this row in what a send returns (id, external id, time zone only)."""
+        recipient = Recipient(id=self.id, external_id=self.external_id, timezone=self.timezone)
+        recipient._state.adding = False
+        return recipient
+
+
+@lru_cache(maxsize=4)
+def _reachable_where(kind: str) -> tuple[str, tuple]:
+    """The reachability rule (REACHABLE / REACHABLE_FOR_REPLY) as SQL on the contact point table, compiled
+    once from the same Q, so the rule keeps one owner."""
+    query = ContactPoint.objects.filter(reachable_q(source=kind)).query
+    where, params = query.where.as_sql(query.get_compiler(connection=connection), connection)
+    return where, tuple(params)
+
+
+def recipient_hold(
+    *,
+    channel: str,
+    purpose: str,
+    source: str = "",
+    recipient_id: int | None = None,
+    external_id: str | None = None,
+) -> HeldRecipient | None:
+    """Lock one recipient's row (PostgreSQL, inside the caller's transaction) and read, in the same
+    statement, where they can be reached and whether they opted out of `purpose` on `channel`: the one
+    read of a single send before its window count. By id or by external id (None: no such recipient).
+
+    The subqueries see the statement's snapshot, taken before a wait for the lock; the governor's count
+    that follows is a fresh statement (governor.counting explains why that keeps caps exact)."""
+    where, where_params = _reachable_where(reachable_kind(source))
+    cp, pref, rec = ContactPoint._meta.db_table, Preference._meta.db_table, Recipient._meta.db_table
+    sql = (
+        f"SELECT r.id, r.external_id, r.timezone,"
+        f" EXISTS(SELECT 1 FROM {pref} p WHERE p.recipient_id = r.id AND p.channel = %s AND p.purpose = %s"
+        f" AND NOT p.opted_in),"
+        f" ARRAY(SELECT ARRAY[{cp}.channel, {cp}.address] FROM {cp} WHERE {cp}.recipient_id = r.id"
+        f" AND {where} ORDER BY {cp}.created_at DESC, {cp}.id DESC), {VERSION_SQL}"
+        f" FROM {rec} r WHERE r.{'id' if external_id is None else 'external_id'} = %s FOR UPDATE OF r"
+    )
+    key = recipient_id if external_id is None else external_id
+    with hot_cursor() as (cursor, prepare):
+        cursor.execute(sql, [channel, purpose, *where_params, key], **prepare)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    settings_version_note(row[5] or 0)  # the settings version rides along: no statement of its own
+    points: dict[str, list[str]] = {}
+    for ch, address in row[4]:
+        points.setdefault(ch, []).append(address)
+    return HeldRecipient(row[0], row[1], row[2], points, bool(row[3]))
 
 
 def recipients_reachable_channels(*, recipient_ids: Iterable[int], source: str = "") -> dict[int, set[str]]:

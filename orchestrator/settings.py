@@ -102,7 +102,7 @@ MIDDLEWARE = [
 AUTHENTICATION_BACKENDS = [
     "orchestrator.throttle.WebLoginThrottleBackend",  # django-axes: first, so a locked-out login stops here
     "rules.permissions.ObjectPermissionBackend",  # the object-level checks of orchestrator.authority
-    "django.contrib.auth.backends.ModelBackend",
+    "orchestrator.authority.RoleBackend",  # Django's ModelBackend, its two permission queries made one
 ]
 AXES_FAILURE_LIMIT = int(os.environ.get("ADMIN_LOGIN_FAILURE_LIMIT", "5"))
 AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("ADMIN_LOGIN_COOLOFF_MINUTES", "15")))

@@ -16,10 +16,12 @@ from channels_app.limits import BODY_MAX_CHARS, HEAD_MAX_CHARS
 from channels_app.models import DeliveryAttempt
 
 from ..authority import authorize
+from ..db import is_postgres
 from ..limits import MAX_SCHEDULE_AHEAD, MAX_URL_CHARS
 from ..models import AUTO_CHANNEL, Channel, Message, Purpose, Recipient
 from ..pipeline import SendRefused, message_send
 from ..recording import RecordInvalid, message_record, record_request_parse
+from ..selectors import recipient_hold
 from . import lists
 from .fields import BoundedDateTimeField
 from .permissions import scope_require
@@ -175,7 +177,16 @@ class MessageCreateView(APIView):
             incoming = MessageCreateSerializer(data=request.data)
             incoming.is_valid(raise_exception=True)
             data = incoming.validated_data
-            recipient = Recipient.objects.filter(external_id=data["recipient"]).first()
+            held = None
+            if data["channel"] != AUTO_CHANNEL and data.get("template") is None and is_postgres():
+                # The hot path: the recipient found by external id, locked, and read with their reachability
+                # and opt-out in one statement (a template needs the whole row: locale, attributes).
+                held = recipient_hold(
+                    external_id=data["recipient"], channel=data["channel"], purpose=data["purpose"]
+                )
+                recipient = held.as_recipient() if held is not None else None
+            else:
+                recipient = Recipient.objects.filter(external_id=data["recipient"]).first()
             if recipient is None:
                 raise NotFound(f"No recipient with external_id {data['recipient']!r}.")
             try:
@@ -191,6 +202,7 @@ class MessageCreateView(APIView):
                     deliver_after=data.get("deliver_after"),
                     to=data.get("to"),
                     source_ref=data.get("source_ref", ""),
+                    held=held,
                 )
             except SendRefused as exc:
                 raise ValidationError(refusal_body(exc)) from exc
