@@ -32,6 +32,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from orchestrator.consent import contact_point_suppress
+from orchestrator.db import objects_update
 from orchestrator.history import message_status_move, messages_status_move_bulk
 from orchestrator.models import ChangeKind, Channel, Message, MessageStatus
 from orchestrator.selectors import reachable_kind, recipient_unreachable_reasons, recipients_reachable_points
@@ -434,10 +435,9 @@ def deliveries_record(*, outcomes: list[tuple[Claim, ChainOutcome]], now: dateti
                 at=now,
                 update_fields=["provider", "provider_message_id", "next_attempt_at", "last_error"],
             )
-            DeliveryAttempt.objects.bulk_update(
-                attempts,
-                ["provider", "outcome", "finished_at", "provider_message_id", "response", "retry_at"],
-                batch_size=500,
+            objects_update(
+                objs=attempts,
+                fields=["provider", "outcome", "finished_at", "provider_message_id", "response", "retry_at"],
             )
         recorded += len(moves)
         rest += list(plain.values())  # no longer accepted (a receipt, an operator): recorded one by one
