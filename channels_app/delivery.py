@@ -29,6 +29,7 @@ from django.conf import settings
 from django.db import DatabaseError, connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django_q.conf import Conf
 from django_q.tasks import async_task
 
 from orchestrator.consent import contact_point_suppress
@@ -620,8 +621,8 @@ def deliveries_drain() -> int:
         limit = max(1, min(room, batch))
         claims, locked = deliveries_claim_due(now=timezone.now(), limit=limit)
         more = locked >= limit
-        if more and first and not transaction.get_connection().in_atomic_block:
-            _wake_robust()
+        if more and first and not (Conf.SYNC or transaction.get_connection().in_atomic_block):
+            _wake_robust()  # a second worker shares a long queue (inline, it would only nest drains)
         first = False
         return claims, more
 

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -133,6 +134,7 @@ def circuit_allows(*, provider: str, now: datetime) -> tuple[bool, str]:
 # UPDATE was a statement (and a connection per thread) per call. Other callers always write.
 _pooled = threading.local()
 _healthy_until: dict[str, float] = {}
+_healthy_lock = threading.Lock()
 
 
 @contextmanager
@@ -149,9 +151,19 @@ def circuit_record(*, provider: str, result: SendResult, now: datetime) -> None:
     """Count the provider's answer: a transient failure adds to the failures in a row and opens the
     circuit at CHANNELS["CIRCUIT"]["FAILURES"]; any answer from the provider (success, or a permanent
     refusal of that one message) closes it. A healthy closed circuit costs no write."""
-    cached = result.outcome != TRANSIENT and getattr(_pooled, "cached", False)
-    if cached and _healthy_until.get(provider, 0.0) > time.monotonic():
+    if result.outcome != TRANSIENT and getattr(_pooled, "cached", False):
+        if _healthy_until.get(provider, 0.0) > time.monotonic():
+            return
+        # One pool thread at a time checks (and opens a connection): not the whole pool at once.
+        with _healthy_lock:
+            if _healthy_until.get(provider, 0.0) > time.monotonic():
+                return
+            _circuit_record(provider=provider, result=result, now=now)
         return
+    _circuit_record(provider=provider, result=result, now=now)
+
+
+def _circuit_record(*, provider: str, result: SendResult, now: datetime) -> None:
     if result.outcome == TRANSIENT:
         _healthy_until.pop(provider, None)
         ProviderCircuit.objects.get_or_create(provider=provider, defaults={"updated_at": now})
@@ -239,7 +251,10 @@ class ProviderChain:
             started = timezone.now()
             result = _call(spec, self, outgoing)
             finished = timezone.now()
-            circuit_record(provider=spec.name, result=result, now=finished)
+            try:
+                circuit_record(provider=spec.name, result=result, now=finished)
+            except DatabaseError:  # the provider answered: its answer is recorded, not the count
+                logger.exception("could not count provider %s's answer in its circuit", spec.name)
             tries.append(ProviderTry(spec.name, result, started, finished))
             if result.outcome != TRANSIENT:
                 break
@@ -309,8 +324,8 @@ class TokenBucket:
                 now = self.clock()
                 self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
                 self.stamp = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
+                if self.tokens >= 1 - 1e-9:  # not a float's rounding away from a token
+                    self.tokens = max(0.0, self.tokens - 1)
                     return
                 wait = (1 - self.tokens) / self.rate
             self.sleep(wait)
