@@ -140,12 +140,14 @@ def deliveries_claim(*, message_ids: Iterable[int], now: datetime) -> list[Claim
     return _claim(message_ids=list(message_ids), now=now, limit=None)[0]
 
 
-def deliveries_claim_due(*, now: datetime, limit: int) -> tuple[list[Claim], int]:
+def deliveries_claim_due(
+    *, now: datetime, limit: int, chains: dict[str, ProviderChain] | None = None
+) -> tuple[list[Claim], int]:
     """The outbox: claim up to `limit` of the accepted messages that are due (never tried, retry due, or
     lease run out) in queue order, like `deliveries_claim`. One statement locks the batch (SKIP LOCKED:
     concurrent workers take disjoint batches) and one sets its lease. Returns the claims and how many
     due rows it locked (fewer than `limit`: the queue is drained, as far as this worker can see)."""
-    return _claim(message_ids=None, now=now, limit=limit)
+    return _claim(message_ids=None, now=now, limit=limit, chains=chains)
 
 
 def _due(now: datetime) -> Q:
@@ -156,7 +158,13 @@ def _due(now: datetime) -> Q:
     )
 
 
-def _claim(*, message_ids: list[int] | None, now: datetime, limit: int | None) -> tuple[list[Claim], int]:
+def _claim(
+    *,
+    message_ids: list[int] | None,
+    now: datetime,
+    limit: int | None,
+    chains: dict[str, ProviderChain] | None = None,
+) -> tuple[list[Claim], int]:
     lease = conf("DELIVERY_LEASE")
     with transaction.atomic():
         rows = Message.objects.select_for_update(skip_locked=True, of=("self",)).select_related("recipient")
@@ -228,7 +236,9 @@ def _claim(*, message_ids: list[int] | None, now: datetime, limit: int | None) -
                 Message.objects.filter(pk__in=pks).update(next_attempt_at=until)
         if not claimable:
             return [], locked
-        names = {ch: provider_chain(channel=ch).first for ch in {m.channel for m, _ in claimable}}
+        names = {
+            ch: provider_chain(channel=ch, chains=chains).first for ch in {m.channel for m, _ in claimable}
+        }
         attempts = DeliveryAttempt.objects.bulk_create(
             [
                 DeliveryAttempt(
@@ -494,7 +504,7 @@ class _SendPool:
 
 def _deliveries_run(
     *,
-    claim_next: Callable[[int], tuple[list[Claim], bool]],
+    claim_next: Callable[[int, dict[str, ProviderChain]], tuple[list[Claim], bool]],
     budget: timedelta,
     on_budget: Callable[[], None],
 ) -> int:
@@ -519,7 +529,7 @@ def _deliveries_run(
                 out_of_time = time.monotonic() - started > budget.total_seconds()
                 room = window - len(pending)
                 if more and not out_of_time and (room >= batch or not pending):
-                    claims, more = claim_next(room)
+                    claims, more = claim_next(room, chains)
                     for claim in claims:
                         live.add(claim.attempt_id)
                         provider_chain(channel=claim.outgoing.channel, chains=chains)  # built here, once
@@ -569,11 +579,12 @@ def messages_deliver(*, message_ids: Iterable[int]) -> int:
     chunk = max(1, conf("CLAIM_CHUNK"))
     cursor = 0
 
-    def claim_next(room: int) -> tuple[list[Claim], bool]:
+    def claim_next(room: int, chains: dict[str, ProviderChain]) -> tuple[list[Claim], bool]:
         nonlocal cursor
         take = ids[cursor : cursor + max(1, min(room, chunk))]
         cursor += len(take)
-        return deliveries_claim(message_ids=take, now=timezone.now()), cursor < len(ids)
+        claims, _ = _claim(message_ids=take, now=timezone.now(), limit=None, chains=chains)
+        return claims, cursor < len(ids)
 
     return _deliveries_run(
         claim_next=claim_next,
@@ -616,10 +627,10 @@ def deliveries_drain() -> int:
     batch = max(1, conf("CLAIM_BATCH"))
     first = True
 
-    def claim_next(room: int) -> tuple[list[Claim], bool]:
+    def claim_next(room: int, chains: dict[str, ProviderChain]) -> tuple[list[Claim], bool]:
         nonlocal first
         limit = max(1, min(room, batch))
-        claims, locked = deliveries_claim_due(now=timezone.now(), limit=limit)
+        claims, locked = deliveries_claim_due(now=timezone.now(), limit=limit, chains=chains)
         more = locked >= limit
         if more and first and not (Conf.SYNC or transaction.get_connection().in_atomic_block):
             _wake_robust()  # a second worker shares a long queue (inline, it would only nest drains)
