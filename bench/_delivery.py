@@ -46,8 +46,9 @@ def run_before(ref: str, script: str, argv: list[str]) -> dict | None:
     return result
 
 
-def strip_before(argv: list[str]) -> tuple[str | None, list[str]]:
-    """(--before REF or None, the other arguments, with --before-messages N turned into --messages N)."""
+def strip_before(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
+    """(--before REF or None, the before run's arguments — --before-messages N as its --messages N —,
+    this run's arguments)."""
     ref, rest, i = None, [], 0
     before_messages = None
     while i < len(argv):
@@ -58,10 +59,11 @@ def strip_before(argv: list[str]) -> tuple[str | None, list[str]]:
         else:
             rest.append(argv[i])
             i += 1
-    if ref and before_messages:
+    old = list(rest)
+    if before_messages:
         old = [a for n, a in enumerate(rest) if a != "--messages" and (n == 0 or rest[n - 1] != "--messages")]
-        return ref, old + ["--messages", before_messages]
-    return ref, rest
+        old += ["--messages", before_messages]
+    return ref, old, rest
 
 
 def compare(before: dict | None, after: dict, keys: list[tuple[str, str]]) -> None:

@@ -84,8 +84,8 @@ def main() -> int:
     if sys.argv[1:2] == ["--serve"]:
         serve(int(sys.argv[2]), float(sys.argv[3]))
         return 0
-    ref, argv = strip_before(sys.argv[1:])
-    before = run_before(ref, Path(__file__).name, argv) if ref else None
+    ref, before_argv, argv = strip_before(sys.argv[1:])
+    before = run_before(ref, Path(__file__).name, before_argv) if ref else None
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--recipients", type=int, default=2000)

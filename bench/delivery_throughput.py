@@ -40,8 +40,8 @@ from _delivery import (  # noqa: E402
 
 
 def main() -> int:
-    ref, argv = strip_before(sys.argv[1:])
-    before = run_before(ref, Path(__file__).name, argv) if ref else None
+    ref, before_argv, argv = strip_before(sys.argv[1:])
+    before = run_before(ref, Path(__file__).name, before_argv) if ref else None
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--recipients", type=int, default=2000)

@@ -24,9 +24,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from django.conf import settings
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, connection, connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django_q.conf import Conf
@@ -556,6 +557,8 @@ def _deliveries_run(
                 done += _record(answered, live=live, now=None)
     finally:
         if pool is not None:
+            for future in pending:
+                future.cancel()  # not called yet (an error stopped the loop): left to the lease and sweeper
             pool.close()
     if more:
         on_budget()
@@ -603,13 +606,11 @@ def deliveries_wake(*, message_ids: Iterable[int] = (), now: datetime | None = N
     the broker is down the flag is lowered again and the messages wait, recorded, for the sweeper.
     Returns whether it enqueued."""
     now = now or timezone.now()
-    unset = Q(requested_at__isnull=True) | Q(requested_at__lt=now - conf("WAKE_TTL"))
-    if not DeliveryWake.objects.filter(unset, pk=WAKE_ID).update(requested_at=now):
-        if DeliveryWake.objects.filter(pk=WAKE_ID).exists():
+    with connection.cursor() as cursor:
+        # One statement on the send's hot path: raise the flag if it is down (or stale), say whether it did.
+        cursor.execute(_wake_sql(), [WAKE_ID, now, now - conf("WAKE_TTL")])
+        if cursor.fetchone() is None:
             return False  # a wake-up is on its way; it will see these messages
-        _, created = DeliveryWake.objects.get_or_create(pk=WAKE_ID, defaults={"requested_at": now})
-        if not created:
-            return False
     try:
         name = f"delivery wake-up {now:%H:%M:%S.%f} ({len(list(message_ids))} accepted)"
         async_task(DRAIN_TASK, task_name=name, group="delivery")
@@ -617,6 +618,16 @@ def deliveries_wake(*, message_ids: Iterable[int] = (), now: datetime | None = N
         DeliveryWake.objects.filter(pk=WAKE_ID, requested_at=now).update(requested_at=None)
         raise
     return True
+
+
+@lru_cache(maxsize=1)
+def _wake_sql() -> str:
+    table = connection.ops.quote_name(DeliveryWake._meta.db_table)
+    return (
+        f"INSERT INTO {table} (id, requested_at) VALUES (%s, %s) ON CONFLICT (id) DO UPDATE"
+        f" SET requested_at = excluded.requested_at"
+        f" WHERE {table}.requested_at IS NULL OR {table}.requested_at < %s RETURNING id"
+    )
 
 
 def deliveries_drain() -> int:
