@@ -1,15 +1,19 @@
 """Delivery: every accepted message reaches its provider once, transient errors retry, failures stay.
 
-The flow (`messages_deliver`, run by a thin django-q2 task with a batch of ids):
-1. claim — a short transaction per chunk of ids: lock the messages (SKIP LOCKED), keep those still
-   accepted and due, write an `in_progress` DeliveryAttempt for each. A duplicate task finds the lock
-   or the claim and does nothing.
-2. send — the backend call for one message, outside any transaction.
-3. record — a second short transaction for that message: the attempt's outcome and the message's new status
-   (sent; a retry time with backoff and jitter; or failed, the dead letter).
+The history is the outbox: the accepted messages that are due are the delivery queue. A transaction that
+accepts messages raises one "wake-up pending" flag on commit (`deliveries_wake`: one django-q2 task per
+burst, never one per message); the woken drain (`deliveries_drain`) loops:
+1. claim — one short transaction per batch: lock up to CLAIM_BATCH due accepted messages (SKIP LOCKED:
+   concurrent workers take disjoint batches), write an `in_progress` DeliveryAttempt for each and set
+   their lease. A duplicate finds the lock or the claim and does nothing.
+2. send — the provider calls outside any transaction, up to DELIVERY_THREADS in flight (a bounded pool),
+   each provider within its concurrency and rate limits (`channels_app.providers`).
+3. record — back in the worker's thread, a second short transaction per batch: each attempt's outcome and
+   its message's new status (sent; a retry time with backoff and jitter; or failed, the dead letter).
 
-PostgreSQL is the record and django-q2 only the transport: `deliveries_sweep` (due work) re-drives
-accepted messages whose task was lost, whose retry is due, or whose claim outlived its lease.
+Tasks with message ids (`messages_deliver`) run the same loop over their ids. PostgreSQL is the record
+and django-q2 only the transport: `deliveries_sweep` (due work) re-drives accepted messages whose wake-up
+was lost, whose retry is due, or whose claim outlived its lease.
 """
 
 from __future__ import annotations
