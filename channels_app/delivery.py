@@ -549,7 +549,9 @@ def _deliveries_run(
                     if more and not out_of_time:
                         continue
                     break
-                wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                if len(finished) < batch // 2:
+                    wait(pending, timeout=0.02)  # a few ms more make a bigger record batch
                 answered = []
                 for future in [f for f in pending if f.done()]:
                     claim = pending.pop(future)
