@@ -475,16 +475,20 @@ class _SendPool:
     closes its connection after the call, so a pool of 32 does not hold 32 connections."""
 
     def __init__(self, *, size: int):
+        self.size = size
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.threads = [
-            threading.Thread(target=self._work, name=f"delivery-send-{n}", daemon=True) for n in range(size)
-        ]
-        for thread in self.threads:
-            thread.start()
+        self.threads: list[threading.Thread] = []
 
     def submit(self, fn: Callable, *args) -> Future:
+        """Queue a call; a thread is started per call until the pool is full (a drain woken for one
+        message starts one thread, not the whole pool)."""
         future: Future = Future()
         self.queue.put((future, fn, args))
+        if len(self.threads) < self.size:
+            name = f"delivery-send-{len(self.threads)}"
+            thread = threading.Thread(target=self._work, name=name, daemon=True)
+            self.threads.append(thread)
+            thread.start()
         return future
 
     def _work(self) -> None:
