@@ -1,36 +1,54 @@
-"""Delivery throughput: accepted messages → locmem providers through a real qcluster (messages/s).
+"""Delivery throughput: accepted messages → in-memory providers through a real qcluster (messages/s).
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/orch python bench/delivery_throughput.py [--messages N]
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/orch python bench/delivery_throughput.py \
+        [--messages N] [--workers 2] [--before REF]
 
 Uses its own database `<dbname>_bench_delivery` (dropped and re-created, then migrated), a qcluster
-subprocess with Q_WORKERS workers, and the shipped delivery path: messages_deliver_enqueue batches ids
-into tasks; each message is claimed, handed to its locmem/inbox backend and recorded. Prints wall-clock
-and steady-state rates and checks that every message was handed over exactly once.
+subprocess with --workers workers and the shipped delivery path: the bench writes N accepted messages over
+4 channels (locmem email, SMS and push; the in-app inbox) and hands them over as a commit would — one
+outbox wake-up (or, in code before the outbox, id tasks). Prints wall-clock and steady-state rates, the
+wake-up tasks it took, the biggest worker's resident memory, and checks that every message was handed
+over exactly once. `--before REF` first runs this same script against REF (a detached worktree in
+/tmp/bench-REF) so both figures come from one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import bench_database_url  # noqa: E402
+from _delivery import (  # noqa: E402
+    accepted_messages,
+    cluster_start,
+    cluster_stop,
+    compare,
+    exactly_once,
+    hand_off,
+    run_before,
+    strip_before,
+    wait_delivered,
+)
 
 
 def main() -> int:
+    ref, before_argv, argv = strip_before(sys.argv[1:])
+    before = run_before(ref, Path(__file__).name, before_argv) if ref else None
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=6000)
-    parser.add_argument("--recipients", type=int, default=1000)
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--recipients", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=int(os.environ.get("Q_WORKERS", "2")))
-    parser.add_argument("--batch", type=int, default=50, help="message ids per task")
-    parser.add_argument("--timeout", type=float, default=150)
-    args = parser.parse_args()
+    parser.add_argument("--batch", type=int, default=50, help="message ids per task (code before the outbox)")
+    parser.add_argument("--timeout", type=float, default=300)
+    args = parser.parse_args(argv)
 
     url = bench_database_url("delivery", fresh=True)
     os.environ.update(
@@ -42,6 +60,7 @@ def main() -> int:
         Q_WORKERS=str(args.workers),
         Q_SYNC="false",
         LOG_LEVEL="WARNING",
+        DEBUG="false",
     )
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
     # DEBUG off (the production configuration) refuses the development key: a throwaway one per run.
@@ -50,119 +69,75 @@ def main() -> int:
 
     django.setup()
     from django.core.management import call_command
-    from django.db.models import Count, Max, Min, Q
-    from django.utils import timezone
     from django_q.models import OrmQ, Success
-    from django_q.tasks import async_task
-
-    from channels_app.delivery import messages_deliver_enqueue
-    from channels_app.models import DeliveryAttempt
-    from orchestrator.models import Channel, ContactPoint, Message, MessageStatus, Purpose, Recipient
 
     print(f"database: {url.rsplit('/', 1)[-1]}; migrating…", flush=True)
     call_command("migrate", verbosity=0)
-    from django_q.models import Schedule
-
-    Schedule.objects.all().delete()  # only the deliveries under test run in this cluster
-
-    now = timezone.now()
-    recipients = Recipient.objects.bulk_create(
-        [Recipient(external_id=f"bench-{i:06d}", timezone="UTC") for i in range(args.recipients)]
+    ids = accepted_messages(
+        count=args.messages, recipients=args.recipients, channels=["email", "sms", "push", "in_app"]
     )
-    points = []
-    for r in recipients:
-        points += [
-            ContactPoint(recipient=r, channel=Channel.EMAIL, address=f"{r.external_id}@example.com"),
-            ContactPoint(recipient=r, channel=Channel.SMS, address="+14155550123"),
-            ContactPoint(recipient=r, channel=Channel.PUSH, address=f"token-{r.external_id}"),
-            ContactPoint(recipient=r, channel=Channel.IN_APP, address=""),
-        ]
-    ContactPoint.objects.bulk_create(points, batch_size=2000)
-    content = {
-        Channel.EMAIL: {"subject": "Your receipt", "body": "Thanks for your order."},
-        Channel.SMS: {"body": "Your code is 428193."},
-        Channel.PUSH: {"title": "Shipped", "body": "Track it.", "action_url": "app://orders"},
-        Channel.IN_APP: {"title": "Your cart", "body": "Still there.", "action_url": "app://cart"},
-    }
-    channels = list(content)
-    messages = Message.objects.bulk_create(
-        [
-            Message(
-                recipient=recipients[i % len(recipients)],
-                channel=channels[i % 4],
-                requested_channel=channels[i % 4],
-                purpose=Purpose.TRANSACTIONAL,
-                content=content[channels[i % 4]],
-                status=MessageStatus.ACCEPTED,
-                created_at=now,
-                decided_at=now,
-                accepted_at=now,
-            )
-            for i in range(args.messages)
-        ],
-        batch_size=2000,
-    )
-    ids = [m.pk for m in messages]
-    print(f"{len(ids)} accepted messages over {len(recipients)} recipients (4 channels)", flush=True)
+    print(f"{len(ids)} accepted messages over {args.recipients} recipients (4 channels)", flush=True)
 
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "orchestrator.settings"}
-    log = open(ROOT / "var" / "bench_delivery_qcluster.log", "w")  # noqa: SIM115 - closed in finally
-    cluster = subprocess.Popen(
-        [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
+    cluster, log = cluster_start("bench_delivery_qcluster.log")
     try:
-        # Warm-up: wait until the cluster runs a task, so start-up time is not counted.
-        async_task("channels_app.tasks.messages_deliver_task", [], task_name="warm-up")
-        deadline = time.monotonic() + 60
-        while not Success.objects.filter(name="warm-up").exists():
-            if time.monotonic() > deadline or cluster.poll() is not None:
-                print("qcluster did not start; see var/bench_delivery_qcluster.log")
-                return 1
-            time.sleep(0.1)
-
         t0 = time.monotonic()
-        messages_deliver_enqueue(message_ids=ids)
+        how = hand_off(ids)
         enqueued = time.monotonic() - t0
-        deadline = t0 + args.timeout
-        pending = len(ids)
-        while pending and time.monotonic() < deadline:
-            time.sleep(0.25)
-            pending = Message.objects.filter(status=MessageStatus.ACCEPTED).count()
-        wall = time.monotonic() - t0
+        polled = wait_delivered(total=len(ids), timeout=args.timeout, cluster_pid=cluster.pid)
     finally:
-        cluster.terminate()
-        try:
-            cluster.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            cluster.kill()
-        log.close()
+        cluster_stop(cluster, log)
 
-    counts = Message.objects.aggregate(
-        sent=Count("id", filter=Q(status=MessageStatus.SENT)),
-        other=Count("id", filter=~Q(status=MessageStatus.SENT)),
-    )
-    attempts = DeliveryAttempt.objects.aggregate(
-        n=Count("id"),
-        ok=Count("id", filter=Q(outcome="success")),
-        first=Min("started_at"),
-        last=Max("finished_at"),
-        dup=Count("message", distinct=True),
-    )
-    steady = (attempts["last"] - attempts["first"]).total_seconds() if attempts["first"] else float("nan")
+    tasks = Success.objects.exclude(name="warm-up").count() + OrmQ.objects.count()
+    record = exactly_once(len(ids))
+    wall = polled["wall"] + enqueued
     print()
-    print(f"workers: {args.workers}   ids per task: {args.batch}   tasks: {-(-len(ids) // args.batch)}")
-    print(f"enqueue:           {enqueued * 1000:.0f} ms")
-    queued = OrmQ.objects.count()
+    print(f"workers: {args.workers}   hand-off: {how}   tasks run or queued: {tasks}")
+    print(f"hand-off:          {enqueued * 1000:.0f} ms")
+    print(f"delivered (sent):  {record['sent']} / {len(ids)}   not sent: {record['other']}")
     print(
-        f"delivered (sent):  {counts['sent']} / {len(ids)}   not sent: {counts['other']}   queued: {queued}"
+        f"attempts:          {record['attempts']} ({record['ok']} success);"
+        f" messages with two successes: {record['doubled']}"
     )
-    print(f"attempts:          {attempts['n']} ({attempts['ok']} success) for {attempts['dup']} messages")
-    rate = counts["sent"] / wall
-    print(f"wall clock:        {wall:.2f} s  →  {rate:.0f} messages/s (enqueue to all recorded)")
-    rate = counts["sent"] / steady
-    print(f"steady state:      {steady:.2f} s  →  {rate:.0f} messages/s (first claim to last record)")
-    ok = counts["sent"] == len(ids) and attempts["ok"] == len(ids) == attempts["n"]
+    rate = record["sent"] / wall
+    print(f"wall clock:        {wall:.2f} s  →  {rate:.0f} messages/s (hand-off to all recorded)")
+    steady = record["sent"] / record["steady"]
+    print(
+        f"steady state:      {record['steady']:.2f} s  →  {steady:.0f} messages/s"
+        " (first claim to last record)"
+    )
+    print(
+        f"worker RSS (MB):   {polled['rss_first_mb'] or 0:.0f} after ~1%"
+        f" → {polled['rss_last_mb']:.0f} at the end"
+        f" (peak {polled['rss_peak_mb']:.0f})"
+    )
+    ok = (
+        record["sent"] == len(ids)
+        and record["ok"] == len(ids) == record["attempts"]
+        and not record["doubled"]
+    )
     print("exactly once:      " + ("yes — one successful attempt per message" if ok else "NO"))
+    after = {
+        "messages": len(ids),
+        "wall_rate": round(rate),
+        "steady_rate": round(steady),
+        "tasks": tasks,
+        "exactly_once": ok,
+        "rss_first_mb": round(polled["rss_first_mb"] or 0),
+        "rss_last_mb": round(polled["rss_last_mb"]),
+    }
+    print("RESULT " + json.dumps(after), flush=True)
+    compare(
+        before,
+        after,
+        [
+            ("messages", "messages"),
+            ("wall_rate", "messages/s (wall clock)"),
+            ("steady_rate", "messages/s (steady state)"),
+            ("tasks", "django-q2 tasks"),
+            ("exactly_once", "exactly once"),
+            ("rss_last_mb", "worker RSS at the end (MB)"),
+        ],
+    )
     return 0 if ok else 1
 
 

@@ -1,46 +1,57 @@
 """Delivery: every accepted message reaches its provider once, transient errors retry, failures stay.
 
-The flow (`messages_deliver`, run by a thin django-q2 task with a batch of ids):
-1. claim — a short transaction per chunk of ids: lock the messages (SKIP LOCKED), keep those still
-   accepted and due, write an `in_progress` DeliveryAttempt for each. A duplicate task finds the lock
-   or the claim and does nothing.
-2. send — the backend call for one message, outside any transaction.
-3. record — a second short transaction for that message: the attempt's outcome and the message's new status
-   (sent; a retry time with backoff and jitter; or failed, the dead letter).
+The history is the outbox: the accepted messages that are due are the delivery queue. A transaction that
+accepts messages raises one "wake-up pending" flag on commit (`deliveries_wake`: one django-q2 task per
+burst, never one per message); the woken drain (`deliveries_drain`) loops:
+1. claim — one short transaction per batch: lock up to CLAIM_BATCH due accepted messages (SKIP LOCKED:
+   concurrent workers take disjoint batches), write an `in_progress` DeliveryAttempt for each and set
+   their lease. A duplicate finds the lock or the claim and does nothing.
+2. send — the provider calls outside any transaction, up to DELIVERY_THREADS in flight (a bounded pool),
+   each provider within its concurrency and rate limits (`channels_app.providers`).
+3. record — back in the worker's thread, a second short transaction per batch: each attempt's outcome and
+   its message's new status (sent; a retry time with backoff and jitter; or failed, the dead letter).
 
-PostgreSQL is the record and django-q2 only the transport: `deliveries_sweep` (due work) re-drives
-accepted messages whose task was lost, whose retry is due, or whose claim outlived its lease.
+Tasks with message ids (`messages_deliver`) run the same loop over their ids. PostgreSQL is the record
+and django-q2 only the transport: `deliveries_sweep` (due work) re-drives accepted messages whose wake-up
+was lost, whose retry is due, or whose claim outlived its lease.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from django.conf import settings
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, connection, connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django_q.conf import Conf
 from django_q.tasks import async_task
 
 from orchestrator.consent import contact_point_suppress
-from orchestrator.history import message_status_move
+from orchestrator.db import objects_update
+from orchestrator.history import message_status_move, messages_status_move_bulk
 from orchestrator.models import ChangeKind, Channel, Message, MessageStatus
 from orchestrator.selectors import reachable_kind, recipient_unreachable_reasons, recipients_reachable_points
 
 from .backends import Outgoing, SendResult
-from .models import AttemptOutcome, DeliveryAttempt
-from .providers import ChainOutcome, ProviderChain, ProviderTry, provider_chain
+from .models import AttemptOutcome, DeliveryAttempt, DeliveryWake
+from .providers import ChainOutcome, ProviderChain, ProviderTry, circuit_checks_cached, provider_chain
 
 logger = logging.getLogger(__name__)
 
 TASK = "channels_app.tasks.messages_deliver_task"
+DRAIN_TASK = "channels_app.tasks.deliveries_drain_task"
+WAKE_ID = 1  # the one DeliveryWake row
 
 
 # Fallbacks for knobs a deployment's CHANNELS setting may not name.
@@ -49,6 +60,9 @@ DEFAULTS = {
     "CLAIM_CHUNK": 10,
     "TASK_TIME_BUDGET": timedelta(seconds=30),
     "TASK_BATCH_SIZE": 50,
+    "DELIVERY_THREADS": 32,
+    "CLAIM_BATCH": 100,
+    "WAKE_TTL": timedelta(seconds=15),
 }
 
 
@@ -128,16 +142,45 @@ def deliveries_claim(*, message_ids: Iterable[int], now: datetime) -> list[Claim
     idempotency key, which providers that support one treat as a no-op.
     Expired messages become expired and unreachable ones failed here, without a provider call.
     """
+    return _claim(message_ids=list(message_ids), now=now, limit=None)[0]
+
+
+def deliveries_claim_due(
+    *, now: datetime, limit: int, chains: dict[str, ProviderChain] | None = None
+) -> tuple[list[Claim], int]:
+    """The outbox: claim up to `limit` of the accepted messages that are due (never tried, retry due, or
+    lease run out) in queue order, like `deliveries_claim`. One statement locks the batch (SKIP LOCKED:
+    concurrent workers take disjoint batches) and one sets its lease. Returns the claims and how many
+    due rows it locked (fewer than `limit`: the queue is drained, as far as this worker can see)."""
+    return _claim(message_ids=None, now=now, limit=limit, chains=chains)
+
+
+def _due(now: datetime) -> Q:
+    return (
+        Q(status=MessageStatus.ACCEPTED)
+        & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        & (Q(deliver_after__isnull=True) | Q(deliver_after__lte=now))
+    )
+
+
+def _claim(
+    *,
+    message_ids: list[int] | None,
+    now: datetime,
+    limit: int | None,
+    chains: dict[str, ProviderChain] | None = None,
+) -> tuple[list[Claim], int]:
     lease = conf("DELIVERY_LEASE")
     with transaction.atomic():
-        messages = list(
-            Message.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(pk__in=list(message_ids), status=MessageStatus.ACCEPTED)
-            .select_related("recipient")
-            .order_by("pk")
-        )
+        rows = Message.objects.select_for_update(skip_locked=True, of=("self",)).select_related("recipient")
+        if message_ids is None:
+            # SQLite (make run) has no SKIP LOCKED: its single writer serialises the claims instead.
+            messages = list(rows.filter(_due(now)).order_by("pk")[:limit])
+        else:
+            messages = list(rows.filter(pk__in=message_ids, status=MessageStatus.ACCEPTED).order_by("pk"))
+        locked = len(messages)
         if not messages:
-            return []
+            return [], 0
         # The latest attempt per message (at most RETRY_MAX_ATTEMPTS each): later numbers overwrite
         # earlier ones. Portable, unlike DISTINCT ON, so delivery works on make run's SQLite too.
         last_attempts = {
@@ -146,11 +189,15 @@ def deliveries_claim(*, message_ids: Iterable[int], now: datetime) -> list[Claim
         }
         addresses = _contact_addresses(messages)
         claimable: list[tuple[Message, int]] = []
+        held: dict[datetime, list[int]] = {}
         for message in messages:
             last = last_attempts.get(message.pk)
             if last is not None and last.outcome == AttemptOutcome.IN_PROGRESS:
                 if last.started_at > now - lease:
-                    continue  # a live claim: this is a duplicate task
+                    # A live claim (a duplicate task, or a heartbeat kept it past next_attempt_at): the
+                    # outbox looks again when its renewed lease would run out.
+                    held.setdefault(last.started_at + lease, []).append(message.pk)
+                    continue
                 last.outcome = AttemptOutcome.TRANSIENT
                 last.finished_at = now
                 last.response = "No result within the lease (worker lost?); outcome unknown."
@@ -189,9 +236,14 @@ def deliveries_claim(*, message_ids: Iterable[int], now: datetime) -> list[Claim
                 )
                 continue
             claimable.append((message, (last.number if last else 0) + 1))
+        if message_ids is None:
+            for until, pks in held.items():
+                Message.objects.filter(pk__in=pks).update(next_attempt_at=until)
         if not claimable:
-            return []
-        names = {ch: provider_chain(channel=ch).first for ch in {m.channel for m, _ in claimable}}
+            return [], locked
+        names = {
+            ch: provider_chain(channel=ch, chains=chains).first for ch in {m.channel for m, _ in claimable}
+        }
         attempts = DeliveryAttempt.objects.bulk_create(
             [
                 DeliveryAttempt(
@@ -225,7 +277,7 @@ def deliveries_claim(*, message_ids: Iterable[int], now: datetime) -> list[Claim
                 ),
             )
             for (m, n), attempt in zip(claimable, attempts, strict=True)
-        ]
+        ], locked
 
 
 def delivery_claim(*, message_id: int, now: datetime) -> Claim | None:
@@ -344,42 +396,276 @@ def message_deliver(*, message_id: int, now: datetime | None = None) -> Message 
     claim = delivery_claim(message_id=message_id, now=now or timezone.now())
     if claim is None:
         return None
-    with _lease_heartbeat([claim]):
+    with _lease_heartbeat({claim.attempt_id}):
         result = _send(claim, {})
     return delivery_record(claim=claim, result=result, now=now or timezone.now())
 
 
-def messages_deliver(*, message_ids: Iterable[int]) -> int:
-    """Deliver a batch: claim a few at a time (one transaction per chunk), send and record each.
+def _plain_success(outcome: ChainOutcome) -> bool:
+    return (
+        outcome.result.outcome == AttemptOutcome.SUCCESS
+        and len(outcome.tries) == 1
+        and not outcome.result.undeliverable
+    )
 
-    Small chunks keep every claim well inside its lease even with a slow provider; past the task's time
-    budget the rest goes back to the queue as a new task instead of running into the worker's timeout.
-    """
+
+def deliveries_record(*, outcomes: list[tuple[Claim, ChainOutcome]], now: datetime) -> int:
+    """Record a batch of provider answers, as `delivery_record` would one by one. The common case, a
+    plain success (one provider call, the message still accepted), is set-based: one transaction, one
+    lock statement, one update per table, the status moves through orchestrator.history. Anything else
+    (a retry, a failure, a failover, a receipt that got there first) goes through `delivery_record`.
+    Returns how many were recorded."""
+    plain = {c.outgoing.message_id: (c, o) for c, o in outcomes if _plain_success(o)}
+    rest = [(c, o) for c, o in outcomes if c.outgoing.message_id not in plain]
+    recorded = 0
+    if plain:
+        with transaction.atomic():
+            messages = list(
+                Message.objects.select_for_update()
+                .filter(pk__in=list(plain), status=MessageStatus.ACCEPTED)
+                .order_by("pk")
+            )
+            moves, attempts = [], []
+            for message in messages:
+                claim, outcome = plain.pop(message.pk)
+                result = outcome.result
+                message.provider = outcome.provider
+                message.provider_message_id = result.provider_message_id[:255]
+                message.next_attempt_at = None
+                message.last_error = ""
+                message.status = MessageStatus.SENT
+                moves.append((message, MessageStatus.ACCEPTED))
+                attempts.append(
+                    DeliveryAttempt(
+                        pk=claim.attempt_id,
+                        provider=outcome.provider,
+                        outcome=result.outcome,
+                        finished_at=now,
+                        provider_message_id=result.provider_message_id[:255],
+                        response=_response(result, outcome.skipped)[:2000],
+                        retry_at=None,
+                    )
+                )
+            messages_status_move_bulk(
+                moves=moves,
+                at=now,
+                update_fields=["provider", "provider_message_id", "next_attempt_at", "last_error"],
+            )
+            objects_update(
+                objs=attempts,
+                fields=["provider", "outcome", "finished_at", "provider_message_id", "response", "retry_at"],
+            )
+        recorded += len(moves)
+        rest += list(plain.values())  # no longer accepted (a receipt, an operator): recorded one by one
+    for claim, outcome in rest:
+        try:
+            delivery_record(claim=claim, result=outcome, now=now)
+        except DatabaseError:
+            raise  # the task fails; the claim's short lease lets the sweeper re-drive it soon
+        except Exception:  # noqa: BLE001 - one message's bad row must not stop the batch
+            logger.exception("recording the delivery of message %s failed", claim.outgoing.message_id)
+            continue
+        recorded += 1
+    return recorded
+
+
+class _SendPool:
+    """Threads for provider calls, bounded. Results go back to the caller's thread, which records them
+    on its own connection; a pool thread that touched the database (the circuit breaker's bookkeeping)
+    closes its connection after the call, so a pool of 32 does not hold 32 connections."""
+
+    def __init__(self, *, size: int):
+        self.size = size
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.threads: list[threading.Thread] = []
+
+    def submit(self, fn: Callable, *args) -> Future:
+        """Queue a call; a thread is started per call until the pool is full (a drain woken for one
+        message starts one thread, not the whole pool)."""
+        future: Future = Future()
+        self.queue.put((future, fn, args))
+        if len(self.threads) < self.size:
+            name = f"delivery-send-{len(self.threads)}"
+            thread = threading.Thread(target=self._work, name=name, daemon=True)
+            self.threads.append(thread)
+            thread.start()
+        return future
+
+    def _work(self) -> None:
+        while (item := self.queue.get()) is not None:
+            future, fn, args = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                with circuit_checks_cached():
+                    future.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller with the future
+                future.set_exception(exc)
+            finally:
+                connections.close_all()
+
+    def close(self) -> None:
+        for _ in self.threads:
+            self.queue.put(None)
+        for thread in self.threads:
+            thread.join()
+
+
+def _deliveries_run(
+    *,
+    claim_next: Callable[[int, dict[str, ProviderChain]], tuple[list[Claim], bool]],
+    budget: timedelta,
+    on_budget: Callable[[], None],
+) -> int:
+    """The delivery loop shared by the outbox drain and the id tasks: claim a batch (`claim_next(room)`
+    returns the claims and whether there may be more), keep up to DELIVERY_THREADS provider calls in flight,
+    record the answers in this thread in batches. Inside a transaction (tests, a synchronous cluster) the
+    calls run one at a time in this thread: other connections could not see the claims. Past the time
+    budget it stops claiming, finishes what is in flight and calls `on_budget` (more work waits)."""
+    threads = conf("DELIVERY_THREADS")
+    batch = max(1, conf("CLAIM_BATCH"))
+    inline = threads <= 1 or transaction.get_connection().in_atomic_block
+    window = batch if inline else threads + 2 * batch
+    chains: dict[str, ProviderChain] = {}
+    live: set[int] = set()  # attempt ids claimed and not yet recorded: the heartbeat renews them
+    pending: dict[Future, Claim] = {}
+    started = time.monotonic()
+    more, done = True, 0
+    pool = None if inline else _SendPool(size=threads)
+    try:
+        with _lease_heartbeat(live):
+            while True:
+                out_of_time = time.monotonic() - started > budget.total_seconds()
+                room = window - len(pending)
+                if more and not out_of_time and (room >= batch or not pending):
+                    claims, more = claim_next(room, chains)
+                    for claim in claims:
+                        live.add(claim.attempt_id)
+                        provider_chain(channel=claim.outgoing.channel, chains=chains)  # built here, once
+                    if pool is None:
+                        done += _record(
+                            [(claim, _send(claim, chains)) for claim in claims], live=live, now=None
+                        )
+                        continue
+                    for claim in claims:
+                        pending[pool.submit(_send, claim, chains)] = claim
+                if not pending:
+                    if more and not out_of_time:
+                        continue
+                    break
+                finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                if len(finished) < batch // 2:
+                    wait(pending, timeout=0.02)  # a few ms more make a bigger record batch
+                answered = []
+                for future in [f for f in pending if f.done()]:
+                    claim = pending.pop(future)
+                    try:
+                        answered.append((claim, future.result()))
+                    except Exception:  # noqa: BLE001 - left to the lease and the sweeper
+                        logger.exception("the provider call for message %s failed", claim.outgoing.message_id)
+                        live.discard(claim.attempt_id)
+                done += _record(answered, live=live, now=None)
+    finally:
+        if pool is not None:
+            for future in pending:
+                future.cancel()  # not called yet (an error stopped the loop): left to the lease and sweeper
+            pool.close()
+    if more:
+        on_budget()
+    return done
+
+
+def _record(answered: list[tuple[Claim, ChainOutcome]], *, live: set[int], now: datetime | None) -> int:
+    if not answered:
+        return 0
+    try:
+        return deliveries_record(outcomes=answered, now=now or timezone.now())
+    finally:
+        live.difference_update(claim.attempt_id for claim, _ in answered)
+
+
+def messages_deliver(*, message_ids: Iterable[int]) -> int:
+    """Deliver the given messages (the sweeper's re-drive, or a task queued before the outbox): claim a
+    chunk at a time, many provider calls in flight, record in batches. Past the task's time budget the
+    rest goes back to the queue as a new task instead of running into the worker's timeout."""
     ids = list(message_ids)
     chunk = max(1, conf("CLAIM_CHUNK"))
-    budget = conf("TASK_TIME_BUDGET").total_seconds()
-    started = time.monotonic()
-    chains: dict[str, ProviderChain] = {}
-    done = 0
-    for i in range(0, len(ids), chunk):
-        if time.monotonic() - started > budget:
-            messages_deliver_enqueue(message_ids=ids[i:])
-            break
-        claims = deliveries_claim(message_ids=ids[i : i + chunk], now=timezone.now())
-        with _lease_heartbeat(claims) as finished:
-            for claim in claims:
-                result = _send(claim, chains)
-                try:
-                    delivery_record(claim=claim, result=result, now=timezone.now())
-                except DatabaseError:
-                    raise  # the task fails; the claim's short lease lets the sweeper re-drive it soon
-                except Exception:  # noqa: BLE001 - one message's bad row must not stop the batch
-                    logger.exception("recording the delivery of message %s failed", claim.outgoing.message_id)
-                    continue
-                finally:
-                    finished.add(claim.attempt_id)
-                done += 1
-    return done
+    cursor = 0
+
+    def claim_next(room: int, chains: dict[str, ProviderChain]) -> tuple[list[Claim], bool]:
+        nonlocal cursor
+        take = ids[cursor : cursor + max(1, min(room, chunk))]
+        cursor += len(take)
+        claims, _ = _claim(message_ids=take, now=timezone.now(), limit=None, chains=chains)
+        return claims, cursor < len(ids)
+
+    return _deliveries_run(
+        claim_next=claim_next,
+        budget=conf("TASK_TIME_BUDGET"),
+        on_budget=lambda: messages_deliver_enqueue(message_ids=ids[cursor:]),
+    )
+
+
+# --- the outbox: the accepted messages are the queue ---------------------------------------------------
+
+
+def deliveries_wake(*, message_ids: Iterable[int] = (), now: datetime | None = None) -> bool:
+    """Accepted messages are due (called on commit of the transaction that accepted them): enqueue one
+    django-q2 wake-up unless one is already on its way. The flag row makes a burst of 10k sends one
+    task, not 10k pickled tasks; a flag older than WAKE_TTL counts as unset (its task may be lost). If
+    the broker is down the flag is lowered again and the messages wait, recorded, for the sweeper.
+    Returns whether it enqueued."""
+    now = now or timezone.now()
+    with connection.cursor() as cursor:
+        # One statement on the send's hot path: raise the flag if it is down (or stale), say whether it did.
+        cursor.execute(_wake_sql(), [WAKE_ID, now, now - conf("WAKE_TTL")])
+        if cursor.fetchone() is None:
+            return False  # a wake-up is on its way; it will see these messages
+    try:
+        name = f"delivery wake-up {now:%H:%M:%S.%f} ({len(list(message_ids))} accepted)"
+        async_task(DRAIN_TASK, task_name=name, group="delivery")
+    except Exception:
+        DeliveryWake.objects.filter(pk=WAKE_ID, requested_at=now).update(requested_at=None)
+        raise
+    return True
+
+
+@lru_cache(maxsize=1)
+def _wake_sql() -> str:
+    table = connection.ops.quote_name(DeliveryWake._meta.db_table)
+    return (
+        f"INSERT INTO {table} (id, requested_at) VALUES (%s, %s) ON CONFLICT (id) DO UPDATE"
+        f" SET requested_at = excluded.requested_at"
+        f" WHERE {table}.requested_at IS NULL OR {table}.requested_at < %s RETURNING id"
+    )
+
+
+def deliveries_drain() -> int:
+    """The wake-up's work: lower the flag (a send committed from now on wakes again), then deliver due
+    accepted messages until none is left or the time budget is spent. A first batch that comes back full
+    wakes one more worker to share the queue; a spent budget wakes the next drain."""
+    DeliveryWake.objects.filter(pk=WAKE_ID).update(requested_at=None)
+    batch = max(1, conf("CLAIM_BATCH"))
+    first = True
+
+    def claim_next(room: int, chains: dict[str, ProviderChain]) -> tuple[list[Claim], bool]:
+        nonlocal first
+        limit = max(1, min(room, batch))
+        claims, locked = deliveries_claim_due(now=timezone.now(), limit=limit, chains=chains)
+        more = locked >= limit
+        if more and first and not (Conf.SYNC or transaction.get_connection().in_atomic_block):
+            _wake_robust()  # a second worker shares a long queue (inline, it would only nest drains)
+        first = False
+        return claims, more
+
+    return _deliveries_run(claim_next=claim_next, budget=conf("TASK_TIME_BUDGET"), on_budget=_wake_robust)
+
+
+def _wake_robust() -> None:
+    try:
+        deliveries_wake()
+    except Exception:  # noqa: BLE001 - the sweeper is the safety net
+        logger.exception("could not enqueue a delivery wake-up")
 
 
 def claims_renew(*, attempt_ids: list[int], now: datetime) -> int:
@@ -390,19 +676,18 @@ def claims_renew(*, attempt_ids: list[int], now: datetime) -> int:
 
 
 @contextmanager
-def _lease_heartbeat(claims: list[Claim]) -> Iterator[set[int]]:
-    """While a worker goes through its claims (a slow provider, a failover chain, a long chunk), a
-    heartbeat renews the claims it has not finished every third of the lease, so the lease only has to
-    cover a worker that stopped beating — one that died, maybe after the provider accepted a message.
-    Yields the set the caller adds each finished attempt id to."""
-    finished: set[int] = set()
+def _lease_heartbeat(live: set[int]) -> Iterator[set[int]]:
+    """While a worker goes through its claims (a slow provider, a failover chain, a full pool), a
+    heartbeat renews the claims in `live` (attempt ids the caller adds on claim and removes once
+    recorded) every third of the lease, so the lease only has to cover a worker that stopped beating —
+    one that died, maybe after the provider accepted a message."""
     stop = threading.Event()
     every = conf("DELIVERY_LEASE").total_seconds() / 3
 
     def beat() -> None:
         try:
             while not stop.wait(every):
-                pending = [c.attempt_id for c in claims if c.attempt_id not in finished]
+                pending = list(live)
                 if pending:
                     claims_renew(attempt_ids=pending, now=timezone.now())
         except Exception:  # noqa: BLE001 - a missed beat only shortens the lease
@@ -413,7 +698,7 @@ def _lease_heartbeat(claims: list[Claim]) -> Iterator[set[int]]:
     thread = threading.Thread(target=beat, name="delivery-lease-heartbeat", daemon=True)
     thread.start()
     try:
-        yield finished
+        yield live
     finally:
         stop.set()
         thread.join()

@@ -171,6 +171,21 @@ class ProviderCircuit(models.Model):
         return f"{self.provider}: {self.state}"
 
 
+class DeliveryWake(models.Model):
+    """The one "a delivery wake-up is on its way" flag (a single row): the accepted messages are the
+    delivery queue, and a burst of sends enqueues one django-q2 wake-up while this is set, not one task
+    each. Set by `channels_app.delivery.deliveries_wake`, cleared by the drain that wakes; a flag older
+    than CHANNELS["WAKE_TTL"] counts as unset (its task may have been lost)."""
+
+    requested_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "delivery wake-up"
+
+    def __str__(self) -> str:
+        return f"wake-up requested at {self.requested_at}" if self.requested_at else "no wake-up pending"
+
+
 TEMPLATE_FIELDS = ("subject", "title", "body", "action_url")
 
 

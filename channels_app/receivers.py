@@ -12,7 +12,7 @@ from django.dispatch import receiver
 from orchestrator.models import Event, Message, MessageStatus
 from orchestrator.signals import event_ingested, message_status_changed, recipient_erasing
 
-from .delivery import message_deliver_enqueue, messages_deliver_enqueue
+from .delivery import deliveries_wake
 from .esp import anymail_event_apply, anymail_inbound_apply
 from .services import inbox_messages_deliver
 
@@ -21,7 +21,7 @@ VISIT_EVENTS = frozenset({"app_open"})
 
 
 class _DeliveryBatch:
-    """The messages that became accepted in one transaction, handed to delivery together on commit."""
+    """The messages that became accepted in one transaction: delivery is woken once for them on commit."""
 
     def __init__(self) -> None:
         self.ids: list[int] = []
@@ -30,7 +30,7 @@ class _DeliveryBatch:
 
     def flush(self) -> None:
         self.flushed = True
-        messages_deliver_enqueue(message_ids=self.ids)
+        deliveries_wake(message_ids=self.ids)
 
 
 _batches = threading.local()
@@ -39,14 +39,15 @@ _batches = threading.local()
 @receiver(message_status_changed, sender=Message, dispatch_uid="channels_deliver_newly_accepted")
 def deliver_newly_accepted(sender, message: Message, previous: str, **kwargs) -> None:
     """A message became accepted — a new one from any source (previous ""), the governor's re-drive, a
-    dead-letter retry: deliver it after commit. One robust on-commit hook per transaction takes them all in
-    batches (a blast of 100k is not 100k hooks); if the broker is down the message stays recorded as
-    accepted and the sweeper delivers it later."""
+    dead-letter retry: deliver it after commit. The accepted messages are the delivery queue, so one
+    robust on-commit hook per transaction wakes the delivery workers (a blast of 100k is one hook and one
+    wake-up, not 100k tasks); if the broker is down the message stays recorded as accepted and the
+    sweeper delivers it later."""
     if message.status != MessageStatus.ACCEPTED or previous == MessageStatus.ACCEPTED:
         return
     connection = transaction.get_connection()
     if not connection.in_atomic_block:
-        transaction.on_commit(lambda: message_deliver_enqueue(message_id=message.pk), robust=True)
+        transaction.on_commit(lambda: deliveries_wake(message_ids=[message.pk]), robust=True)
         return
     batch = getattr(_batches, "current", None)
     # Django rebinds the on-commit list at every commit or rollback: a batch whose list is gone was

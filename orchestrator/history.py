@@ -17,7 +17,7 @@ from typing import Any
 from django.db import connection
 from django.db.models.base import ModelState
 
-from .db import hot_cursor, is_postgres, rows_copy, sequence_next
+from .db import hot_cursor, is_postgres, objects_update, rows_copy, sequence_next
 from .models import MESSAGE_TRANSITIONS, Message, MessageDecision
 from .signals import message_status_changed
 
@@ -219,7 +219,7 @@ def messages_status_move_bulk(
             stamps.add(stamp)
         message.updated_at = at
     fields = sorted({"status", "updated_at", *stamps, *update_fields})
-    Message.objects.bulk_update([m for m, _ in moves], fields, batch_size=500)
+    objects_update(objs=[m for m, _ in moves], fields=fields)
     for message, previous in moves:
         if message.status != previous:
             message_status_changed.send(sender=Message, message=message, previous=previous)

@@ -424,3 +424,24 @@ CHANNELS = {
     # (sent as ?token= or X-Webhook-Token). Format: "twilio=secret1,generic=secret2".
     "WEBHOOK_TOKENS": dict(item.split("=", 1) for item in env_list("CHANNEL_WEBHOOK_TOKENS") if "=" in item),
 }
+
+# Delivery workers (issue 10b, docs/deployment.md "Delivery workers"): the accepted messages are the queue.
+# A drain claims CLAIM_BATCH due messages per statement (SKIP LOCKED) and keeps up to DELIVERY_THREADS
+# provider calls in flight; a burst of sends enqueues one wake-up while WAKE_TTL has not passed. Per
+# provider (or per channel) limits, per worker process: CHANNEL_<X>_CONCURRENCY calls in flight and
+# CHANNEL_<X>_RATE_PER_SECOND calls a second (token bucket), X = EMAIL, SMS, PUSH, IN_APP.
+CHANNELS.update(
+    {
+        "DELIVERY_THREADS": int(os.environ.get("CHANNEL_DELIVERY_THREADS", "32")),
+        "CLAIM_BATCH": int(os.environ.get("CHANNEL_CLAIM_BATCH", "100")),
+        "WAKE_TTL": timedelta(seconds=float(os.environ.get("CHANNEL_WAKE_TTL_SECONDS", "15"))),
+        "LIMITS": {
+            channel: {
+                "CONCURRENCY": int(os.environ.get(f"CHANNEL_{channel.upper()}_CONCURRENCY", "0")) or None,
+                "RATE_PER_SECOND": float(os.environ.get(f"CHANNEL_{channel.upper()}_RATE_PER_SECOND", "0"))
+                or None,
+            }
+            for channel in ("email", "sms", "push", "in_app")
+        },
+    }
+)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 logger = logging.getLogger(__name__)
+_sessions = threading.local()
 
 SUCCESS, TRANSIENT, PERMANENT = "success", "transient", "permanent"
 
@@ -128,6 +130,16 @@ class ConfiguredBackend(BaseBackend):
     def wait(self) -> float:
         """Seconds to wait for the provider: the chain's per-provider timeout, else the section's."""
         return self.timeout if self.timeout is not None else self.conf["TIMEOUT"]
+
+    def http_session(self) -> Any:
+        """A requests.Session of this thread's own (keep-alive: a pool of delivery threads reuses its
+        connections to the provider instead of opening one per message; Sessions are not thread-safe)."""
+        import requests
+
+        session = getattr(_sessions, "session", None)
+        if session is None:
+            session = _sessions.session = requests.Session()
+        return session
 
     def http_post(self, session: Any, url: str, **kwargs: Any) -> Any:
         """POST with this provider's timeout; no answer in time or no connection is transient."""

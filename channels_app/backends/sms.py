@@ -65,7 +65,7 @@ class TwilioSmsBackend(ConfiguredBackend):
 
     def transmit(self, request: dict, outgoing: Outgoing) -> requests.Response:
         return self.http_post(
-            requests,
+            self.http_session(),
             request["url"],
             data=request["data"],
             headers=request["headers"],

@@ -30,12 +30,7 @@ PUSH = {"title": "Still thinking it over?", "body": "Your cart is saved.", "acti
 def enqueued(monkeypatch):
     """What the channels app hands to delivery, per on-commit hook."""
     calls: list[list[int]] = []
-    monkeypatch.setattr(
-        receivers, "messages_deliver_enqueue", lambda *, message_ids: calls.append(list(message_ids))
-    )
-    monkeypatch.setattr(
-        receivers, "message_deliver_enqueue", lambda *, message_id: calls.append([message_id])
-    )
+    monkeypatch.setattr(receivers, "deliveries_wake", lambda *, message_ids: calls.append(list(message_ids)))
     return calls
 
 

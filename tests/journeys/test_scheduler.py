@@ -312,9 +312,7 @@ def test_accepted_sends_are_handed_to_delivery_in_one_call_per_batch(monkeypatch
     from channels_app import receivers
 
     calls = []
-    monkeypatch.setattr(
-        receivers, "messages_deliver_enqueue", lambda *, message_ids: calls.append(list(message_ids))
-    )
+    monkeypatch.setattr(receivers, "deliveries_wake", lambda *, message_ids: calls.append(list(message_ids)))
     journey = active_journey()
     recipients = [ReachableRecipientFactory() for _ in range(3)]
     Enrollment.objects.bulk_create(
