@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("channels_app", "0007_audit_history"),
+        ("channels_app", "0008_settings_version_triggers"),
     ]
 
     operations = [
