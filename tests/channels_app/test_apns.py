@@ -21,6 +21,7 @@ from channels_app.delivery import message_deliver
 from channels_app.models import DeliveryAttempt
 from orchestrator.models import ChangeKind, Channel, ContactPoint, PreferenceChange
 from orchestrator.pipeline import SendRefused, message_send
+from tests.orchestrator.factories import ReachableRecipientFactory
 
 from .factories import AcceptedMessageFactory
 from .h2server import h2_server
@@ -382,7 +383,7 @@ def test_through_the_pipeline_a_5xx_fails_over_to_the_next_push_provider_exactly
         },
     }
     answers.script.extend([(503, "ServiceUnavailable", 0), (500, "InternalServerError", 0)])
-    recipient = AcceptedMessageFactory(channel=Channel.PUSH).recipient
+    recipient = ReachableRecipientFactory()  # no other message waits: the drain delivers only ours
     with django_capture_on_commit_callbacks(execute=True):
         down = message_send(recipient=recipient, channel="push", purpose="transactional", content=PUSH)
     with django_capture_on_commit_callbacks(execute=True):
