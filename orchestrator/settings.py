@@ -432,8 +432,8 @@ CHANNELS = {
 # CHANNEL_<X>_RATE_PER_SECOND calls a second (token bucket), X = EMAIL, SMS, PUSH, IN_APP.
 CHANNELS.update(
     {
-        "DELIVERY_THREADS": int(os.environ.get("CHANNEL_DELIVERY_THREADS", "32")),
-        "CLAIM_BATCH": int(os.environ.get("CHANNEL_CLAIM_BATCH", "100")),
+        "DELIVERY_THREADS": int(os.environ.get("CHANNEL_DELIVERY_THREADS", "64")),
+        "CLAIM_BATCH": int(os.environ.get("CHANNEL_CLAIM_BATCH", "500")),
         "WAKE_TTL": timedelta(seconds=float(os.environ.get("CHANNEL_WAKE_TTL_SECONDS", "15"))),
         "LIMITS": {
             channel: {
