@@ -82,8 +82,9 @@ def _prepare(n: int) -> None:
         ):
             cur.execute(
                 "INSERT INTO orchestrator_contactpoint "
-                "(recipient_id, channel, address, opted_in, created_at, updated_at) "
-                f"SELECT id, %s, {address}, true, %s, %s FROM orchestrator_recipient",
+                "(recipient_id, channel, address, opted_in, created_at, updated_at, soft_bounces,"
+                " undeliverable_reason) "
+                f"SELECT id, %s, {address}, true, %s, %s, 0, '' FROM orchestrator_recipient",
                 [channel, NOW, NOW],
             )
     from journeys.demo import cart_recovery_install
@@ -93,8 +94,10 @@ def _prepare(n: int) -> None:
         cur.execute(
             "INSERT INTO journeys_enrollment "
             "(journey_id, version_id, recipient_id, status, trigger, step_id, seq, "
-            "waiting, wait_event, channels_used, next_run_at, entered_at, goal_deadline, exit_reason) "
-            "SELECT %s, %s, id, 'active', 'api', 'nudge', 0, '', '', '[]'::jsonb, %s, %s, %s, '' "
+            "waiting, wait_event, channels_used, next_run_at, entered_at, goal_deadline, exit_reason, "
+            "held_out, holdout_share, error) "
+            "SELECT %s, %s, id, 'active', 'api', 'nudge', 0, '', '', '[]'::jsonb, %s, %s, %s, '', "
+            "false, 0, '' "
             "FROM orchestrator_recipient",
             [journey.pk, journey.live_version_id, NOW, NOW, NOW.replace(day=5)],
         )
