@@ -114,12 +114,13 @@ def populate(connection, *, scale: float) -> None:
             """
             INSERT INTO journeys_enrollment
               (journey_id, version_id, recipient_id, status, trigger, step_id, seq, waiting, wait_event,
-               channels_used, entered_at, ended_at, converted_at, exit_reason, held_out, holdout_share)
+               channels_used, entered_at, ended_at, converted_at, exit_reason, held_out, holdout_share,
+               error)
             SELECT %(j)s, %(v)s, e.recipient_id,
                    CASE WHEN e.id %% 2 = 0 THEN 'converted' ELSE 'exited' END, 'event', '', 3, '', '',
                    '[]'::jsonb, e.occurred_at - interval '2 days', e.occurred_at,
                    CASE WHEN e.id %% 2 = 0 THEN e.occurred_at END, '',
-                   (e.id %% 10 = 0), 0.1
+                   (e.id %% 10 = 0), 0.1, ''
               FROM (SELECT DISTINCT ON (recipient_id) id, recipient_id, occurred_at
                       FROM orchestrator_event WHERE name = 'purchase' ORDER BY recipient_id, id LIMIT %(n)s) e
             """,
