@@ -18,6 +18,8 @@ venv: $(VENV)/.installed
 # make run is for local use: DEBUG on, the server on 127.0.0.1:$(PORT) (PORT=8001 make run to move it).
 run: export DEBUG ?= true
 run: export PORT ?= 8000
+# Links in the demo's mail (preference centre, List-Unsubscribe) point at the port the server listens on.
+run: export PUBLIC_BASE_URL ?= http://127.0.0.1:$(PORT)
 run: $(VENV)/.installed
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py seed_demo
