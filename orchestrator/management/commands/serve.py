@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from contextlib import suppress
 
@@ -34,15 +33,19 @@ class Command(BaseCommand):
             "qcluster": [sys.executable, manage, "qcluster"],
             "server": [sys.executable, manage, "runserver", address, "--noreload"],
         }
-        stop = threading.Event()
+        # The handler only flips a flag: it runs in the main thread between bytecodes, and one that took a
+        # lock (threading.Event.set) deadlocked when the signal landed while the main thread held that
+        # lock inside Event.wait — `make run` then never stopped its children.
+        stop: list[int] = []
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, lambda *_: stop.set())
+            signal.signal(sig, lambda signum, _frame: stop.append(signum))
         children: dict[str, subprocess.Popen] = {}
         try:
             for name, command in commands.items():
                 children[name] = subprocess.Popen(command, start_new_session=True)
             self.stdout.write(f"Serving http://{address}/ with a task cluster; Ctrl-C or SIGTERM stops both.")
-            while not stop.wait(0.5):
+            while not stop:
+                time.sleep(0.2)
                 ended = [name for name, child in children.items() if child.poll() is not None]
                 if ended:
                     self.stderr.write(f"{', '.join(ended)} stopped; stopping the rest.")
