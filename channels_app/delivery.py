@@ -73,11 +73,6 @@ def conf(name: str):
 # --- enqueueing ---------------------------------------------------------------------------------------
 
 
-def message_deliver_enqueue(*, message_id: int) -> None:
-    """Hand an accepted message to the delivery transport (called on commit)."""
-    async_task(TASK, [message_id], task_name=f"deliver message {message_id}", group="delivery")
-
-
 def messages_deliver_enqueue(*, message_ids: Iterable[int]) -> None:
     """Hand many accepted messages to the transport in batches (not one task per row)."""
     ids = list(message_ids)
