@@ -508,18 +508,13 @@ class JourneyVersionAdmin(ReadOnlyAdminMixin, SimpleHistoryAdmin):
 
     @admin.display(description="Steps")
     def flow(self, obj: JourneyVersion) -> str:
-        rows = "".join(
-            format_html(
-                '<li class="orch-step orch-step-{}"><span class="orch-step-icon">{}</span> '
-                "<strong>{}</strong> · {}</li>",
-                row["type"],
-                row["icon"],
-                row["id"],
-                row["text"],
-            )
-            for row in steps_view(obj.definition)
+        rows = format_html_join(
+            "",
+            '<li class="orch-step orch-step-{}"><span class="orch-step-icon">{}</span> '
+            "<strong>{}</strong> · {}</li>",
+            ((row["type"], row["icon"], row["id"], row["text"]) for row in steps_view(obj.definition)),
         )
-        return format_html('<ol class="orch-steps">{}</ol>', format_html(rows)) if rows else "—"
+        return format_html('<ol class="orch-steps">{}</ol>', rows) if rows else "—"
 
 
 class StepRunInline(admin.TabularInline):
