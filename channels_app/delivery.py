@@ -611,9 +611,17 @@ def deliveries_wake(*, message_ids: Iterable[int] = (), now: datetime | None = N
     the broker is down the flag is lowered again and the messages wait, recorded, for the sweeper.
     Returns whether it enqueued."""
     now = now or timezone.now()
+    stale = now - conf("WAKE_TTL")
     with connection.cursor() as cursor:
-        # One statement on the send's hot path: raise the flag if it is down (or stale), say whether it did.
-        cursor.execute(_wake_sql(), [WAKE_ID, now, now - conf("WAKE_TTL")])
+        # Under load the flag is nearly always up: a plain read answers then, without locking the flag row
+        # or committing a write (the upsert below locks the row even when its WHERE is false). Safe: this
+        # runs after the sends committed, and a drain lowers the flag before it claims, so a flag seen up
+        # belongs to a drain that has not claimed yet and will see them.
+        cursor.execute(_wake_check_sql(), [WAKE_ID, stale])
+        if cursor.fetchone() is not None:
+            return False
+        # Raise the flag if it is down (or stale), say whether it did.
+        cursor.execute(_wake_sql(), [WAKE_ID, now, stale])
         if cursor.fetchone() is None:
             return False  # a wake-up is on its way; it will see these messages
     try:
@@ -623,6 +631,12 @@ def deliveries_wake(*, message_ids: Iterable[int] = (), now: datetime | None = N
         DeliveryWake.objects.filter(pk=WAKE_ID, requested_at=now).update(requested_at=None)
         raise
     return True
+
+
+@lru_cache(maxsize=1)
+def _wake_check_sql() -> str:
+    table = connection.ops.quote_name(DeliveryWake._meta.db_table)
+    return f"SELECT 1 FROM {table} WHERE id = %s AND requested_at >= %s"
 
 
 @lru_cache(maxsize=1)
