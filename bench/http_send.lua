@@ -3,6 +3,8 @@
 -- Counts responses by HTTP status and by the governor's decision; done() prints one JSON line.
 
 local token = os.getenv("TOKEN")
+-- CEILING_PATH (e.g. /healthz): GET that path instead, the same server's ceiling with no send behind it.
+local ceiling = os.getenv("CEILING_PATH")
 local recipients = tonumber(os.getenv("RECIPIENTS") or "10000")
 local threads = {}
 
@@ -32,6 +34,7 @@ function init(args)
 end
 
 function request()
+  if ceiling then return wrk.format("GET", ceiling) end
   local pick = math.random(total)
   local m
   for _, candidate in ipairs(mix) do

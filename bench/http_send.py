@@ -153,8 +153,10 @@ def pg_active_ms(url: str) -> float:
     return float(row[0] or 0)
 
 
-def wrk(port: int, token: str, clients: int, seconds: int) -> dict:
+def wrk(port: int, token: str, clients: int, seconds: int, ceiling: str = "") -> dict:
     env = dict(os.environ, TOKEN=token, RECIPIENTS=str(RECIPIENTS))
+    if ceiling:
+        env["CEILING_PATH"] = ceiling
     threads = min(clients, 4)
     cmd = ["wrk", f"-t{threads}", f"-c{clients}", f"-d{seconds}s", "--timeout", "10s", "-s", str(LUA)]
     out = subprocess.run(
@@ -240,6 +242,18 @@ def run_side(name: str, tree: Path, args) -> dict:
                 f"  decisions {result['decisions']}  socket errors {result['socket_errors']}"
             )
         cpu1 = sum(cpu_seconds(p) for p in workers_of(server.pid))
+        side["ceiling"] = {}
+        if args.ceiling and name == "after":
+            # The same server answering GET /healthz (no database, no DRF): what this stack can serve on this
+            # machine with nothing behind the request, the bound any send stays under.
+            for clients in args.clients:
+                result = wrk(port, token, clients, args.seconds, ceiling="/healthz")
+                side["ceiling"][clients] = result
+                log(
+                    f"  ceiling, GET /healthz, {clients:>4} clients: {result['rps']:7.0f} req/s"
+                    f"  p50 {result['p50_us'] / 1000:6.1f} ms  p99 {result['p99_us'] / 1000:6.1f} ms"
+                    f"  codes {result['codes']}"
+                )
         time.sleep(STATS_FLUSH)
         side["pg_active_ms"] = pg_active_ms(url) - pg0
         side["measured_requests"] = served - 1000
@@ -273,6 +287,11 @@ def report(side: dict) -> None:
             f"  {clients:>4} clients: {r['rps']:7.0f} req/s, p50 {r['p50_us'] / 1000:.1f} ms,"
             f" p99 {r['p99_us'] / 1000:.1f} ms, {r['requests']} requests, non-2xx {non2xx},"
             f" socket errors {r['socket_errors']}; decisions {r['decisions']}"
+        )
+    for clients, r in side.get("ceiling", {}).items():
+        log(
+            f"  ceiling (GET /healthz, no database) {clients:>4} clients: {r['rps']:7.0f} req/s,"
+            f" p50 {r['p50_us'] / 1000:.1f} ms, p99 {r['p99_us'] / 1000:.1f} ms"
         )
     pg_ms = side["pg_active_ms"] / max(n, 1)
     py_ms = side["worker_cpu_s"] * 1000 / max(n, 1)
@@ -377,6 +396,12 @@ def main(argv: list[str]) -> int:
         type=int,
         default=100_000,
         help="keep loading this checkout until it served this many requests, for the RSS figure (0: off)",
+    )
+    parser.add_argument(
+        "--ceiling",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also load GET /healthz on the same server: the stack's ceiling with no send behind it",
     )
     parser.add_argument(
         "--profile",
