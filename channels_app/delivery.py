@@ -29,18 +29,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import Any, NamedTuple
 
+import orjson
 from django.conf import settings
 from django.db import DatabaseError, connection, connections, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 from django_q.conf import Conf
 from django_q.tasks import async_task
 
 from orchestrator.consent import contact_point_suppress
-from orchestrator.db import objects_update
-from orchestrator.history import message_status_move, messages_status_move_bulk
-from orchestrator.models import ChangeKind, Channel, Message, MessageStatus
+from orchestrator.db import as_datetime, hot_cursor, ids_in, rows_insert, values_update
+from orchestrator.history import message_partial, message_status_move, messages_status_move_bulk
+from orchestrator.models import ChangeKind, Channel, Message, MessageStatus, Recipient
 from orchestrator.selectors import reachable_kind, recipient_unreachable_reasons, recipients_reachable_points
 
 from .backends import Outgoing, SendResult
@@ -52,6 +54,16 @@ logger = logging.getLogger(__name__)
 TASK = "channels_app.tasks.messages_deliver_task"
 DRAIN_TASK = "channels_app.tasks.deliveries_drain_task"
 WAKE_ID = 1  # the one DeliveryWake row
+# The columns a claim writes on its in_progress attempt (every NOT NULL one).
+ATTEMPT_CLAIM_FIELDS = (
+    "message_id",
+    "number",
+    "provider",
+    "started_at",
+    "outcome",
+    "provider_message_id",
+    "response",
+)
 
 
 # Fallbacks for knobs a deployment's CHANNELS setting may not name.
@@ -158,6 +170,97 @@ def _due(now: datetime) -> Q:
     )
 
 
+class _Due(NamedTuple):
+    """A locked message as the claim reads it: the columns a delivery needs, its recipient's external id
+    (no model instances: a batch is hundreds of rows, and Model.__init__ cost more than the statements)."""
+
+    pk: int
+    recipient_id: int
+    external_id: str
+    channel: str
+    purpose: str
+    source: str
+    to_address: str
+    content: Any
+    expires_at: datetime | None
+    attempts: int
+
+
+class _Last(NamedTuple):
+    """A message's latest delivery attempt, as the claim reads it."""
+
+    pk: int
+    number: int
+    outcome: str
+    started_at: datetime
+    retry_at: datetime | None
+
+
+def _due_lock(*, message_ids: list[int] | None, now: datetime, limit: int | None) -> list[_Due]:
+    """Lock the batch and read it in one statement: the due accepted messages in queue order (or the
+    accepted ones among `message_ids`) with their recipient's external id. SKIP LOCKED: concurrent
+    workers take disjoint batches. SQLite (make run) has no SKIP LOCKED: its single writer serialises
+    the claims instead."""
+    q = connection.ops.quote_name
+    when = connection.ops.adapt_datetimefield_value(now)
+    if message_ids is None:
+        where = (
+            "m.status = %s AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= %s)"
+            " AND (m.deliver_after IS NULL OR m.deliver_after <= %s)"
+        )
+        params = [MessageStatus.ACCEPTED.value, when, when]
+    else:
+        where, params = ids_in("m.id", message_ids)
+        where += " AND m.status = %s"
+        params.append(MessageStatus.ACCEPTED.value)
+    sql = (
+        "SELECT m.id, m.recipient_id, r.external_id, m.channel, m.purpose, m.source, m.to_address,"
+        " m.content, m.expires_at, m.attempts"
+        f" FROM {q(Message._meta.db_table)} m JOIN {q(Recipient._meta.db_table)} r ON r.id = m.recipient_id"
+        f" WHERE {where} ORDER BY m.id"
+    )
+    if limit is not None:
+        sql += " LIMIT %s"
+        params.append(limit)
+    if connection.features.has_select_for_update_skip_locked:
+        sql += " FOR UPDATE OF m SKIP LOCKED"
+    with hot_cursor() as (cursor, prepare):
+        cursor.execute(sql, params, **prepare)
+        rows = cursor.fetchall()
+    return [
+        _Due(
+            pk,
+            rid,
+            external_id,
+            channel,
+            purpose,
+            source,
+            to_address,
+            orjson.loads(content) if isinstance(content, str | bytes) else content,
+            as_datetime(expires_at),
+            attempts,
+        )
+        for pk, rid, external_id, channel, purpose, source, to_address, content, expires_at, attempts in rows
+    ]
+
+
+def _last_attempts(message_ids: list[int]) -> dict[int, _Last]:
+    """The latest attempt per message (at most RETRY_MAX_ATTEMPTS each): later numbers overwrite earlier
+    ones. Portable, unlike DISTINCT ON, so delivery works on make run's SQLite too."""
+    where, params = ids_in("message_id", message_ids)
+    sql = (
+        f"SELECT message_id, id, number, outcome, started_at, retry_at"
+        f" FROM {connection.ops.quote_name(DeliveryAttempt._meta.db_table)} WHERE {where}"
+        f" ORDER BY message_id, number"
+    )
+    with hot_cursor() as (cursor, prepare):
+        cursor.execute(sql, params, **prepare)
+        return {
+            mid: _Last(pk, number, outcome, as_datetime(started_at), as_datetime(retry_at))
+            for mid, pk, number, outcome, started_at, retry_at in cursor.fetchall()
+        }
+
+
 def _claim(
     *,
     message_ids: list[int] | None,
@@ -167,112 +270,134 @@ def _claim(
 ) -> tuple[list[Claim], int]:
     lease = conf("DELIVERY_LEASE")
     with transaction.atomic():
-        rows = Message.objects.select_for_update(skip_locked=True, of=("self",)).select_related("recipient")
-        if message_ids is None:
-            # SQLite (make run) has no SKIP LOCKED: its single writer serialises the claims instead.
-            messages = list(rows.filter(_due(now)).order_by("pk")[:limit])
-        else:
-            messages = list(rows.filter(pk__in=message_ids, status=MessageStatus.ACCEPTED).order_by("pk"))
-        locked = len(messages)
-        if not messages:
+        rows = _due_lock(message_ids=message_ids, now=now, limit=limit)
+        locked = len(rows)
+        if not rows:
             return [], 0
-        # The latest attempt per message (at most RETRY_MAX_ATTEMPTS each): later numbers overwrite
-        # earlier ones. Portable, unlike DISTINCT ON, so delivery works on make run's SQLite too.
-        last_attempts = {
-            a.message_id: a
-            for a in DeliveryAttempt.objects.filter(message__in=messages).order_by("message_id", "number")
-        }
-        addresses = _contact_addresses(messages)
-        claimable: list[tuple[Message, int]] = []
+        last_attempts = _last_attempts([row.pk for row in rows])
+        addresses = _contact_addresses(rows)
+        claimable: list[tuple[_Due, int]] = []
         held: dict[datetime, list[int]] = {}
-        for message in messages:
-            last = last_attempts.get(message.pk)
+        odd: list[tuple[_Due, _Last | None]] = []  # a lost claim, expired, unreachable: one by one below
+        for row in rows:
+            last = last_attempts.get(row.pk)
             if last is not None and last.outcome == AttemptOutcome.IN_PROGRESS:
                 if last.started_at > now - lease:
                     # A live claim (a duplicate task, or a heartbeat kept it past next_attempt_at): the
                     # outbox looks again when its renewed lease would run out.
-                    held.setdefault(last.started_at + lease, []).append(message.pk)
+                    held.setdefault(last.started_at + lease, []).append(row.pk)
                     continue
-                last.outcome = AttemptOutcome.TRANSIENT
-                last.finished_at = now
-                last.response = "No result within the lease (worker lost?); outcome unknown."
-                last.save(update_fields=["outcome", "finished_at", "response"])
-                if message.attempts >= conf("RETRY_MAX_ATTEMPTS"):
-                    _fail(
-                        message, error=f"Gave up after {message.attempts} attempts; {last.response}", at=now
-                    )
-                    continue
-            elif (
+                odd.append((row, last))
+                continue
+            if (
                 last is not None
                 and last.outcome == AttemptOutcome.TRANSIENT
                 and last.retry_at
                 and last.retry_at > now
             ):
                 continue  # an early duplicate: the retry is not due yet
-            if message.expires_at is not None and message.expires_at <= now:
-                message.next_attempt_at = None
-                message.last_error = message.last_error or "Expired before it could be delivered."
-                message_status_move(
-                    message=message,
-                    status=MessageStatus.EXPIRED,
-                    at=now,
-                    update_fields=["next_attempt_at", "last_error"],
-                )
+            if (row.expires_at is not None and row.expires_at <= now) or row.pk not in addresses:
+                odd.append((row, last))
                 continue
-            if message.pk not in addresses:
-                wanted = f" {message.to_address!r}" if message.to_address else ""
-                who = message.recipient.external_id
-                why = recipient_unreachable_reasons(recipient=message.recipient).get(message.channel)
-                _fail(
-                    message,
-                    error=f"{who} has no opted-in {message.channel} contact point{wanted} that is deliverable"
-                    + (f": {why}." if why else "."),
-                    at=now,
-                )
-                continue
-            claimable.append((message, (last.number if last else 0) + 1))
+            claimable.append((row, (last.number if last else 0) + 1))
+        if odd:
+            loaded = Message.objects.select_related("recipient").in_bulk([row.pk for row, _ in odd])
+            for row, last in odd:
+                if _claim_odd(message=loaded[row.pk], last=last, addresses=addresses, now=now):
+                    claimable.append((row, (last.number if last else 0) + 1))
+            claimable.sort(key=lambda pair: pair[0].pk)
         if message_ids is None:
             for until, pks in held.items():
                 Message.objects.filter(pk__in=pks).update(next_attempt_at=until)
         if not claimable:
             return [], locked
         names = {
-            ch: provider_chain(channel=ch, chains=chains).first for ch in {m.channel for m, _ in claimable}
+            ch: provider_chain(channel=ch, chains=chains).first
+            for ch in {row.channel for row, _ in claimable}
         }
-        attempts = DeliveryAttempt.objects.bulk_create(
-            [
-                DeliveryAttempt(
-                    message=m,
-                    number=n,
-                    provider=names[m.channel],
-                    started_at=now,
-                    outcome=AttemptOutcome.IN_PROGRESS,
-                )
-                for m, n in claimable
-            ]
+        attempt_ids = rows_insert(
+            model=DeliveryAttempt,
+            fields=[
+                "message_id",
+                "number",
+                "provider",
+                "started_at",
+                "outcome",
+                "provider_message_id",
+                "response",
+            ],
+            rows=[
+                (row.pk, n, names[row.channel], now, AttemptOutcome.IN_PROGRESS.value, "", "")
+                for row, n in claimable
+            ],
         )
-        Message.objects.filter(pk__in=[m.pk for m, _ in claimable]).update(
-            attempts=F("attempts") + 1, next_attempt_at=now + lease, updated_at=now
-        )
+        where, params = ids_in("id", [row.pk for row, _ in claimable])
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {connection.ops.quote_name(Message._meta.db_table)}"
+                f" SET attempts = attempts + 1, next_attempt_at = %s, updated_at = %s WHERE {where}",
+                [
+                    connection.ops.adapt_datetimefield_value(now + lease),
+                    connection.ops.adapt_datetimefield_value(now),
+                    *params,
+                ],
+            )
         return [
             Claim(
-                attempt_id=attempt.pk,
+                attempt_id=attempt_id,
                 number=n,
-                provider=names[m.channel],
+                provider=names[row.channel],
                 started_at=now,
                 outgoing=Outgoing(
-                    message_id=m.pk,
-                    channel=m.channel,
-                    purpose=m.purpose,
-                    recipient=m.recipient.external_id,
-                    recipient_id=m.recipient_id,
-                    to=addresses[m.pk],
-                    content=dict(m.content or {}),
-                    expires_at=m.expires_at,
+                    message_id=row.pk,
+                    channel=row.channel,
+                    purpose=row.purpose,
+                    recipient=row.external_id,
+                    recipient_id=row.recipient_id,
+                    to=addresses[row.pk],
+                    content=row.content if isinstance(row.content, dict) else dict(row.content or {}),
+                    expires_at=row.expires_at,
                 ),
             )
-            for (m, n), attempt in zip(claimable, attempts, strict=True)
+            for (row, n), attempt_id in zip(claimable, attempt_ids, strict=True)
         ], locked
+
+
+def _claim_odd(*, message: Message, last: _Last | None, addresses: dict[int, str], now: datetime) -> bool:
+    """The claim's uncommon cases, on the message's model instance (locked by the caller): a claim that
+    outlived its lease is closed as lost (its message fails once out of retries); an expired message
+    becomes expired and an unreachable one failed, without a provider call. Returns whether it is still
+    to be claimed."""
+    if last is not None and last.outcome == AttemptOutcome.IN_PROGRESS:
+        response = "No result within the lease (worker lost?); outcome unknown."
+        DeliveryAttempt.objects.filter(pk=last.pk).update(
+            outcome=AttemptOutcome.TRANSIENT, finished_at=now, response=response
+        )
+        if message.attempts >= conf("RETRY_MAX_ATTEMPTS"):
+            _fail(message, error=f"Gave up after {message.attempts} attempts; {response}", at=now)
+            return False
+    if message.expires_at is not None and message.expires_at <= now:
+        message.next_attempt_at = None
+        message.last_error = message.last_error or "Expired before it could be delivered."
+        message_status_move(
+            message=message,
+            status=MessageStatus.EXPIRED,
+            at=now,
+            update_fields=["next_attempt_at", "last_error"],
+        )
+        return False
+    if message.pk not in addresses:
+        wanted = f" {message.to_address!r}" if message.to_address else ""
+        who = message.recipient.external_id
+        why = recipient_unreachable_reasons(recipient=message.recipient).get(message.channel)
+        _fail(
+            message,
+            error=f"{who} has no opted-in {message.channel} contact point{wanted} that is deliverable"
+            + (f": {why}." if why else "."),
+            at=now,
+        )
+        return False
+    return True
 
 
 def delivery_claim(*, message_id: int, now: datetime) -> Claim | None:
@@ -415,41 +540,49 @@ def deliveries_record(*, outcomes: list[tuple[Claim, ChainOutcome]], now: dateti
     recorded = 0
     if plain:
         with transaction.atomic():
-            messages = list(
-                Message.objects.select_for_update()
-                .filter(pk__in=list(plain), status=MessageStatus.ACCEPTED)
-                .order_by("pk")
-            )
             moves, attempts = [], []
-            for message in messages:
-                claim, outcome = plain.pop(message.pk)
+            sent = MessageStatus.SENT.value
+            for pk, source in _accepted_lock(list(plain)):
+                claim, outcome = plain.pop(pk)
                 result = outcome.result
-                message.provider = outcome.provider
-                message.provider_message_id = result.provider_message_id[:255]
-                message.next_attempt_at = None
-                message.last_error = ""
-                message.status = MessageStatus.SENT
+                provider_message_id = result.provider_message_id[:255]
+                # Only what the move writes and its listeners read; other fields load if one asks.
+                message = message_partial(
+                    {
+                        "id": pk,
+                        "status": sent,
+                        "source": source,
+                        "provider": outcome.provider,
+                        "provider_message_id": provider_message_id,
+                        "next_attempt_at": None,
+                        "last_error": "",
+                    }
+                )
                 moves.append((message, MessageStatus.ACCEPTED))
+                response = _response(result, outcome.skipped)[:2000]
                 attempts.append(
-                    DeliveryAttempt(
-                        pk=claim.attempt_id,
-                        provider=outcome.provider,
-                        outcome=result.outcome,
-                        finished_at=now,
-                        provider_message_id=result.provider_message_id[:255],
-                        response=_response(result, outcome.skipped)[:2000],
-                        retry_at=None,
-                    )
+                    (claim.attempt_id, outcome.provider, result.outcome, provider_message_id, response)
                 )
             messages_status_move_bulk(
                 moves=moves,
                 at=now,
                 update_fields=["provider", "provider_message_id", "next_attempt_at", "last_error"],
             )
-            objects_update(
-                objs=attempts,
-                fields=["provider", "outcome", "finished_at", "provider_message_id", "response", "retry_at"],
-            )
+            if attempts:
+                pks, providers, results, provider_ids, responses = zip(*attempts, strict=True)
+                values_update(
+                    model=DeliveryAttempt,
+                    fields=[
+                        "provider",
+                        "outcome",
+                        "finished_at",
+                        "provider_message_id",
+                        "response",
+                        "retry_at",
+                    ],
+                    pks=pks,
+                    values=[providers, results, [now] * len(pks), provider_ids, responses, [None] * len(pks)],
+                )
         recorded += len(moves)
         rest += list(plain.values())  # no longer accepted (a receipt, an operator): recorded one by one
     for claim, outcome in rest:
@@ -462,6 +595,19 @@ def deliveries_record(*, outcomes: list[tuple[Claim, ChainOutcome]], now: dateti
             continue
         recorded += 1
     return recorded
+
+
+def _accepted_lock(message_ids: list[int]) -> list[tuple[int, str]]:
+    """Lock the messages among `message_ids` that are still accepted, in id order: (id, source) each."""
+    where, params = ids_in("id", message_ids)
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    sql = (
+        f"SELECT id, source FROM {connection.ops.quote_name(Message._meta.db_table)}"
+        f" WHERE {where} AND status = %s ORDER BY id{lock}"
+    )
+    with hot_cursor() as (cursor, prepare):
+        cursor.execute(sql, [*params, MessageStatus.ACCEPTED.value], **prepare)
+        return cursor.fetchall()
 
 
 class _SendPool:

@@ -163,6 +163,30 @@ def sequence_next(*, table: str, count: int) -> list[int]:
         return sorted(row[0] for row in cursor.fetchall())
 
 
+def rows_insert(*, model: Any, fields: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[Any]:
+    """Insert rows (values of `fields`, as the database takes them, every NOT NULL column named) and
+    return their primary keys in order: one `INSERT ... SELECT FROM unnest(typed arrays) RETURNING` on
+    PostgreSQL, with no model instances (bulk_create's per-object work cost more than the statement);
+    bulk_create elsewhere."""
+    if not rows:
+        return []
+    if not is_postgres():
+        objs = model.objects.bulk_create([model(**dict(zip(fields, row, strict=True))) for row in rows])
+        return [o.pk for o in objs]
+    meta = model._meta
+    q = connection.ops.quote_name
+    columns = tuple(meta.get_field(f).column for f in fields)
+    arrays = ", ".join(f"%s::{t}[]" for t in _column_types(meta.db_table, columns))
+    names = ", ".join(q(c) for c in columns)
+    sql = (
+        f"INSERT INTO {q(meta.db_table)} ({names}) SELECT {names} FROM unnest({arrays}) AS v({names})"
+        f" RETURNING {q(meta.pk.column)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [list(column) for column in zip(*rows, strict=True)])
+        return [row[0] for row in cursor.fetchall()]
+
+
 def objects_update(*, objs: Sequence[Any], fields: Sequence[str]) -> int:
     """Write `fields` of model instances already loaded (and changed in memory): `bulk_update`'s
     set-based twin for PostgreSQL, one `UPDATE ... FROM unnest(typed arrays)` (Django's bulk_update
@@ -173,20 +197,62 @@ def objects_update(*, objs: Sequence[Any], fields: Sequence[str]) -> int:
     model = type(objs[0])
     if not is_postgres():
         return model.objects.bulk_update(objs, fields, batch_size=500)
+    written = [model._meta.get_field(f) for f in fields]
+    columns = [[o.pk for o in objs]] + [_prepared(f, [getattr(o, f.attname) for o in objs]) for f in written]
+    return _unnest_update(model, written, columns)
+
+
+def values_update(
+    *, model: Any, fields: Sequence[str], pks: Sequence[Any], values: Sequence[Sequence]
+) -> int:
+    """`objects_update` for rows the caller holds as values, not instances: `pks[i]`'s `fields` get
+    `values[k][i]` (one sequence per field, as the database takes them). Returns the rows written."""
+    if not pks:
+        return 0
+    if not is_postgres():
+        objs = []
+        for n, pk in enumerate(pks):
+            obj = model(pk=pk, **{f: column[n] for f, column in zip(fields, values, strict=True)})
+            obj._state.adding = False
+            objs.append(obj)
+        return model.objects.bulk_update(objs, fields, batch_size=500)
+    written = [model._meta.get_field(f) for f in fields]
+    return _unnest_update(model, written, [list(pks), *(list(v) for v in values)])
+
+
+def _unnest_update(model: Any, written: list, columns: list[list]) -> int:
     meta = model._meta
     table, pk = meta.db_table, meta.pk
-    written = [meta.get_field(f) for f in fields]
-    columns = (pk.column, *(f.column for f in written))
+    names = (pk.column, *(f.column for f in written))
     q = connection.ops.quote_name
-    arrays = ", ".join(f"%s::{t}[]" for t in _column_types(table, columns))
+    arrays = ", ".join(f"%s::{t}[]" for t in _column_types(table, names))
     sql = (
-        f"UPDATE {q(table)} SET {', '.join(f'{q(c)} = v.{q(c)}' for c in columns[1:])}"
-        f" FROM unnest({arrays}) AS v({', '.join(q(c) for c in columns)})"
+        f"UPDATE {q(table)} SET {', '.join(f'{q(c)} = v.{q(c)}' for c in names[1:])}"
+        f" FROM unnest({arrays}) AS v({', '.join(q(c) for c in names)})"
         f" WHERE {q(table)}.{q(pk.column)} = v.{q(pk.column)}"
     )
-    params = [[o.pk for o in objs]] + [
-        [f.get_db_prep_save(getattr(o, f.attname), connection) for o in objs] for f in written
-    ]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, columns)
         return cursor.rowcount
+
+
+# Values whose database form depends on nothing but the value (and, for datetimes, their zone).
+_PLAIN_TYPES = frozenset({str, int, bool, type(None), datetime})
+
+
+def _prepared(field: Any, values: list) -> list:
+    """`field.get_db_prep_save` of each value, computed once per distinct plain value: a batch's rows
+    mostly share their status, timestamps and empty strings (the call cost microseconds per value)."""
+    prep = field.get_db_prep_save
+    done: dict = {}
+    out = []
+    for value in values:
+        cls = value.__class__
+        if cls not in _PLAIN_TYPES:
+            out.append(prep(value, connection))
+            continue
+        key = (cls, value, value.tzinfo) if cls is datetime else (cls, value)
+        if key not in done:
+            done[key] = prep(value, connection)
+        out.append(done[key])
+    return out

@@ -62,6 +62,13 @@ def _message_adopt(row: dict[str, Any], alias: str) -> Message:
     return message
 
 
+def message_partial(values: dict[str, Any]) -> Message:
+    """A Message for a row the caller read in part (`values` by attname, with "id"), e.g. to move its
+    status in bulk: no __init__ per instance; a field it lacks loads from the database on first access
+    (Django's deferred fields), so a listener reading more still sees the row."""
+    return _message_adopt(dict(values), connection.alias)
+
+
 def _message_loaded(pk: int | None, attnames: list[str], values: list) -> Message:
     """A Message instance for a row just written, like Model.from_db but without __init__'s per-field
     descriptor work (a blast builds 100k of them; no init signals are connected for Message)."""
