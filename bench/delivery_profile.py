@@ -29,6 +29,15 @@ from _common import bench_database_url  # noqa: E402
 from _delivery import accepted_messages, exactly_once  # noqa: E402
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process on this machine (the worker's PostgreSQL backend)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
@@ -66,13 +75,19 @@ def main() -> int:
     delivery._wake_robust = lambda: None  # no second worker: this process drains alone
 
     if args.no_profile:
-        t0, c0 = time.monotonic(), time.process_time()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            backend = cursor.fetchone()[0]
+        t0, c0, m0, p0 = time.monotonic(), time.process_time(), time.thread_time(), cpu_seconds(backend)
         done = delivery.deliveries_drain()
-        wall, cpu = time.monotonic() - t0, time.process_time() - c0
+        wall, cpu, pg = time.monotonic() - t0, time.process_time() - c0, cpu_seconds(backend) - p0
+        main = time.thread_time() - m0
         record = exactly_once(len(ids))
         print(
             f"{done} recorded in {wall:.2f} s → {done / wall:.0f} messages/s; this process's CPU"
-            f" {cpu:.2f} s → {cpu / done * 1e6:.0f} µs per message"
+            f" {cpu:.2f} s → {cpu / done * 1e6:.0f} µs per message ({main / done * 1e6:.0f} in the main"
+            f" thread: claim and record); its PostgreSQL backend's"
+            f" {pg:.2f} s → {pg / done * 1e6:.0f} µs per message"
         )
         ok = record["sent"] == record["ok"] == record["attempts"] == len(ids) and not record["doubled"]
         print(f"exactly once: {'yes' if ok else 'NO'}")
@@ -104,6 +119,12 @@ def main() -> int:
     print(f"main-thread statements: {len(queries)} ({len(queries) / max(1, done):.3f} per message)")
     print(f"sent {record['sent']}, attempts {record['attempts']}, success {record['ok']}")
     print(f"messages with two successes: {record['doubled']}")
+    by_shape: dict[str, list[float]] = {}
+    for q in queries.captured_queries:
+        by_shape.setdefault(q["sql"][:90], []).append(float(q["time"]))
+    print("main-thread statements by total time (s, count):")
+    for shape, times in sorted(by_shape.items(), key=lambda kv: -sum(kv[1]))[:12]:
+        print(f"  {sum(times):7.3f} {len(times):5d}  {shape}")
     out = io.StringIO()
     stats = pstats.Stats(profile, stream=out)
     for p in profiles:

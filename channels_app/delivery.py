@@ -24,7 +24,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,9 +40,9 @@ from django_q.tasks import async_task
 
 from orchestrator.consent import contact_point_suppress
 from orchestrator.db import as_datetime, hot_cursor, ids_in, rows_insert, values_update
-from orchestrator.history import message_partial, message_status_move, messages_status_move_bulk
-from orchestrator.models import ChangeKind, Channel, Message, MessageStatus, Recipient
-from orchestrator.selectors import reachable_kind, recipient_unreachable_reasons, recipients_reachable_points
+from orchestrator.history import message_status_move, messages_partial, messages_status_move_bulk
+from orchestrator.models import ChangeKind, Channel, ContactPoint, Message, MessageStatus, Recipient, Source
+from orchestrator.selectors import reachable_kind, reachable_where_sql, recipient_unreachable_reasons
 
 from .backends import Outgoing, SendResult
 from .models import AttemptOutcome, DeliveryAttempt, DeliveryWake
@@ -113,25 +112,6 @@ def retry_delay(*, attempts: int, rng: random.Random | None = None) -> timedelta
     return delay * (rng or random).uniform(1 - jitter, 1 + jitter)
 
 
-def _contact_addresses(messages: list[Message]) -> dict[int, str]:
-    """Where each message goes: its named contact point, else its channel's newest reachable one (the
-    reachability rule of orchestrator.selectors). Messages whose contact point is gone, opted out or
-    undeliverable are missing from the result. One query per kind of source in the batch."""
-    points: dict[tuple[str, int], dict[str, list[str]]] = {}
-    for kind in {reachable_kind(m.source) for m in messages}:
-        ids = {m.recipient_id for m in messages if reachable_kind(m.source) == kind}
-        for rid, channels in recipients_reachable_points(recipient_ids=ids, source=kind).items():
-            points[(kind, rid)] = channels
-    found = {}
-    for m in messages:
-        candidates = points.get((reachable_kind(m.source), m.recipient_id), {}).get(m.channel, [])
-        if m.to_address:
-            candidates = [a for a in candidates if a == m.to_address]
-        if candidates:
-            found[m.pk] = candidates[0]
-    return found
-
-
 def _fail(message: Message, *, error: str, at: datetime) -> None:
     message.last_error = error
     message.next_attempt_at = None
@@ -184,6 +164,7 @@ class _Due(NamedTuple):
     content: Any
     expires_at: datetime | None
     attempts: int
+    address: str | None  # where it goes: None when no contact point is reachable
 
 
 class _Last(NamedTuple):
@@ -198,9 +179,10 @@ class _Last(NamedTuple):
 
 def _due_lock(*, message_ids: list[int] | None, now: datetime, limit: int | None) -> list[_Due]:
     """Lock the batch and read it in one statement: the due accepted messages in queue order (or the
-    accepted ones among `message_ids`) with their recipient's external id. SKIP LOCKED: concurrent
-    workers take disjoint batches. SQLite (make run) has no SKIP LOCKED: its single writer serialises
-    the claims instead."""
+    accepted ones among `message_ids`) with their recipient's external id and where each goes (its named
+    contact point, else its channel's newest reachable one, by the reachability rule of
+    orchestrator.selectors; None when there is none). SKIP LOCKED: concurrent workers take disjoint
+    batches. SQLite (make run) has no SKIP LOCKED: its single writer serialises the claims instead."""
     q = connection.ops.quote_name
     when = connection.ops.adapt_datetimefield_value(now)
     if message_ids is None:
@@ -213,35 +195,55 @@ def _due_lock(*, message_ids: list[int] | None, now: datetime, limit: int | None
         where, params = ids_in("m.id", message_ids)
         where += " AND m.status = %s"
         params.append(MessageStatus.ACCEPTED.value)
-    sql = (
-        "SELECT m.id, m.recipient_id, r.external_id, m.channel, m.purpose, m.source, m.to_address,"
-        " m.content, m.expires_at, m.attempts"
-        f" FROM {q(Message._meta.db_table)} m JOIN {q(Recipient._meta.db_table)} r ON r.id = m.recipient_id"
-        f" WHERE {where} ORDER BY m.id"
-    )
+    where += " ORDER BY m.id"
     if limit is not None:
-        sql += " LIMIT %s"
+        where += " LIMIT %s"
         params.append(limit)
     if connection.features.has_select_for_update_skip_locked:
-        sql += " FOR UPDATE OF m SKIP LOCKED"
+        where += " FOR UPDATE SKIP LOCKED"
+    table = q(Message._meta.db_table)
+    address, address_params = _address_sql()
+    # The batch is chosen and locked first (off the queue's index), then joined: the join then reads
+    # n rows, not every due one.
+    sql = (
+        "SELECT m.id, m.recipient_id, r.external_id, m.channel, m.purpose, m.source, m.to_address,"
+        f" m.content, m.expires_at, m.attempts, {address}"
+        f" FROM (SELECT m.id FROM {table} m WHERE {where}) batch JOIN {table} m ON m.id = batch.id"
+        f" JOIN {q(Recipient._meta.db_table)} r ON r.id = m.recipient_id ORDER BY m.id"
+    )
     with hot_cursor() as (cursor, prepare):
-        cursor.execute(sql, params, **prepare)
+        cursor.execute(sql, [*address_params, *params], **prepare)
         rows = cursor.fetchall()
     return [
         _Due(
-            pk,
-            rid,
-            external_id,
-            channel,
-            purpose,
-            source,
-            to_address,
-            orjson.loads(content) if isinstance(content, str | bytes) else content,
-            as_datetime(expires_at),
-            attempts,
+            *row[:7],
+            orjson.loads(row[7]) if isinstance(row[7], str | bytes) else row[7],  # content
+            as_datetime(row[8]),  # expires_at
+            *row[9:],
         )
-        for pk, rid, external_id, channel, purpose, source, to_address, content, expires_at, attempts in rows
+        for row in rows
     ]
+
+
+@lru_cache(maxsize=1)
+def _address_sql() -> tuple[str, tuple]:
+    """Where message `m` goes, as a scalar subquery per reachability rule (replies follow their own)."""
+    cp = connection.ops.quote_name(ContactPoint._meta.db_table)
+
+    def newest(kind: str) -> tuple[str, tuple]:
+        reachable, params = reachable_where_sql(kind)
+        return (
+            f"(SELECT {cp}.address FROM {cp} WHERE {cp}.recipient_id = m.recipient_id"
+            f" AND {cp}.channel = m.channel AND (m.to_address = '' OR {cp}.address = m.to_address)"
+            f" AND {reachable} ORDER BY {cp}.created_at DESC, {cp}.id DESC LIMIT 1)"
+        ), params
+
+    reply, reply_params = newest(reachable_kind(Source.REPLY))
+    other, other_params = newest(reachable_kind(""))
+    return (
+        f"CASE WHEN m.source = %s THEN {reply} ELSE {other} END",
+        (Source.REPLY.value, *reply_params, *other_params),
+    )
 
 
 def _last_attempts(message_ids: list[int]) -> dict[int, _Last]:
@@ -275,7 +277,7 @@ def _claim(
         if not rows:
             return [], 0
         last_attempts = _last_attempts([row.pk for row in rows])
-        addresses = _contact_addresses(rows)
+        addresses = {row.pk: row.address for row in rows if row.address is not None}
         claimable: list[tuple[_Due, int]] = []
         held: dict[datetime, list[int]] = {}
         odd: list[tuple[_Due, _Last | None]] = []  # a lost claim, expired, unreachable: one by one below
@@ -540,14 +542,14 @@ def deliveries_record(*, outcomes: list[tuple[Claim, ChainOutcome]], now: dateti
     recorded = 0
     if plain:
         with transaction.atomic():
-            moves, attempts = [], []
+            rows, attempts = [], []
             sent = MessageStatus.SENT.value
             for pk, source in _accepted_lock(list(plain)):
                 claim, outcome = plain.pop(pk)
                 result = outcome.result
                 provider_message_id = result.provider_message_id[:255]
                 # Only what the move writes and its listeners read; other fields load if one asks.
-                message = message_partial(
+                rows.append(
                     {
                         "id": pk,
                         "status": sent,
@@ -558,11 +560,11 @@ def deliveries_record(*, outcomes: list[tuple[Claim, ChainOutcome]], now: dateti
                         "last_error": "",
                     }
                 )
-                moves.append((message, MessageStatus.ACCEPTED))
                 response = _response(result, outcome.skipped)[:2000]
                 attempts.append(
                     (claim.attempt_id, outcome.provider, result.outcome, provider_message_id, response)
                 )
+            moves = [(message, MessageStatus.ACCEPTED) for message in messages_partial(rows)]
             messages_status_move_bulk(
                 moves=moves,
                 at=now,
@@ -598,56 +600,87 @@ def deliveries_record(*, outcomes: list[tuple[Claim, ChainOutcome]], now: dateti
 
 
 def _accepted_lock(message_ids: list[int]) -> list[tuple[int, str]]:
-    """Lock the messages among `message_ids` that are still accepted, in id order: (id, source) each."""
+    """Lock the messages among `message_ids` that are still accepted, in id order: (id, source) each.
+    The status is checked here, not in the WHERE clause: by id alone the primary key finds the rows,
+    whatever the planner thinks of the status index."""
     where, params = ids_in("id", message_ids)
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     sql = (
-        f"SELECT id, source FROM {connection.ops.quote_name(Message._meta.db_table)}"
-        f" WHERE {where} AND status = %s ORDER BY id{lock}"
+        f"SELECT id, source, status FROM {connection.ops.quote_name(Message._meta.db_table)}"
+        f" WHERE {where} ORDER BY id{lock}"
     )
     with hot_cursor() as (cursor, prepare):
-        cursor.execute(sql, [*params, MessageStatus.ACCEPTED.value], **prepare)
-        return cursor.fetchall()
+        cursor.execute(sql, params, **prepare)
+        return [(pk, source) for pk, source, status in cursor.fetchall() if status == MessageStatus.ACCEPTED]
 
 
 class _SendPool:
-    """Threads for provider calls, bounded. Results go back to the caller's thread, which records them
-    on its own connection; a pool thread that touched the database (the circuit breaker's bookkeeping)
-    closes its connection after the call, so a pool of 32 does not hold 32 connections."""
+    """Threads for provider calls, bounded. Answers go back to the caller's thread through one queue
+    (no Future per call), which records them on its own connection; a pool thread that touched the
+    database (the circuit breaker's bookkeeping) closes its connection after the call, so a pool of 32
+    does not hold 32 connections."""
 
-    def __init__(self, *, size: int):
+    def __init__(self, *, size: int, chains: dict[str, ProviderChain]):
         self.size = size
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.chains = chains
+        self.todo: queue.SimpleQueue = queue.SimpleQueue()
+        self.answers: queue.SimpleQueue = queue.SimpleQueue()
         self.threads: list[threading.Thread] = []
+        self.in_flight = 0
+        self.cancelled = False
 
-    def submit(self, fn: Callable, *args) -> Future:
+    def submit(self, claim: Claim) -> None:
         """Queue a call; a thread is started per call until the pool is full (a drain woken for one
         message starts one thread, not the whole pool)."""
-        future: Future = Future()
-        self.queue.put((future, fn, args))
+        self.todo.put(claim)
+        self.in_flight += 1
         if len(self.threads) < self.size:
             name = f"delivery-send-{len(self.threads)}"
             thread = threading.Thread(target=self._work, name=name, daemon=True)
             self.threads.append(thread)
             thread.start()
-        return future
 
     def _work(self) -> None:
-        while (item := self.queue.get()) is not None:
-            future, fn, args = item
-            if not future.set_running_or_notify_cancel():
-                continue
+        while (claim := self.todo.get()) is not None:
+            if self.cancelled:
+                continue  # not called (an error stopped the loop): left to the lease and the sweeper
             try:
                 with circuit_checks_cached():
-                    future.set_result(fn(*args))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller with the future
-                future.set_exception(exc)
+                    self.answers.put((claim, _send(claim, self.chains), None))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller with the answers
+                self.answers.put((claim, None, exc))
             finally:
                 connections.close_all()
 
-    def close(self) -> None:
+    def collect(self, *, want: int, timeout: float, linger: float) -> list[tuple[Claim, Any, Any]]:
+        """The answers that came in: waits up to `timeout` for a first one, then up to `linger` more
+        for `want` in all (a few ms more make a bigger record batch) unless nothing else is in flight."""
+        got = []
+        try:
+            got.append(self.answers.get(timeout=timeout))
+        except queue.Empty:
+            return got
+        until = time.monotonic() + linger
+        while len(got) < self.in_flight:
+            try:
+                got.append(self.answers.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            left = until - time.monotonic()
+            if len(got) >= want or left <= 0:
+                break
+            try:
+                got.append(self.answers.get(timeout=left))
+            except queue.Empty:
+                break
+        self.in_flight -= len(got)
+        return got
+
+    def close(self, *, cancel: bool) -> None:
+        self.cancelled = cancel
         for _ in self.threads:
-            self.queue.put(None)
+            self.todo.put(None)
         for thread in self.threads:
             thread.join()
 
@@ -669,16 +702,17 @@ def _deliveries_run(
     window = batch if inline else threads + 2 * batch
     chains: dict[str, ProviderChain] = {}
     live: set[int] = set()  # attempt ids claimed and not yet recorded: the heartbeat renews them
-    pending: dict[Future, Claim] = {}
     started = time.monotonic()
     more, done = True, 0
-    pool = None if inline else _SendPool(size=threads)
+    pool = None if inline else _SendPool(size=threads, chains=chains)
+    failed = True
     try:
         with _lease_heartbeat(live):
             while True:
                 out_of_time = time.monotonic() - started > budget.total_seconds()
-                room = window - len(pending)
-                if more and not out_of_time and (room >= batch or not pending):
+                in_flight = pool.in_flight if pool is not None else 0
+                room = window - in_flight
+                if more and not out_of_time and (room >= batch or not in_flight):
                     claims, more = claim_next(room, chains)
                     for claim in claims:
                         live.add(claim.attempt_id)
@@ -689,28 +723,27 @@ def _deliveries_run(
                         )
                         continue
                     for claim in claims:
-                        pending[pool.submit(_send, claim, chains)] = claim
-                if not pending:
+                        pool.submit(claim)
+                if pool is None or not pool.in_flight:
                     if more and not out_of_time:
                         continue
                     break
-                finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-                if len(finished) < batch // 2:
-                    wait(pending, timeout=0.02)  # a few ms more make a bigger record batch
                 answered = []
-                for future in [f for f in pending if f.done()]:
-                    claim = pending.pop(future)
-                    try:
-                        answered.append((claim, future.result()))
-                    except Exception:  # noqa: BLE001 - left to the lease and the sweeper
-                        logger.exception("the provider call for message %s failed", claim.outgoing.message_id)
-                        live.discard(claim.attempt_id)
+                for claim, outcome, error in pool.collect(want=batch // 2, timeout=1.0, linger=0.02):
+                    if error is None:
+                        answered.append((claim, outcome))
+                        continue
+                    logger.error(  # left to the lease and the sweeper
+                        "the provider call for message %s failed",
+                        claim.outgoing.message_id,
+                        exc_info=(type(error), error, error.__traceback__),
+                    )
+                    live.discard(claim.attempt_id)
                 done += _record(answered, live=live, now=None)
+        failed = False
     finally:
         if pool is not None:
-            for future in pending:
-                future.cancel()  # not called yet (an error stopped the loop): left to the lease and sweeper
-            pool.close()
+            pool.close(cancel=failed)
     if more:
         on_budget()
     return done

@@ -166,8 +166,8 @@ def sequence_next(*, table: str, count: int) -> list[int]:
 def rows_insert(*, model: Any, fields: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[Any]:
     """Insert rows (values of `fields`, as the database takes them, every NOT NULL column named) and
     return their primary keys in order: one `INSERT ... SELECT FROM unnest(typed arrays) RETURNING` on
-    PostgreSQL, with no model instances (bulk_create's per-object work cost more than the statement);
-    bulk_create elsewhere."""
+    PostgreSQL, with no model instances (bulk_create's per-object work cost more than the statement)
+    and the arrays bound in binary; bulk_create elsewhere."""
     if not rows:
         return []
     if not is_postgres():
@@ -176,14 +176,14 @@ def rows_insert(*, model: Any, fields: Sequence[str], rows: Sequence[Sequence[An
     meta = model._meta
     q = connection.ops.quote_name
     columns = tuple(meta.get_field(f).column for f in fields)
-    arrays = ", ".join(f"%s::{t}[]" for t in _column_types(meta.db_table, columns))
+    arrays = ", ".join(f"%b::{t}[]" for t in _column_types(meta.db_table, columns))
     names = ", ".join(q(c) for c in columns)
     sql = (
         f"INSERT INTO {q(meta.db_table)} ({names}) SELECT {names} FROM unnest({arrays}) AS v({names})"
         f" RETURNING {q(meta.pk.column)}"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [list(column) for column in zip(*rows, strict=True)])
+    with hot_cursor() as (cursor, prepare):
+        cursor.execute(sql, [list(column) for column in zip(*rows, strict=True)], **prepare)
         return [row[0] for row in cursor.fetchall()]
 
 
@@ -225,14 +225,16 @@ def _unnest_update(model: Any, written: list, columns: list[list]) -> int:
     table, pk = meta.db_table, meta.pk
     names = (pk.column, *(f.column for f in written))
     q = connection.ops.quote_name
-    arrays = ", ".join(f"%s::{t}[]" for t in _column_types(table, names))
+    arrays = ", ".join(f"%b::{t}[]" for t in _column_types(table, names))
     sql = (
         f"UPDATE {q(table)} SET {', '.join(f'{q(c)} = v.{q(c)}' for c in names[1:])}"
         f" FROM unnest({arrays}) AS v({', '.join(q(c) for c in names)})"
         f" WHERE {q(table)}.{q(pk.column)} = v.{q(pk.column)}"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, columns)
+    # Server-side binding, arrays in binary (%b): the text format quoted every string element with a
+    # regular expression, five times the time for a batch of 500.
+    with hot_cursor() as (cursor, prepare):
+        cursor.execute(sql, columns, **prepare)
         return cursor.rowcount
 
 

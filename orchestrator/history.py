@@ -62,11 +62,12 @@ def _message_adopt(row: dict[str, Any], alias: str) -> Message:
     return message
 
 
-def message_partial(values: dict[str, Any]) -> Message:
-    """A Message for a row the caller read in part (`values` by attname, with "id"), e.g. to move its
-    status in bulk: no __init__ per instance; a field it lacks loads from the database on first access
+def messages_partial(rows: Iterable[dict[str, Any]]) -> list[Message]:
+    """Messages for rows the caller read in part (values by attname, with "id"), e.g. to move their
+    status in bulk: no __init__ per instance; a field one lacks loads from the database on first access
     (Django's deferred fields), so a listener reading more still sees the row."""
-    return _message_adopt(dict(values), connection.alias)
+    alias = connection.alias
+    return [_message_adopt(row, alias) for row in rows]
 
 
 def _message_loaded(pk: int | None, attnames: list[str], values: list) -> Message:
@@ -211,10 +212,10 @@ def message_status_move(
 def messages_status_move_bulk(
     *, moves: Sequence[tuple[Message, str]], at: datetime, update_fields: Iterable[str] = ()
 ) -> None:
-    """The set-based `message_status_move` (the governor's re-drive): each message already carries its new
-    status and fields in memory, `moves` pairs it with its previous status. Checks every move, stamps the
-    ones that changed status, writes all rows in one statement per batch, and tells listeners of each
-    change."""
+    """The set-based `message_status_move` (the governor's re-drive, delivery's record): each message
+    already carries its new status and fields in memory (a partial instance from `messages_partial` will
+    do), `moves` pairs it with its previous status. Checks every move, stamps the ones that changed
+    status, writes all rows in one statement per batch, and tells listeners of each change."""
     if not moves:
         return
     stamps = set()
