@@ -53,6 +53,8 @@ logger = logging.getLogger(__name__)
 TASK = "channels_app.tasks.messages_deliver_task"
 DRAIN_TASK = "channels_app.tasks.deliveries_drain_task"
 WAKE_ID = 1  # the one DeliveryWake row
+# The columns the record of a plain success writes on its attempt.
+ATTEMPT_RECORD_FIELDS = ("provider", "outcome", "finished_at", "provider_message_id", "response", "retry_at")
 # The columns a claim writes on its in_progress attempt (every NOT NULL one).
 ATTEMPT_CLAIM_FIELDS = (
     "message_id",
@@ -103,6 +105,7 @@ class Claim:
     provider: str
     started_at: datetime
     outgoing: Outgoing
+    source: str = ""  # the message's source (its status listeners read it)
 
 
 def retry_delay(*, attempts: int, rng: random.Random | None = None) -> timedelta:
@@ -360,6 +363,7 @@ def _claim(
                     content=row.content if isinstance(row.content, dict) else dict(row.content or {}),
                     expires_at=row.expires_at,
                 ),
+                source=row.source,
             )
             for (row, n), attempt_id in zip(claimable, attempt_ids, strict=True)
         ], locked
@@ -534,58 +538,51 @@ def _plain_success(outcome: ChainOutcome) -> bool:
 def deliveries_record(*, outcomes: list[tuple[Claim, ChainOutcome]], now: datetime) -> int:
     """Record a batch of provider answers, as `delivery_record` would one by one. The common case, a
     plain success (one provider call, the message still accepted), is set-based: one transaction, one
-    lock statement, one update per table, the status moves through orchestrator.history. Anything else
-    (a retry, a failure, a failover, a receipt that got there first) goes through `delivery_record`.
-    Returns how many were recorded."""
+    guarded update per table (a message moves only if it is still accepted), the status moves through
+    orchestrator.history. Anything else (a retry, a failure, a failover, a receipt that got there first)
+    goes through `delivery_record`. Returns how many were recorded."""
     plain = {c.outgoing.message_id: (c, o) for c, o in outcomes if _plain_success(o)}
     rest = [(c, o) for c, o in outcomes if c.outgoing.message_id not in plain]
     recorded = 0
     if plain:
+        sent = MessageStatus.SENT.value
+        # Only what the move writes and its listeners read; other fields load if one asks.
+        rows = [
+            {
+                "id": pk,
+                "status": sent,
+                "source": claim.source,
+                "provider": outcome.provider,
+                "provider_message_id": outcome.result.provider_message_id[:255],
+                "next_attempt_at": None,
+                "last_error": "",
+            }
+            for pk, (claim, outcome) in sorted(plain.items())
+        ]
+        accepted = MessageStatus.ACCEPTED.value
         with transaction.atomic():
-            rows, attempts = [], []
-            sent = MessageStatus.SENT.value
-            for pk, source in _accepted_lock(list(plain)):
-                claim, outcome = plain.pop(pk)
-                result = outcome.result
-                provider_message_id = result.provider_message_id[:255]
-                # Only what the move writes and its listeners read; other fields load if one asks.
-                rows.append(
-                    {
-                        "id": pk,
-                        "status": sent,
-                        "source": source,
-                        "provider": outcome.provider,
-                        "provider_message_id": provider_message_id,
-                        "next_attempt_at": None,
-                        "last_error": "",
-                    }
-                )
-                response = _response(result, outcome.skipped)[:2000]
-                attempts.append(
-                    (claim.attempt_id, outcome.provider, result.outcome, provider_message_id, response)
-                )
-            moves = [(message, MessageStatus.ACCEPTED) for message in messages_partial(rows)]
-            messages_status_move_bulk(
-                moves=moves,
+            moved = messages_status_move_bulk(
+                moves=[(message, accepted) for message in messages_partial(rows)],
                 at=now,
                 update_fields=["provider", "provider_message_id", "next_attempt_at", "last_error"],
+                unlocked=True,
             )
+            attempts = []
+            for message in moved:
+                claim, outcome = plain.pop(message.pk)
+                result = outcome.result
+                response = _response(result, outcome.skipped)[:2000]
+                pmid = message.provider_message_id
+                attempts.append((claim.attempt_id, message.provider, result.outcome, pmid, response))
             if attempts:
                 pks, providers, results, provider_ids, responses = zip(*attempts, strict=True)
                 values_update(
                     model=DeliveryAttempt,
-                    fields=[
-                        "provider",
-                        "outcome",
-                        "finished_at",
-                        "provider_message_id",
-                        "response",
-                        "retry_at",
-                    ],
+                    fields=ATTEMPT_RECORD_FIELDS,
                     pks=pks,
                     values=[providers, results, [now] * len(pks), provider_ids, responses, [None] * len(pks)],
                 )
-        recorded += len(moves)
+        recorded += len(moved)
         rest += list(plain.values())  # no longer accepted (a receipt, an operator): recorded one by one
     for claim, outcome in rest:
         try:
@@ -597,21 +594,6 @@ def deliveries_record(*, outcomes: list[tuple[Claim, ChainOutcome]], now: dateti
             continue
         recorded += 1
     return recorded
-
-
-def _accepted_lock(message_ids: list[int]) -> list[tuple[int, str]]:
-    """Lock the messages among `message_ids` that are still accepted, in id order: (id, source) each.
-    The status is checked here, not in the WHERE clause: by id alone the primary key finds the rows,
-    whatever the planner thinks of the status index."""
-    where, params = ids_in("id", message_ids)
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    sql = (
-        f"SELECT id, source, status FROM {connection.ops.quote_name(Message._meta.db_table)}"
-        f" WHERE {where} ORDER BY id{lock}"
-    )
-    with hot_cursor() as (cursor, prepare):
-        cursor.execute(sql, params, **prepare)
-        return [(pk, source) for pk, source, status in cursor.fetchall() if status == MessageStatus.ACCEPTED]
 
 
 class _SendPool:

@@ -210,14 +210,22 @@ def message_status_move(
 
 
 def messages_status_move_bulk(
-    *, moves: Sequence[tuple[Message, str]], at: datetime, update_fields: Iterable[str] = ()
-) -> None:
+    *,
+    moves: Sequence[tuple[Message, str]],
+    at: datetime,
+    update_fields: Iterable[str] = (),
+    unlocked: bool = False,
+) -> list[Message]:
     """The set-based `message_status_move` (the governor's re-drive, delivery's record): each message
     already carries its new status and fields in memory (a partial instance from `messages_partial` will
     do), `moves` pairs it with its previous status. Checks every move, stamps the ones that changed
-    status, writes all rows in one statement per batch, and tells listeners of each change."""
+    status, writes all rows in one statement per batch, and tells listeners of each change.
+
+    `unlocked`: the caller holds no lock on the rows, so a message no longer in its previous status (a
+    receipt or an operator moved it meanwhile) is left as it is; the statement writes only rows still
+    in theirs (waiting for a concurrent writer first). Returns the messages moved."""
     if not moves:
-        return
+        return []
     stamps = set()
     for message, previous in moves:
         status_move_check(previous=previous, status=message.status)
@@ -227,10 +235,17 @@ def messages_status_move_bulk(
             stamps.add(stamp)
         message.updated_at = at
     fields = sorted({"status", "updated_at", *stamps, *update_fields})
-    objects_update(objs=[m for m, _ in moves], fields=fields)
+    if unlocked:
+        written = objects_update(
+            objs=[m for m, _ in moves], fields=fields, expect=("status", [p for _, p in moves])
+        )
+        moves = [(m, p) for m, p in moves if m.pk in written]
+    else:
+        objects_update(objs=[m for m, _ in moves], fields=fields)
     for message, previous in moves:
         if message.status != previous:
             message_status_changed.send(sender=Message, message=message, previous=previous)
+    return [m for m, _ in moves]
 
 
 # --- erasure -------------------------------------------------------------------------------------------
