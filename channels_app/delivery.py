@@ -18,6 +18,7 @@ was lost, whose retry is due, or whose claim outlived its lease.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import random
@@ -30,7 +31,6 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-import orjson
 from django.conf import settings
 from django.db import DatabaseError, connection, connections, transaction
 from django.db.models import Q
@@ -214,18 +214,25 @@ def _due_lock(*, message_ids: list[int] | None, now: datetime, limit: int | None
         f" FROM (SELECT m.id FROM {table} m WHERE {where}) batch JOIN {table} m ON m.id = batch.id"
         f" JOIN {q(Recipient._meta.db_table)} r ON r.id = m.recipient_id ORDER BY m.id"
     )
-    with hot_cursor() as (cursor, prepare):
-        cursor.execute(sql, [*address_params, *params], **prepare)
+    # Not prepared: planned per batch with its values (a generic plan could not see the queue's size).
+    with hot_cursor() as (cursor, _):
+        cursor.execute(sql, [*address_params, *params])
         rows = cursor.fetchall()
     return [
         _Due(
             *row[:7],
-            orjson.loads(row[7]) if isinstance(row[7], str | bytes) else row[7],  # content
+            _json(row[7]),  # content
             as_datetime(row[8]),  # expires_at
             *row[9:],
         )
         for row in rows
     ]
+
+
+def _json(value: Any) -> Any:
+    """A JSON column read raw (text on PostgreSQL as Django configures it, and on SQLite), decoded as
+    JSONField would (the json module: orjson would turn an integer past 64 bits into a float)."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 @lru_cache(maxsize=1)
@@ -258,8 +265,8 @@ def _last_attempts(message_ids: list[int]) -> dict[int, _Last]:
         f" FROM {connection.ops.quote_name(DeliveryAttempt._meta.db_table)} WHERE {where}"
         f" ORDER BY message_id, number"
     )
-    with hot_cursor() as (cursor, prepare):
-        cursor.execute(sql, params, **prepare)
+    with hot_cursor() as (cursor, _):
+        cursor.execute(sql, params)
         return {
             mid: _Last(pk, number, outcome, as_datetime(started_at), as_datetime(retry_at))
             for mid, pk, number, outcome, started_at, retry_at in cursor.fetchall()
