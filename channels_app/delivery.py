@@ -145,14 +145,6 @@ def deliveries_claim_due(
     return _claim(message_ids=None, now=now, limit=limit, chains=chains)
 
 
-def _due(now: datetime) -> Q:
-    return (
-        Q(status=MessageStatus.ACCEPTED)
-        & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-        & (Q(deliver_after__isnull=True) | Q(deliver_after__lte=now))
-    )
-
-
 class _Due(NamedTuple):
     """A locked message as the claim reads it: the columns a delivery needs, its recipient's external id
     (no model instances: a batch is hundreds of rows, and Model.__init__ cost more than the statements)."""
@@ -329,15 +321,7 @@ def _claim(
         }
         attempt_ids = rows_insert(
             model=DeliveryAttempt,
-            fields=[
-                "message_id",
-                "number",
-                "provider",
-                "started_at",
-                "outcome",
-                "provider_message_id",
-                "response",
-            ],
+            fields=ATTEMPT_CLAIM_FIELDS,
             rows=[
                 (row.pk, n, names[row.channel], now, AttemptOutcome.IN_PROGRESS.value, "", "")
                 for row, n in claimable
