@@ -18,30 +18,31 @@ was lost, whose retry is due, or whose claim outlived its lease.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import DatabaseError, connection, connections, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 from django_q.conf import Conf
 from django_q.tasks import async_task
 
 from orchestrator.consent import contact_point_suppress
-from orchestrator.db import objects_update
-from orchestrator.history import message_status_move, messages_status_move_bulk
-from orchestrator.models import ChangeKind, Channel, Message, MessageStatus
-from orchestrator.selectors import reachable_kind, recipient_unreachable_reasons, recipients_reachable_points
+from orchestrator.db import as_datetime, hot_cursor, ids_in, rows_insert, values_update
+from orchestrator.history import message_status_move, messages_partial, messages_status_move_bulk
+from orchestrator.models import ChangeKind, Channel, ContactPoint, Message, MessageStatus, Recipient, Source
+from orchestrator.selectors import reachable_kind, reachable_where_sql, recipient_unreachable_reasons
 
 from .backends import Outgoing, SendResult
 from .models import AttemptOutcome, DeliveryAttempt, DeliveryWake
@@ -52,6 +53,18 @@ logger = logging.getLogger(__name__)
 TASK = "channels_app.tasks.messages_deliver_task"
 DRAIN_TASK = "channels_app.tasks.deliveries_drain_task"
 WAKE_ID = 1  # the one DeliveryWake row
+# The columns the record of a plain success writes on its attempt.
+ATTEMPT_RECORD_FIELDS = ("provider", "outcome", "finished_at", "provider_message_id", "response", "retry_at")
+# The columns a claim writes on its in_progress attempt (every NOT NULL one).
+ATTEMPT_CLAIM_FIELDS = (
+    "message_id",
+    "number",
+    "provider",
+    "started_at",
+    "outcome",
+    "provider_message_id",
+    "response",
+)
 
 
 # Fallbacks for knobs a deployment's CHANNELS setting may not name.
@@ -92,6 +105,7 @@ class Claim:
     provider: str
     started_at: datetime
     outgoing: Outgoing
+    source: str = ""  # the message's source (its status listeners read it)
 
 
 def retry_delay(*, attempts: int, rng: random.Random | None = None) -> timedelta:
@@ -99,25 +113,6 @@ def retry_delay(*, attempts: int, rng: random.Random | None = None) -> timedelta
     base, cap, jitter = conf("RETRY_BASE_DELAY"), conf("RETRY_MAX_DELAY"), conf("RETRY_JITTER")
     delay = min(base * (2 ** max(0, attempts - 1)), cap)
     return delay * (rng or random).uniform(1 - jitter, 1 + jitter)
-
-
-def _contact_addresses(messages: list[Message]) -> dict[int, str]:
-    """Where each message goes: its named contact point, else its channel's newest reachable one (the
-    reachability rule of orchestrator.selectors). Messages whose contact point is gone, opted out or
-    undeliverable are missing from the result. One query per kind of source in the batch."""
-    points: dict[tuple[str, int], dict[str, list[str]]] = {}
-    for kind in {reachable_kind(m.source) for m in messages}:
-        ids = {m.recipient_id for m in messages if reachable_kind(m.source) == kind}
-        for rid, channels in recipients_reachable_points(recipient_ids=ids, source=kind).items():
-            points[(kind, rid)] = channels
-    found = {}
-    for m in messages:
-        candidates = points.get((reachable_kind(m.source), m.recipient_id), {}).get(m.channel, [])
-        if m.to_address:
-            candidates = [a for a in candidates if a == m.to_address]
-        if candidates:
-            found[m.pk] = candidates[0]
-    return found
 
 
 def _fail(message: Message, *, error: str, at: datetime) -> None:
@@ -150,12 +145,124 @@ def deliveries_claim_due(
     return _claim(message_ids=None, now=now, limit=limit, chains=chains)
 
 
-def _due(now: datetime) -> Q:
-    return (
-        Q(status=MessageStatus.ACCEPTED)
-        & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-        & (Q(deliver_after__isnull=True) | Q(deliver_after__lte=now))
+class _Due(NamedTuple):
+    """A locked message as the claim reads it: the columns a delivery needs, its recipient's external id
+    (no model instances: a batch is hundreds of rows, and Model.__init__ cost more than the statements)."""
+
+    pk: int
+    recipient_id: int
+    external_id: str
+    channel: str
+    purpose: str
+    source: str
+    to_address: str
+    content: Any
+    expires_at: datetime | None
+    attempts: int
+    address: str | None  # where it goes: None when no contact point is reachable
+
+
+class _Last(NamedTuple):
+    """A message's latest delivery attempt, as the claim reads it."""
+
+    pk: int
+    number: int
+    outcome: str
+    started_at: datetime
+    retry_at: datetime | None
+
+
+def _due_lock(*, message_ids: list[int] | None, now: datetime, limit: int | None) -> list[_Due]:
+    """Lock the batch and read it in one statement: the due accepted messages in queue order (or the
+    accepted ones among `message_ids`) with their recipient's external id and where each goes (its named
+    contact point, else its channel's newest reachable one, by the reachability rule of
+    orchestrator.selectors; None when there is none). SKIP LOCKED: concurrent workers take disjoint
+    batches. SQLite (make run) has no SKIP LOCKED: its single writer serialises the claims instead."""
+    q = connection.ops.quote_name
+    when = connection.ops.adapt_datetimefield_value(now)
+    if message_ids is None:
+        where = (
+            "m.status = %s AND (m.next_attempt_at IS NULL OR m.next_attempt_at <= %s)"
+            " AND (m.deliver_after IS NULL OR m.deliver_after <= %s)"
+        )
+        params = [MessageStatus.ACCEPTED.value, when, when]
+    else:
+        where, params = ids_in("m.id", message_ids)
+        where += " AND m.status = %s"
+        params.append(MessageStatus.ACCEPTED.value)
+    where += " ORDER BY m.id"
+    if limit is not None:
+        where += " LIMIT %s"
+        params.append(limit)
+    if connection.features.has_select_for_update_skip_locked:
+        where += " FOR UPDATE SKIP LOCKED"
+    table = q(Message._meta.db_table)
+    address, address_params = _address_sql()
+    # The batch is chosen and locked first (off the queue's index), then joined: the join then reads
+    # n rows, not every due one.
+    sql = (
+        "SELECT m.id, m.recipient_id, r.external_id, m.channel, m.purpose, m.source, m.to_address,"
+        f" m.content, m.expires_at, m.attempts, {address}"
+        f" FROM (SELECT m.id FROM {table} m WHERE {where}) batch JOIN {table} m ON m.id = batch.id"
+        f" JOIN {q(Recipient._meta.db_table)} r ON r.id = m.recipient_id ORDER BY m.id"
     )
+    # Not prepared: planned per batch with its values (a generic plan could not see the queue's size).
+    with hot_cursor() as (cursor, _):
+        cursor.execute(sql, [*address_params, *params])
+        rows = cursor.fetchall()
+    return [
+        _Due(
+            *row[:7],
+            _json(row[7]),  # content
+            as_datetime(row[8]),  # expires_at
+            *row[9:],
+        )
+        for row in rows
+    ]
+
+
+def _json(value: Any) -> Any:
+    """A JSON column read raw (text on PostgreSQL as Django configures it, and on SQLite), decoded as
+    JSONField would (the json module: orjson would turn an integer past 64 bits into a float)."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+@lru_cache(maxsize=1)
+def _address_sql() -> tuple[str, tuple]:
+    """Where message `m` goes, as a scalar subquery per reachability rule (replies follow their own)."""
+    cp = connection.ops.quote_name(ContactPoint._meta.db_table)
+
+    def newest(kind: str) -> tuple[str, tuple]:
+        reachable, params = reachable_where_sql(kind)
+        return (
+            f"(SELECT {cp}.address FROM {cp} WHERE {cp}.recipient_id = m.recipient_id"
+            f" AND {cp}.channel = m.channel AND (m.to_address = '' OR {cp}.address = m.to_address)"
+            f" AND {reachable} ORDER BY {cp}.created_at DESC, {cp}.id DESC LIMIT 1)"
+        ), params
+
+    reply, reply_params = newest(reachable_kind(Source.REPLY))
+    other, other_params = newest(reachable_kind(""))
+    return (
+        f"CASE WHEN m.source = %s THEN {reply} ELSE {other} END",
+        (Source.REPLY.value, *reply_params, *other_params),
+    )
+
+
+def _last_attempts(message_ids: list[int]) -> dict[int, _Last]:
+    """The latest attempt per message (at most RETRY_MAX_ATTEMPTS each): later numbers overwrite earlier
+    ones. Portable, unlike DISTINCT ON, so delivery works on make run's SQLite too."""
+    where, params = ids_in("message_id", message_ids)
+    sql = (
+        f"SELECT message_id, id, number, outcome, started_at, retry_at"
+        f" FROM {connection.ops.quote_name(DeliveryAttempt._meta.db_table)} WHERE {where}"
+        f" ORDER BY message_id, number"
+    )
+    with hot_cursor() as (cursor, _):
+        cursor.execute(sql, params)
+        return {
+            mid: _Last(pk, number, outcome, as_datetime(started_at), as_datetime(retry_at))
+            for mid, pk, number, outcome, started_at, retry_at in cursor.fetchall()
+        }
 
 
 def _claim(
@@ -167,112 +274,127 @@ def _claim(
 ) -> tuple[list[Claim], int]:
     lease = conf("DELIVERY_LEASE")
     with transaction.atomic():
-        rows = Message.objects.select_for_update(skip_locked=True, of=("self",)).select_related("recipient")
-        if message_ids is None:
-            # SQLite (make run) has no SKIP LOCKED: its single writer serialises the claims instead.
-            messages = list(rows.filter(_due(now)).order_by("pk")[:limit])
-        else:
-            messages = list(rows.filter(pk__in=message_ids, status=MessageStatus.ACCEPTED).order_by("pk"))
-        locked = len(messages)
-        if not messages:
+        rows = _due_lock(message_ids=message_ids, now=now, limit=limit)
+        locked = len(rows)
+        if not rows:
             return [], 0
-        # The latest attempt per message (at most RETRY_MAX_ATTEMPTS each): later numbers overwrite
-        # earlier ones. Portable, unlike DISTINCT ON, so delivery works on make run's SQLite too.
-        last_attempts = {
-            a.message_id: a
-            for a in DeliveryAttempt.objects.filter(message__in=messages).order_by("message_id", "number")
-        }
-        addresses = _contact_addresses(messages)
-        claimable: list[tuple[Message, int]] = []
+        last_attempts = _last_attempts([row.pk for row in rows])
+        addresses = {row.pk: row.address for row in rows if row.address is not None}
+        claimable: list[tuple[_Due, int]] = []
         held: dict[datetime, list[int]] = {}
-        for message in messages:
-            last = last_attempts.get(message.pk)
+        odd: list[tuple[_Due, _Last | None]] = []  # a lost claim, expired, unreachable: one by one below
+        for row in rows:
+            last = last_attempts.get(row.pk)
             if last is not None and last.outcome == AttemptOutcome.IN_PROGRESS:
                 if last.started_at > now - lease:
                     # A live claim (a duplicate task, or a heartbeat kept it past next_attempt_at): the
                     # outbox looks again when its renewed lease would run out.
-                    held.setdefault(last.started_at + lease, []).append(message.pk)
+                    held.setdefault(last.started_at + lease, []).append(row.pk)
                     continue
-                last.outcome = AttemptOutcome.TRANSIENT
-                last.finished_at = now
-                last.response = "No result within the lease (worker lost?); outcome unknown."
-                last.save(update_fields=["outcome", "finished_at", "response"])
-                if message.attempts >= conf("RETRY_MAX_ATTEMPTS"):
-                    _fail(
-                        message, error=f"Gave up after {message.attempts} attempts; {last.response}", at=now
-                    )
-                    continue
-            elif (
+                odd.append((row, last))
+                continue
+            if (
                 last is not None
                 and last.outcome == AttemptOutcome.TRANSIENT
                 and last.retry_at
                 and last.retry_at > now
             ):
                 continue  # an early duplicate: the retry is not due yet
-            if message.expires_at is not None and message.expires_at <= now:
-                message.next_attempt_at = None
-                message.last_error = message.last_error or "Expired before it could be delivered."
-                message_status_move(
-                    message=message,
-                    status=MessageStatus.EXPIRED,
-                    at=now,
-                    update_fields=["next_attempt_at", "last_error"],
-                )
+            if (row.expires_at is not None and row.expires_at <= now) or row.pk not in addresses:
+                odd.append((row, last))
                 continue
-            if message.pk not in addresses:
-                wanted = f" {message.to_address!r}" if message.to_address else ""
-                who = message.recipient.external_id
-                why = recipient_unreachable_reasons(recipient=message.recipient).get(message.channel)
-                _fail(
-                    message,
-                    error=f"{who} has no opted-in {message.channel} contact point{wanted} that is deliverable"
-                    + (f": {why}." if why else "."),
-                    at=now,
-                )
-                continue
-            claimable.append((message, (last.number if last else 0) + 1))
+            claimable.append((row, (last.number if last else 0) + 1))
+        if odd:
+            loaded = Message.objects.select_related("recipient").in_bulk([row.pk for row, _ in odd])
+            for row, last in odd:
+                if _claim_odd(message=loaded[row.pk], last=last, addresses=addresses, now=now):
+                    claimable.append((row, (last.number if last else 0) + 1))
+            claimable.sort(key=lambda pair: pair[0].pk)
         if message_ids is None:
             for until, pks in held.items():
                 Message.objects.filter(pk__in=pks).update(next_attempt_at=until)
         if not claimable:
             return [], locked
         names = {
-            ch: provider_chain(channel=ch, chains=chains).first for ch in {m.channel for m, _ in claimable}
+            ch: provider_chain(channel=ch, chains=chains).first
+            for ch in {row.channel for row, _ in claimable}
         }
-        attempts = DeliveryAttempt.objects.bulk_create(
-            [
-                DeliveryAttempt(
-                    message=m,
-                    number=n,
-                    provider=names[m.channel],
-                    started_at=now,
-                    outcome=AttemptOutcome.IN_PROGRESS,
-                )
-                for m, n in claimable
-            ]
+        attempt_ids = rows_insert(
+            model=DeliveryAttempt,
+            fields=ATTEMPT_CLAIM_FIELDS,
+            rows=[
+                (row.pk, n, names[row.channel], now, AttemptOutcome.IN_PROGRESS.value, "", "")
+                for row, n in claimable
+            ],
         )
-        Message.objects.filter(pk__in=[m.pk for m, _ in claimable]).update(
-            attempts=F("attempts") + 1, next_attempt_at=now + lease, updated_at=now
-        )
+        where, params = ids_in("id", [row.pk for row, _ in claimable])
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {connection.ops.quote_name(Message._meta.db_table)}"
+                f" SET attempts = attempts + 1, next_attempt_at = %s, updated_at = %s WHERE {where}",
+                [
+                    connection.ops.adapt_datetimefield_value(now + lease),
+                    connection.ops.adapt_datetimefield_value(now),
+                    *params,
+                ],
+            )
         return [
             Claim(
-                attempt_id=attempt.pk,
+                attempt_id=attempt_id,
                 number=n,
-                provider=names[m.channel],
+                provider=names[row.channel],
                 started_at=now,
                 outgoing=Outgoing(
-                    message_id=m.pk,
-                    channel=m.channel,
-                    purpose=m.purpose,
-                    recipient=m.recipient.external_id,
-                    recipient_id=m.recipient_id,
-                    to=addresses[m.pk],
-                    content=dict(m.content or {}),
-                    expires_at=m.expires_at,
+                    message_id=row.pk,
+                    channel=row.channel,
+                    purpose=row.purpose,
+                    recipient=row.external_id,
+                    recipient_id=row.recipient_id,
+                    to=addresses[row.pk],
+                    content=row.content if isinstance(row.content, dict) else dict(row.content or {}),
+                    expires_at=row.expires_at,
                 ),
+                source=row.source,
             )
-            for (m, n), attempt in zip(claimable, attempts, strict=True)
+            for (row, n), attempt_id in zip(claimable, attempt_ids, strict=True)
         ], locked
+
+
+def _claim_odd(*, message: Message, last: _Last | None, addresses: dict[int, str], now: datetime) -> bool:
+    """The claim's uncommon cases, on the message's model instance (locked by the caller): a claim that
+    outlived its lease is closed as lost (its message fails once out of retries); an expired message
+    becomes expired and an unreachable one failed, without a provider call. Returns whether it is still
+    to be claimed."""
+    if last is not None and last.outcome == AttemptOutcome.IN_PROGRESS:
+        response = "No result within the lease (worker lost?); outcome unknown."
+        DeliveryAttempt.objects.filter(pk=last.pk).update(
+            outcome=AttemptOutcome.TRANSIENT, finished_at=now, response=response
+        )
+        if message.attempts >= conf("RETRY_MAX_ATTEMPTS"):
+            _fail(message, error=f"Gave up after {message.attempts} attempts; {response}", at=now)
+            return False
+    if message.expires_at is not None and message.expires_at <= now:
+        message.next_attempt_at = None
+        message.last_error = message.last_error or "Expired before it could be delivered."
+        message_status_move(
+            message=message,
+            status=MessageStatus.EXPIRED,
+            at=now,
+            update_fields=["next_attempt_at", "last_error"],
+        )
+        return False
+    if message.pk not in addresses:
+        wanted = f" {message.to_address!r}" if message.to_address else ""
+        who = message.recipient.external_id
+        why = recipient_unreachable_reasons(recipient=message.recipient).get(message.channel)
+        _fail(
+            message,
+            error=f"{who} has no opted-in {message.channel} contact point{wanted} that is deliverable"
+            + (f": {why}." if why else "."),
+            at=now,
+        )
+        return False
+    return True
 
 
 def delivery_claim(*, message_id: int, now: datetime) -> Claim | None:
@@ -407,50 +529,51 @@ def _plain_success(outcome: ChainOutcome) -> bool:
 def deliveries_record(*, outcomes: list[tuple[Claim, ChainOutcome]], now: datetime) -> int:
     """Record a batch of provider answers, as `delivery_record` would one by one. The common case, a
     plain success (one provider call, the message still accepted), is set-based: one transaction, one
-    lock statement, one update per table, the status moves through orchestrator.history. Anything else
-    (a retry, a failure, a failover, a receipt that got there first) goes through `delivery_record`.
-    Returns how many were recorded."""
+    guarded update per table (a message moves only if it is still accepted), the status moves through
+    orchestrator.history. Anything else (a retry, a failure, a failover, a receipt that got there first)
+    goes through `delivery_record`. Returns how many were recorded."""
     plain = {c.outgoing.message_id: (c, o) for c, o in outcomes if _plain_success(o)}
     rest = [(c, o) for c, o in outcomes if c.outgoing.message_id not in plain]
     recorded = 0
     if plain:
+        sent = MessageStatus.SENT.value
+        # Only what the move writes and its listeners read; other fields load if one asks.
+        rows = [
+            {
+                "id": pk,
+                "status": sent,
+                "source": claim.source,
+                "provider": outcome.provider,
+                "provider_message_id": outcome.result.provider_message_id[:255],
+                "next_attempt_at": None,
+                "last_error": "",
+            }
+            for pk, (claim, outcome) in sorted(plain.items())
+        ]
+        accepted = MessageStatus.ACCEPTED.value
         with transaction.atomic():
-            messages = list(
-                Message.objects.select_for_update()
-                .filter(pk__in=list(plain), status=MessageStatus.ACCEPTED)
-                .order_by("pk")
-            )
-            moves, attempts = [], []
-            for message in messages:
-                claim, outcome = plain.pop(message.pk)
-                result = outcome.result
-                message.provider = outcome.provider
-                message.provider_message_id = result.provider_message_id[:255]
-                message.next_attempt_at = None
-                message.last_error = ""
-                message.status = MessageStatus.SENT
-                moves.append((message, MessageStatus.ACCEPTED))
-                attempts.append(
-                    DeliveryAttempt(
-                        pk=claim.attempt_id,
-                        provider=outcome.provider,
-                        outcome=result.outcome,
-                        finished_at=now,
-                        provider_message_id=result.provider_message_id[:255],
-                        response=_response(result, outcome.skipped)[:2000],
-                        retry_at=None,
-                    )
-                )
-            messages_status_move_bulk(
-                moves=moves,
+            moved = messages_status_move_bulk(
+                moves=[(message, accepted) for message in messages_partial(rows)],
                 at=now,
                 update_fields=["provider", "provider_message_id", "next_attempt_at", "last_error"],
+                unlocked=True,
             )
-            objects_update(
-                objs=attempts,
-                fields=["provider", "outcome", "finished_at", "provider_message_id", "response", "retry_at"],
-            )
-        recorded += len(moves)
+            attempts = []
+            for message in moved:
+                claim, outcome = plain.pop(message.pk)
+                result = outcome.result
+                response = _response(result, outcome.skipped)[:2000]
+                pmid = message.provider_message_id
+                attempts.append((claim.attempt_id, message.provider, result.outcome, pmid, response))
+            if attempts:
+                pks, providers, results, provider_ids, responses = zip(*attempts, strict=True)
+                values_update(
+                    model=DeliveryAttempt,
+                    fields=ATTEMPT_RECORD_FIELDS,
+                    pks=pks,
+                    values=[providers, results, [now] * len(pks), provider_ids, responses, [None] * len(pks)],
+                )
+        recorded += len(moved)
         rest += list(plain.values())  # no longer accepted (a receipt, an operator): recorded one by one
     for claim, outcome in rest:
         try:
@@ -465,43 +588,72 @@ def deliveries_record(*, outcomes: list[tuple[Claim, ChainOutcome]], now: dateti
 
 
 class _SendPool:
-    """Threads for provider calls, bounded. Results go back to the caller's thread, which records them
-    on its own connection; a pool thread that touched the database (the circuit breaker's bookkeeping)
-    closes its connection after the call, so a pool of 32 does not hold 32 connections."""
+    """Threads for provider calls, bounded. Answers go back to the caller's thread through one queue
+    (no Future per call), which records them on its own connection; a pool thread that touched the
+    database (the circuit breaker's bookkeeping) closes its connection after the call, so a pool of 32
+    does not hold 32 connections."""
 
-    def __init__(self, *, size: int):
+    def __init__(self, *, size: int, chains: dict[str, ProviderChain]):
         self.size = size
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.chains = chains
+        self.todo: queue.SimpleQueue = queue.SimpleQueue()
+        self.answers: queue.SimpleQueue = queue.SimpleQueue()
         self.threads: list[threading.Thread] = []
+        self.in_flight = 0
+        self.cancelled = False
 
-    def submit(self, fn: Callable, *args) -> Future:
+    def submit(self, claim: Claim) -> None:
         """Queue a call; a thread is started per call until the pool is full (a drain woken for one
         message starts one thread, not the whole pool)."""
-        future: Future = Future()
-        self.queue.put((future, fn, args))
+        self.todo.put(claim)
+        self.in_flight += 1
         if len(self.threads) < self.size:
             name = f"delivery-send-{len(self.threads)}"
             thread = threading.Thread(target=self._work, name=name, daemon=True)
             self.threads.append(thread)
             thread.start()
-        return future
 
     def _work(self) -> None:
-        while (item := self.queue.get()) is not None:
-            future, fn, args = item
-            if not future.set_running_or_notify_cancel():
-                continue
+        while (claim := self.todo.get()) is not None:
+            if self.cancelled:
+                continue  # not called (an error stopped the loop): left to the lease and the sweeper
             try:
                 with circuit_checks_cached():
-                    future.set_result(fn(*args))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller with the future
-                future.set_exception(exc)
+                    self.answers.put((claim, _send(claim, self.chains), None))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller with the answers
+                self.answers.put((claim, None, exc))
             finally:
                 connections.close_all()
 
-    def close(self) -> None:
+    def collect(self, *, want: int, timeout: float, linger: float) -> list[tuple[Claim, Any, Any]]:
+        """The answers that came in: waits up to `timeout` for a first one, then up to `linger` more
+        for `want` in all (a few ms more make a bigger record batch) unless nothing else is in flight."""
+        got = []
+        try:
+            got.append(self.answers.get(timeout=timeout))
+        except queue.Empty:
+            return got
+        until = time.monotonic() + linger
+        while len(got) < self.in_flight:
+            try:
+                got.append(self.answers.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            left = until - time.monotonic()
+            if len(got) >= want or left <= 0:
+                break
+            try:
+                got.append(self.answers.get(timeout=left))
+            except queue.Empty:
+                break
+        self.in_flight -= len(got)
+        return got
+
+    def close(self, *, cancel: bool) -> None:
+        self.cancelled = cancel
         for _ in self.threads:
-            self.queue.put(None)
+            self.todo.put(None)
         for thread in self.threads:
             thread.join()
 
@@ -523,16 +675,17 @@ def _deliveries_run(
     window = batch if inline else threads + 2 * batch
     chains: dict[str, ProviderChain] = {}
     live: set[int] = set()  # attempt ids claimed and not yet recorded: the heartbeat renews them
-    pending: dict[Future, Claim] = {}
     started = time.monotonic()
     more, done = True, 0
-    pool = None if inline else _SendPool(size=threads)
+    pool = None if inline else _SendPool(size=threads, chains=chains)
+    failed = True
     try:
         with _lease_heartbeat(live):
             while True:
                 out_of_time = time.monotonic() - started > budget.total_seconds()
-                room = window - len(pending)
-                if more and not out_of_time and (room >= batch or not pending):
+                in_flight = pool.in_flight if pool is not None else 0
+                room = window - in_flight
+                if more and not out_of_time and (room >= batch or not in_flight):
                     claims, more = claim_next(room, chains)
                     for claim in claims:
                         live.add(claim.attempt_id)
@@ -543,28 +696,27 @@ def _deliveries_run(
                         )
                         continue
                     for claim in claims:
-                        pending[pool.submit(_send, claim, chains)] = claim
-                if not pending:
+                        pool.submit(claim)
+                if pool is None or not pool.in_flight:
                     if more and not out_of_time:
                         continue
                     break
-                finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-                if len(finished) < batch // 2:
-                    wait(pending, timeout=0.02)  # a few ms more make a bigger record batch
                 answered = []
-                for future in [f for f in pending if f.done()]:
-                    claim = pending.pop(future)
-                    try:
-                        answered.append((claim, future.result()))
-                    except Exception:  # noqa: BLE001 - left to the lease and the sweeper
-                        logger.exception("the provider call for message %s failed", claim.outgoing.message_id)
-                        live.discard(claim.attempt_id)
+                for claim, outcome, error in pool.collect(want=batch // 2, timeout=1.0, linger=0.02):
+                    if error is None:
+                        answered.append((claim, outcome))
+                        continue
+                    logger.error(  # left to the lease and the sweeper
+                        "the provider call for message %s failed",
+                        claim.outgoing.message_id,
+                        exc_info=(type(error), error, error.__traceback__),
+                    )
+                    live.discard(claim.attempt_id)
                 done += _record(answered, live=live, now=None)
+        failed = False
     finally:
         if pool is not None:
-            for future in pending:
-                future.cancel()  # not called yet (an error stopped the loop): left to the lease and sweeper
-            pool.close()
+            pool.close(cancel=failed)
     if more:
         on_budget()
     return done

@@ -62,6 +62,14 @@ def _message_adopt(row: dict[str, Any], alias: str) -> Message:
     return message
 
 
+def messages_partial(rows: Iterable[dict[str, Any]]) -> list[Message]:
+    """Messages for rows the caller read in part (values by attname, with "id"), e.g. to move their
+    status in bulk: no __init__ per instance; a field one lacks loads from the database on first access
+    (Django's deferred fields), so a listener reading more still sees the row."""
+    alias = connection.alias
+    return [_message_adopt(row, alias) for row in rows]
+
+
 def _message_loaded(pk: int | None, attnames: list[str], values: list) -> Message:
     """A Message instance for a row just written, like Model.from_db but without __init__'s per-field
     descriptor work (a blast builds 100k of them; no init signals are connected for Message)."""
@@ -202,14 +210,22 @@ def message_status_move(
 
 
 def messages_status_move_bulk(
-    *, moves: Sequence[tuple[Message, str]], at: datetime, update_fields: Iterable[str] = ()
-) -> None:
-    """The set-based `message_status_move` (the governor's re-drive): each message already carries its new
-    status and fields in memory, `moves` pairs it with its previous status. Checks every move, stamps the
-    ones that changed status, writes all rows in one statement per batch, and tells listeners of each
-    change."""
+    *,
+    moves: Sequence[tuple[Message, str]],
+    at: datetime,
+    update_fields: Iterable[str] = (),
+    unlocked: bool = False,
+) -> list[Message]:
+    """The set-based `message_status_move` (the governor's re-drive, delivery's record): each message
+    already carries its new status and fields in memory (a partial instance from `messages_partial` will
+    do), `moves` pairs it with its previous status. Checks every move, stamps the ones that changed
+    status, writes all rows in one statement per batch, and tells listeners of each change.
+
+    `unlocked`: the caller holds no lock on the rows, so a message no longer in its previous status (a
+    receipt or an operator moved it meanwhile) is left as it is; the statement writes only rows still
+    in theirs (waiting for a concurrent writer first). Returns the messages moved."""
     if not moves:
-        return
+        return []
     stamps = set()
     for message, previous in moves:
         status_move_check(previous=previous, status=message.status)
@@ -219,10 +235,17 @@ def messages_status_move_bulk(
             stamps.add(stamp)
         message.updated_at = at
     fields = sorted({"status", "updated_at", *stamps, *update_fields})
-    objects_update(objs=[m for m, _ in moves], fields=fields)
+    if unlocked:
+        written = objects_update(
+            objs=[m for m, _ in moves], fields=fields, expect=("status", [p for _, p in moves])
+        )
+        moves = [(m, p) for m, p in moves if m.pk in written]
+    else:
+        objects_update(objs=[m for m, _ in moves], fields=fields)
     for message, previous in moves:
         if message.status != previous:
             message_status_changed.send(sender=Message, message=message, previous=previous)
+    return [m for m, _ in moves]
 
 
 # --- erasure -------------------------------------------------------------------------------------------

@@ -421,6 +421,9 @@ class Message(models.Model):
             models.Index(
                 fields=["next_attempt_at"], name="message_delivery_due", condition=Q(status="accepted")
             ),
+            # The outbox in queue order: a delivery worker's claim reads its next batch off this index
+            # (ORDER BY id LIMIT n) instead of sorting every due row or walking the whole history by id.
+            models.Index(fields=["id"], name="message_delivery_queue", condition=Q(status="accepted")),
             models.Index(fields=["status", "-created_at"], name="message_status_time"),
             # GET messages/ pages by (-created_at, -id) with a cursor: an index range scan per page.
             models.Index(fields=["-created_at", "-id"], name="message_created"),

@@ -80,9 +80,10 @@ class HeldRecipient:
 
 
 @lru_cache(maxsize=4)
-def _reachable_where(kind: str) -> tuple[str, tuple]:
-    """The reachability rule (REACHABLE / REACHABLE_FOR_REPLY) as SQL on the contact point table, compiled
-    once from the same Q, so the rule keeps one owner."""
+def reachable_where_sql(kind: str) -> tuple[str, tuple]:
+    """The reachability rule (REACHABLE / REACHABLE_FOR_REPLY, by `reachable_kind`) as SQL on the contact
+    point table (columns named with the table's name) and its parameters, compiled once from the same Q,
+    so the rule keeps one owner when a statement reads reachability along with something else."""
     query = ContactPoint.objects.filter(reachable_q(source=kind)).query
     where, params = query.where.as_sql(query.get_compiler(connection=connection), connection)
     return where, tuple(params)
@@ -102,7 +103,7 @@ def recipient_hold(
 
     The subqueries see the statement's snapshot, taken before a wait for the lock; the governor's count
     that follows is a fresh statement (governor.counting explains why that keeps caps exact)."""
-    where, where_params = _reachable_where(reachable_kind(source))
+    where, where_params = reachable_where_sql(reachable_kind(source))
     cp, pref, rec = ContactPoint._meta.db_table, Preference._meta.db_table, Recipient._meta.db_table
     sql = (
         f"SELECT r.id, r.external_id, r.timezone,"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -57,6 +58,34 @@ class SendResult:
     @property
     def undeliverable(self) -> bool:
         return bool(self.extra.get("undeliverable"))
+
+
+class Outbox(list):
+    """What an in-memory backend "sent" in this process, in order (tests read and clear it like
+    django.core.mail.outbox), indexed by idempotency key: a repeat is found at once, where a scan made
+    each send cost as much as everything sent before it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._by_key: dict[str, dict] = {}
+        self._count, self._last = 0, None
+
+    def once(self, key: str, entry: Callable[[], dict]) -> dict:
+        """The entry sent with `key` (the first, if several), else `entry()` appended and returned."""
+        with self._lock:
+            if len(self) != self._count or (self and self[-1] is not self._last):
+                # Changed behind the index (cleared, edited by a test): index it again.
+                self._by_key = {}
+                for sent in reversed(self):
+                    if sent.get("idempotency_key"):
+                        self._by_key[sent["idempotency_key"]] = sent
+            found = self._by_key.get(key)
+            if found is None:
+                found = self._by_key[key] = entry()
+                self.append(found)
+            self._count, self._last = len(self), self[-1]
+            return found
 
 
 class TransientError(Exception):

@@ -8,10 +8,10 @@ import uuid
 from django.utils import timezone
 from pywebpush import WebPushException, webpush
 
-from .base import BaseBackend, ConfiguredBackend, Outgoing, PermanentError, SendResult
+from .base import BaseBackend, ConfiguredBackend, Outbox, Outgoing, PermanentError, SendResult
 
 # Every push the locmem backend "sent" in this process.
-outbox: list[dict] = []
+outbox = Outbox()
 
 
 def push_payload(outgoing: Outgoing) -> dict:
@@ -37,20 +37,16 @@ class LocmemPushBackend(BaseBackend):
     name = "push:locmem"
 
     def transmit(self, request: Outgoing, outgoing: Outgoing) -> str:
-        for sent in outbox:
-            if sent.get("idempotency_key") == outgoing.idempotency_key:
-                return sent["id"]
-        pid = f"push-{uuid.uuid4().hex}"
-        outbox.append(
-            {
-                "id": pid,
+        def entry() -> dict:
+            return {
+                "id": f"push-{uuid.uuid4().hex}",
                 "to": outgoing.to,
                 "message_id": outgoing.message_id,
                 "idempotency_key": outgoing.idempotency_key,
                 **push_payload(outgoing),
             }
-        )
-        return pid
+
+        return outbox.once(outgoing.idempotency_key, entry)["id"]
 
     def parse(self, response: str, outgoing: Outgoing) -> SendResult:
         return SendResult.success(response, "stored in the in-memory push outbox")

@@ -6,13 +6,13 @@ import uuid
 
 import requests
 
-from .base import BaseBackend, ConfiguredBackend, Outgoing, PermanentError, SendResult, content_text
+from .base import BaseBackend, ConfiguredBackend, Outbox, Outgoing, PermanentError, SendResult, content_text
 
 # Twilio error codes meaning the number cannot receive messages (invalid, not mobile, opted out).
 TWILIO_DEAD_NUMBER_CODES = frozenset({21211, 21214, 21610, 21614})
 
 # Every SMS the locmem backend "sent" in this process (like django.core.mail.outbox).
-outbox: list[dict] = []
+outbox = Outbox()
 
 
 class LocmemSmsBackend(BaseBackend):
@@ -21,20 +21,16 @@ class LocmemSmsBackend(BaseBackend):
     name = "sms:locmem"
 
     def transmit(self, request: Outgoing, outgoing: Outgoing) -> str:
-        for sent in outbox:
-            if sent.get("idempotency_key") == outgoing.idempotency_key:
-                return sent["sid"]
-        sid = f"SM{uuid.uuid4().hex}"
-        outbox.append(
-            {
-                "sid": sid,
+        def entry() -> dict:
+            return {
+                "sid": f"SM{uuid.uuid4().hex}",
                 "to": outgoing.to,
                 "body": content_text(outgoing.content),
                 "message_id": outgoing.message_id,
                 "idempotency_key": outgoing.idempotency_key,
             }
-        )
-        return sid
+
+        return outbox.once(outgoing.idempotency_key, entry)["sid"]
 
     def parse(self, response: str, outgoing: Outgoing) -> SendResult:
         return SendResult.success(response, "stored in the in-memory SMS outbox")

@@ -285,6 +285,39 @@ def test_a_receipt_that_beats_the_record_keeps_its_status():
     assert DeliveryAttempt.objects.get().outcome == AttemptOutcome.SUCCESS
 
 
+def test_a_batch_record_moves_only_the_messages_still_accepted():
+    """The set-based record writes a move only where the message is still accepted: one a receipt got
+    to first keeps its status (and gets the provider's id), the others become sent, each announced."""
+    from channels_app.providers import ChainOutcome, ProviderTry
+    from channels_app.services import message_receipt_apply
+
+    first, second = sms_message(), sms_message()
+    now = timezone.now()
+    claims = delivery.deliveries_claim(message_ids=[first.pk, second.pk], now=now)
+    message_receipt_apply(message_id=first.pk, type="delivered", occurred_at=now)
+    heard = []
+
+    def listener(sender, message, previous, **kwargs):
+        heard.append((message.pk, previous, message.status, message.source))
+
+    message_status_changed.connect(listener)
+    try:
+        outcomes = [
+            (c, ChainOutcome(r, c.provider, [ProviderTry(c.provider, r, now, now)], []))
+            for c, r in ((c, SendResult.success(f"SM{c.outgoing.message_id}")) for c in claims)
+        ]
+        assert delivery.deliveries_record(outcomes=outcomes, now=now) == 2
+    finally:
+        message_status_changed.disconnect(listener)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.status == "delivered" and first.provider_message_id == f"SM{first.pk}"
+    assert second.status == "sent" and second.sent_at == now
+    assert second.provider_message_id == f"SM{second.pk}"
+    assert heard == [(second.pk, "accepted", "sent", second.source)]
+    assert [a.outcome for a in DeliveryAttempt.objects.order_by("message_id")] == ["success", "success"]
+
+
 def test_a_backend_that_cannot_be_loaded_ends_in_the_dead_letter_not_lost(settings):
     settings.CHANNELS = {
         **settings.CHANNELS,
