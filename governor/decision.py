@@ -134,8 +134,9 @@ def recipient_decide(
             raise Recipient.DoesNotExist(f"No recipient {recipient_id}.")
         tz_name, opted_out = row[0], bool(row[1])
         if unconfirmed is not None:
-            # The settings version rode along with the lock: no statement of its own. Rules are only
-            # chosen below, so a policy edited meanwhile is decided under from the start.
+            # The settings version rode along with the lock (no statement of its own). If it moved since
+            # this process loaded its snapshot, the policy is reloaded here, before any rule is chosen:
+            # the count and the decision below use the settings as of statement 1, never older ones.
             snapshot = snapshot_confirmed(row[2] or 0)
             if snapshot is not unconfirmed:
                 policy = policy_for(draft, policy_current(snapshot))
