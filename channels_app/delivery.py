@@ -207,8 +207,9 @@ def _due_lock(*, message_ids: list[int] | None, now: datetime, limit: int | None
         f" JOIN {q(Recipient._meta.db_table)} r ON r.id = m.recipient_id ORDER BY m.id"
     )
     # Not prepared: planned per batch with its values (a generic plan could not see the queue's size).
-    with hot_cursor() as (cursor, _):
-        cursor.execute(sql, [*address_params, *params])
+    with hot_cursor() as (cursor, prepare):
+        # prepare=False: never prepared, even past psycopg's prepare_threshold (settings.DATABASES).
+        cursor.execute(sql, [*address_params, *params], **({"prepare": False} if prepare else {}))
         rows = cursor.fetchall()
     return [
         _Due(

@@ -15,7 +15,6 @@ cannot steal the slot they are waiting for.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache, partial
@@ -29,6 +28,7 @@ from orchestrator.db import as_datetime, hot_cursor, is_postgres
 from orchestrator.history import messages_insert, stamp_field
 from orchestrator.models import Message, MessageStatus, Preference, Recipient, Source
 from orchestrator.selectors import HeldRecipient
+from orchestrator.snapshot import VERSION_SQL, Snapshot, snapshot_confirmed, snapshot_unconfirmed
 
 from .counting import kth_oldest_cleared, recipient_uses_sql, window_params
 from .policy import Decision, Policy, RuleUse, decide, policy_current
@@ -105,29 +105,41 @@ def draft_row(draft: MessageDraft, decision: Decision, *, at: datetime) -> dict[
 
 
 def recipient_decide(
-    *, policy: Policy, draft: MessageDraft, at: datetime, lock: bool, cursor, prepare: dict
+    *,
+    policy: Policy,
+    draft: MessageDraft,
+    at: datetime,
+    lock: bool,
+    cursor,
+    prepare: dict,
+    unconfirmed: Snapshot | None = None,
 ) -> Decision:
     """Read what one decision needs (2 statements) and decide. With `lock`, takes the recipient's row lock.
+    `unconfirmed`: the settings snapshot `policy` came from, still to be checked against the version that
+    statement 1 reads (snapshot_unconfirmed); the policy is taken again when the settings moved.
 
     Plain SQL on the hot path: the ORM spent far longer compiling these than PostgreSQL running them.
     """
     recipient_id, channel, purpose = draft.recipient_id, draft.channel, draft.purpose
-    # Statement 1 takes the lock (the mutex for this person's decisions); its snapshot predates the wait.
+    # Statement 1 takes the lock (the mutex for this person's decisions); its snapshot predates the wait,
+    # which is fine for what it reads: the time zone, the opt-out and the settings version are not what a
+    # cap counts (the count is statement 2, below).
     held = draft.held if lock else None
     if held is not None:
         tz_name, opted_out = held.timezone, held.opted_out
     else:
-        for_update = " FOR UPDATE OF r" if lock and is_postgres() else ""
-        lock_sql = (
-            f"SELECT r.timezone, EXISTS(SELECT 1 FROM {PREFERENCE_TABLE} p WHERE p.recipient_id = r.id"
-            f" AND p.channel = %s AND p.purpose = %s AND NOT p.opted_in)"
-            f" FROM {RECIPIENT_TABLE} r WHERE r.id = %s{for_update}"
-        )
-        cursor.execute(lock_sql, [channel, purpose, recipient_id], **prepare)
+        cursor.execute(_lock_sql(lock and is_postgres()), [channel, purpose, recipient_id], **prepare)
         row = cursor.fetchone()
         if row is None:
             raise Recipient.DoesNotExist(f"No recipient {recipient_id}.")
         tz_name, opted_out = row[0], bool(row[1])
+        if unconfirmed is not None:
+            # The settings version rode along with the lock (no statement of its own). If it moved since
+            # this process loaded its snapshot, the policy is reloaded here, before any rule is chosen:
+            # the count and the decision below use the settings as of statement 1, never older ones.
+            snapshot = snapshot_confirmed(row[2] or 0)
+            if snapshot is not unconfirmed:
+                policy = policy_for(draft, policy_current(snapshot))
     rules = policy.rules_for(channel, purpose)
     uses: dict[int, RuleUse] = {}
     if rules and channel not in policy.pauses and not opted_out:
@@ -163,22 +175,51 @@ def recipient_decide(
     )
 
 
+@lru_cache(maxsize=4)
+def _lock_sql(for_update: bool) -> str:
+    """Statement 1: the recipient's time zone, whether they opted out of this purpose on this channel, and
+    the settings version (VERSION_SQL), locking their row when `for_update`."""
+    return (
+        f"SELECT r.timezone, EXISTS(SELECT 1 FROM {PREFERENCE_TABLE} p WHERE p.recipient_id = r.id"
+        f" AND p.channel = %s AND p.purpose = %s AND NOT p.opted_in), {VERSION_SQL}"
+        f" FROM {RECIPIENT_TABLE} r WHERE r.id = %s{' FOR UPDATE OF r' if for_update else ''}"
+    )
+
+
 def message_decide(*, draft: MessageDraft, at: datetime) -> Message:
     """Decide and record one message in one transaction holding the recipient's row lock.
 
     Status: accepted, deferred (deliver_after = the earliest time it could pass; None while its channel
     is paused), suppressed (preferences, pause) or expired (it could not pass before expires_at).
     """
-    policy = policy_for(draft)
-    # The pipeline's hot path already holds the lock in its transaction: no savepoint inside it. A direct
-    # caller gets its own transaction (a savepoint within theirs, so a failure here leaves theirs usable).
-    with nullcontext() if draft.held is not None else transaction.atomic(), hot_cursor() as (cursor, prepare):
+    if draft.held is not None:
+        # The pipeline's hot path already holds the lock (and read the settings version with it) in its
+        # transaction: no savepoint inside it.
+        with hot_cursor() as hot:
+            decision = recipient_decide(
+                policy=policy_for(draft), draft=draft, at=at, lock=True, cursor=hot[0], prepare=hot[1]
+            )
+            return _record(draft, decision, at, hot)
+    # A direct caller gets its own transaction (a savepoint within theirs, so a failure here leaves theirs
+    # usable). The settings version is read by the lock statement, not by a statement of its own.
+    snapshot, unconfirmed = snapshot_unconfirmed()
+    with transaction.atomic(), hot_cursor() as hot:
         decision = recipient_decide(
-            policy=policy, draft=draft, at=at, lock=True, cursor=cursor, prepare=prepare
+            policy=policy_for(draft, policy_current(snapshot)),
+            draft=draft,
+            at=at,
+            lock=True,
+            cursor=hot[0],
+            prepare=hot[1],
+            unconfirmed=snapshot if unconfirmed else None,
         )
-        return messages_insert(rows=[draft_row(draft, decision, at=at)], decisions=[decision.record(at=at)])[
-            0
-        ]
+        return _record(draft, decision, at, hot)
+
+
+def _record(draft: MessageDraft, decision: Decision, at: datetime, hot: tuple) -> Message:
+    """Statement 3: the Message and its first decision, in one INSERT (orchestrator.history)."""
+    row, record = draft_row(draft, decision, at=at), decision.record(at=at)
+    return messages_insert(rows=[row], decisions=[record], hot=hot)[0]
 
 
 def governor_check(

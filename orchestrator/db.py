@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -46,14 +46,15 @@ def hot_cursor():
     statements are prepared once per connection instead of parsed and planned per call; elsewhere
     Django's own cursor. Errors surface as django.db exceptions either way.
     """
-    if is_postgres():
+    db = connections[DEFAULT_DB_ALIAS]  # this thread's connection, looked up once (not per attribute)
+    if db.vendor == "postgresql":
         import psycopg
 
-        connection.ensure_connection()
-        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-            yield (_LoggedCursor(cursor) if connection.queries_logged else cursor), {"prepare": True}
+        db.ensure_connection()
+        with db.wrap_database_errors, psycopg.Cursor(db.connection) as cursor:
+            yield (_LoggedCursor(cursor) if db.queries_logged else cursor), {"prepare": True}
     else:
-        with connection.cursor() as cursor:
+        with db.cursor() as cursor:
             yield cursor, {}
 
 

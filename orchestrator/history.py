@@ -9,6 +9,7 @@ enrollment whose deferred send moved on. Nobody else writes Message rows or thei
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from datetime import datetime
 from functools import lru_cache
 from operator import itemgetter
@@ -54,7 +55,9 @@ def _message_columns() -> tuple[list[str], frozenset[str], dict[str, Any]]:
 
 
 def _message_adopt(row: dict[str, Any], alias: str) -> Message:
-    """`_message_loaded` for a full row dict (every attname and the id) the caller hands over."""
+    """A Message instance for a row just written, from its full row dict (every attname and the id, handed
+    over by the caller): like Model.from_db without __init__'s per-field descriptor work (a blast builds
+    100k of them; no init signals are connected for Message)."""
     message = Message.__new__(Message)
     state = row["_state"] = ModelState()
     state.adding, state.db = False, alias
@@ -68,17 +71,6 @@ def messages_partial(rows: Iterable[dict[str, Any]]) -> list[Message]:
     (Django's deferred fields), so a listener reading more still sees the row."""
     alias = connection.alias
     return [_message_adopt(row, alias) for row in rows]
-
-
-def _message_loaded(pk: int | None, attnames: list[str], values: list) -> Message:
-    """A Message instance for a row just written, like Model.from_db but without __init__'s per-field
-    descriptor work (a blast builds 100k of them; no init signals are connected for Message)."""
-    message = Message.__new__(Message)
-    message.__dict__.update(zip(attnames, values, strict=True))
-    message.id = pk
-    message._state = ModelState()
-    message._state.adding, message._state.db = False, connection.alias
-    return message
 
 
 @lru_cache(maxsize=64)
@@ -104,24 +96,28 @@ def _insert_one(cursor, prepare: dict, *, values: Mapping[str, Any], decision, j
     """One message (and its first decision) on PostgreSQL, as a prepared statement."""
     from psycopg.types.json import Jsonb
 
-    present = tuple(a for a, v in values.items() if v is not None)
+    present = tuple([a for a, v in values.items() if v is not None])
     params = [Jsonb(values[a]) if a in json_fields else values[a] for a in present]
     shape = None
     if decision is not None:
-        shape = tuple(a for a, v in decision.items() if v is not None)
+        shape = tuple([a for a, v in decision.items() if v is not None])
         params += [decision[a] for a in shape]
     cursor.execute(_insert_sql(present, shape), params, **prepare)
     return cursor.fetchone()[0]
 
 
 def messages_insert(
-    *, rows: Sequence[Mapping[str, Any]], decisions: Sequence[Mapping[str, Any] | None]
+    *,
+    rows: Sequence[Mapping[str, Any]],
+    decisions: Sequence[Mapping[str, Any] | None],
+    hot: tuple | None = None,
 ) -> list[Message]:
     """Insert new messages, each with its first decision (or None, e.g. a send recorded from elsewhere),
     and tell listeners. Inside the caller's transaction; returns the Messages in the order of `rows`.
 
-    One row: two prepared INSERTs (the API's hot path). Many: COPY with ids drawn up front on PostgreSQL
-    (the ORM's bulk_create spent most of a blast preparing values); bulk_create on SQLite.
+    One row: one prepared INSERT (the API's hot path; `hot`: the caller's own `hot_cursor()`, to reuse).
+    Many: COPY with ids drawn up front on PostgreSQL (the ORM's bulk_create spent most of a blast preparing
+    values); bulk_create on SQLite.
     """
     if not rows:
         return []
@@ -130,9 +126,11 @@ def messages_insert(
     for row in full:
         status_move_check(previous="", status=row["status"])
     if len(full) == 1 and is_postgres():
-        with hot_cursor() as (cursor, prepare):
+        with nullcontext(hot) if hot is not None else hot_cursor() as (cursor, prepare):
             pk = _insert_one(cursor, prepare, values=full[0], decision=decisions[0], json_fields=json_fields)
-        messages = [_message_loaded(pk, attnames, [full[0][a] for a in attnames])]
+        row = full[0]
+        row["id"] = pk
+        messages = [_message_adopt(row, connection.alias)]  # every attname is in the row (defaults merged)
     elif is_postgres():
         ids = sequence_next(table=MESSAGE_TABLE, count=len(full))
         pick = itemgetter("id", *attnames)

@@ -141,6 +141,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded default serves one developer: wait for the writer instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
     DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
+else:
+    # Django turns psycopg's prepared statements off (prepare_threshold None) unless asked, and with them
+    # off `prepare=True` is ignored: the hot path's statements (orchestrator.db.hot_cursor) were parsed and
+    # planned at every send. On, they are prepared once per connection. The ORM is unaffected (its
+    # client-side binding cursors never prepare). See docs/deployment.md for PgBouncer.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 5)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Roles are Django groups with model permissions (ModelBackend); django-rules adds the object-level rules

@@ -102,12 +102,38 @@ def settings_version_bump(**_kwargs) -> None:
 
 def snapshot_current() -> Snapshot:
     """The snapshot for the current settings version (loaded again only when the version moved)."""
-    global _snapshot
     scope = _scope()
     version = _state.version if scope is not None and _state.scope is scope else None
     if version is None:
         version = settings_version_read()
         _state.scope, _state.version = scope, version
+    return _snapshot_for(version)
+
+
+def snapshot_unconfirmed() -> tuple[Snapshot, bool]:
+    """The snapshot for a caller whose next statement reads the version anyway (VERSION_SQL), without a
+    statement of its own: (snapshot, False) when this request already read the version, else the
+    snapshot this process last loaded and True: the caller must pass the version its statement read to
+    `snapshot_confirmed` before trusting it (the governor's single decision: its lock statement). The
+    first use in a process loads it (one version read)."""
+    scope = _scope()
+    if scope is not None and _state.scope is scope and _state.version is not None:
+        return _snapshot_for(_state.version), False
+    snap = _snapshot
+    if snap is None:
+        return snapshot_current(), False
+    return snap, True
+
+
+def snapshot_confirmed(version: int) -> Snapshot:
+    """The snapshot for `version`, read by the caller's own statement after `snapshot_unconfirmed`: the
+    same object when it had it right, else reloaded. A request keeps that version for its other uses."""
+    settings_version_note(version)
+    return _snapshot_for(version)
+
+
+def _snapshot_for(version: int) -> Snapshot:
+    global _snapshot
     snap = _snapshot
     if snap is not None and snap.version == version:
         return snap

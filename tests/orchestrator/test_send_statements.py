@@ -108,3 +108,45 @@ def test_a_rolled_back_edit_never_leaves_its_version_to_a_later_one():
     assert settings_version_read() == before
     CapRule.objects.update(enabled=True)
     assert settings_version_read() not in (before, rolled_back)
+
+
+def _direct_decision(recipient, at):
+    """One decision through the governor alone, as a direct caller (no request, no held lock)."""
+    from governor.services import MessageDraft, message_decide
+
+    draft = MessageDraft(
+        recipient_id=recipient.pk, channel="email", purpose="engagement", content=ENGAGEMENT["content"]
+    )
+    return message_decide(draft=draft, at=at)
+
+
+@pytest.mark.django_db
+def test_a_direct_decision_reads_the_settings_version_with_its_lock(django_assert_max_num_queries):
+    from django.utils import timezone
+
+    recipient = ReachableRecipientFactory()
+    _direct_decision(recipient, timezone.now())  # warm: the settings snapshot is loaded
+    # Its savepoint and release (inside the test's transaction), the lock, the count, the insert.
+    with django_assert_max_num_queries(5) as captured:
+        _direct_decision(recipient, timezone.now())
+    sql = [q["sql"] for q in captured.captured_queries]
+    assert not any(s.startswith("SELECT (SELECT version") for s in sql)  # no statement of its own
+    assert [s for s in sql if "FOR UPDATE" in s] == [s for s in sql if "settingsversion" in s]
+    with connection.cursor() as cursor:  # the hot path's statements are prepared once per connection
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%FOR UPDATE%'")
+        assert cursor.fetchone()[0] >= 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cap_edited_by_raw_sql_elsewhere_is_seen_by_the_very_next_direct_decision():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    recipient = ReachableRecipientFactory()
+    now = timezone.now()
+    assert _direct_decision(recipient, now).status == "accepted"  # 1 of 3: the snapshot is loaded
+    with other_connection() as other:
+        other.execute('UPDATE governor_caprule SET "limit" = 1')  # no signal: the trigger bumps the version
+    later = _direct_decision(recipient, now + timedelta(seconds=1))
+    assert later.status == "deferred", later.reason
