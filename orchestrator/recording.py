@@ -721,12 +721,27 @@ _STAGED_MESSAGE = (
 )
 
 
+def _recipients_lock_staged(cursor, *, at: datetime) -> None:
+    """Lock the staged rows' recipients in one pass in id order: FOR UPDATE those with a send after
+    `lock_horizon` (a decision running now counts it: it must wait for us), FOR KEY SHARE the others
+    (what the foreign key's check takes at commit anyway: taken here, in order, two imports or an import
+    and a batch of the governor never deadlock; the governor's FOR UPDATE still waits for it)."""
+    recipients = RECIPIENT_TABLE
+    cursor.execute(
+        "SELECT count(CASE WHEN t.recent"
+        f" THEN (SELECT 1 FROM {recipients} r WHERE r.id = t.id FOR UPDATE)"
+        f" ELSE (SELECT 1 FROM {recipients} r WHERE r.id = t.id FOR KEY SHARE) END)"
+        f" FROM (SELECT s.recipient_id AS id, bool_or(s.sent_at > %s) AS recent FROM {STAGING_TABLE} s"
+        " WHERE s.recipient_id IS NOT NULL GROUP BY s.recipient_id ORDER BY s.recipient_id OFFSET 0) t",
+        [lock_horizon(at=at)],
+    )
+
+
 def _staged_record(cursor, *, at: datetime, dry_run: bool, outcome: StagedOutcome) -> dict[int, dict]:
     """Decide and insert the staged rows (see `messages_record_staged`); the refused rows by line."""
     staging = STAGING_TABLE
     cursor.execute(f"DELETE FROM {staging} s WHERE {_RECORDED_BEFORE}")
     outcome.duplicates = cursor.rowcount
-    cursor.execute(f"UPDATE {staging} s SET recipient_id = {_RECIPIENT_ID}")
     if not dry_run:
         cursor.execute(
             f"SELECT DISTINCT ON (s.recipient) s.recipient, s.timezone FROM {staging} s"
@@ -764,8 +779,8 @@ def _staged_record(cursor, *, at: datetime, dry_run: bool, outcome: StagedOutcom
 
 def messages_record_staged(*, batch: StagedRecords, at: datetime, dry_run: bool = False) -> StagedOutcome:
     """`messages_record_bulk` for a staged batch (PostgreSQL): the same outcomes, decided in SQL in one
-    transaction — the rows COPYed into a staging table, the recipients with a send after `lock_horizon`
-    locked in id order, keys recorded before skipped (duplicates), recipients created where a row may
+    transaction — the rows COPYed into a staging table, their recipients locked in one id-ordered pass
+    (`_recipients_lock_staged`), keys recorded before skipped (duplicates), recipients created where a row may
     create them (`recipient_upsert`, in external-id order), rows of unknown recipients refused, the
     rest inserted by one INSERT ... SELECT (`history.messages_insert_select`). A key that a concurrent
     recording committed meanwhile breaks the unique constraint: the batch is decided again (it is now
@@ -777,11 +792,8 @@ def messages_record_staged(*, batch: StagedRecords, at: datetime, dry_run: bool 
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL synchronous_commit TO OFF")
         _staging_load(cursor, batch)
-        cursor.execute(
-            f"SELECT r.id FROM {RECIPIENT_TABLE} r WHERE r.external_id = ANY(ARRAY(SELECT DISTINCT"
-            f" s.recipient FROM {STAGING_TABLE} s WHERE s.sent_at > %s)) ORDER BY r.id FOR UPDATE",
-            [lock_horizon(at=at)],
-        )
+        cursor.execute(f"UPDATE {STAGING_TABLE} s SET recipient_id = {_RECIPIENT_ID}")
+        _recipients_lock_staged(cursor, at=at)
         for attempt in range(3):
             try:
                 with transaction.atomic():
