@@ -613,7 +613,7 @@ class RecordStager:
         return batch
 
     def _content_ref(self, r: RecordRequest) -> int:
-        dumped = orjson.dumps(r.content)
+        dumped = orjson.dumps(r.content, option=orjson.OPT_NON_STR_KEYS)  # as rows_copy writes it
         key = (r.channel, r.purpose, dumped)
         ref = self._refs.get(key)
         if ref is None:
@@ -737,11 +737,19 @@ def _recipients_lock_staged(cursor, *, at: datetime) -> None:
     )
 
 
-def _staged_record(cursor, *, at: datetime, dry_run: bool, outcome: StagedOutcome) -> dict[int, dict]:
+def _staged_record(
+    cursor, *, staged: int, at: datetime, dry_run: bool, outcome: StagedOutcome
+) -> dict[int, dict]:
     """Decide and insert the staged rows (see `messages_record_staged`); the refused rows by line."""
     staging = STAGING_TABLE
+    # Keys recorded before first (a re-run stops here). Two recordings of one key at once may both pass
+    # this check: the unique constraint stops the second's insert and the batch is decided again.
     cursor.execute(f"DELETE FROM {staging} s WHERE {_RECORDED_BEFORE}")
     outcome.duplicates = cursor.rowcount
+    if outcome.duplicates == staged:
+        return {}
+    cursor.execute(f"UPDATE {staging} s SET recipient_id = {_RECIPIENT_ID}")
+    _recipients_lock_staged(cursor, at=at)
     if not dry_run:
         cursor.execute(
             f"SELECT DISTINCT ON (s.recipient) s.recipient, s.timezone FROM {staging} s"
@@ -779,25 +787,25 @@ def _staged_record(cursor, *, at: datetime, dry_run: bool, outcome: StagedOutcom
 
 def messages_record_staged(*, batch: StagedRecords, at: datetime, dry_run: bool = False) -> StagedOutcome:
     """`messages_record_bulk` for a staged batch (PostgreSQL): the same outcomes, decided in SQL in one
-    transaction — the rows COPYed into a staging table, their recipients locked in one id-ordered pass
-    (`_recipients_lock_staged`), keys recorded before skipped (duplicates), recipients created where a row may
-    create them (`recipient_upsert`, in external-id order), rows of unknown recipients refused, the
-    rest inserted by one INSERT ... SELECT (`history.messages_insert_select`). A key that a concurrent
-    recording committed meanwhile breaks the unique constraint: the batch is decided again (it is now
-    a duplicate). Commits without waiting for the disk (the import is safe to re-run). `dry_run`
-    decides everything and writes nothing."""
+    transaction — the rows COPYed into a staging table, keys recorded before skipped (duplicates), the
+    other rows' recipients locked in one id-ordered pass (`_recipients_lock_staged`), recipients
+    created where a row may create them (`recipient_upsert`, in external-id order), rows of unknown
+    recipients refused, the rest inserted by one INSERT ... SELECT (`history.messages_insert_select`).
+    A key that a concurrent recording committed meanwhile breaks the unique constraint: the batch is
+    decided again (it is now a duplicate). Commits without waiting for the disk (the import is safe to
+    re-run). `dry_run` decides everything and writes nothing."""
     outcome = StagedOutcome()
     if not batch.lines:
         return outcome
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL synchronous_commit TO OFF")
         _staging_load(cursor, batch)
-        cursor.execute(f"UPDATE {STAGING_TABLE} s SET recipient_id = {_RECIPIENT_ID}")
-        _recipients_lock_staged(cursor, at=at)
         for attempt in range(3):
             try:
                 with transaction.atomic():
-                    refused = _staged_record(cursor, at=at, dry_run=dry_run, outcome=outcome)
+                    refused = _staged_record(
+                        cursor, staged=len(batch.lines), at=at, dry_run=dry_run, outcome=outcome
+                    )
                 break
             except IntegrityError as exc:
                 if UNIQUE_CONSTRAINT not in str(exc) or attempt == 2:
