@@ -189,7 +189,9 @@ def _read(path, fmt: str, size: int, create_recipients: bool, out, stop, policie
         with open(path, "rb") as raw:
             stream = gzip.GzipFile(fileobj=raw) if str(path).lower().endswith(".gz") else raw
             rows = _csv_rows(stream) if fmt == "csv" else _jsonl_rows(stream)
+            skew = conf("CLOCK_SKEW")
             batch, now = _Batch(), timezone.now()
+            latest = now + skew
             for number, data in rows:
                 batch.rows += 1
                 if isinstance(data, RecordInvalid):
@@ -197,16 +199,19 @@ def _read(path, fmt: str, size: int, create_recipients: bool, out, stop, policie
                 else:
                     if create_recipients and isinstance(data, dict):
                         data.setdefault("create_recipient", True)
-                    try:
-                        request = record_request_parse(data, now=now)
-                    except RecordInvalid as exc:
-                        batch.bad.append((number, exc.errors))
+                    if stager is not None and stager.add_plain(data, number, latest=latest):
+                        pass  # the common shape, staged as record_request_parse would have it
                     else:
-                        if stager is not None:
-                            stager.add(request, number)
+                        try:
+                            request = record_request_parse(data, now=now)
+                        except RecordInvalid as exc:
+                            batch.bad.append((number, exc.errors))
                         else:
-                            batch.requests.append(request)
-                            batch.lines.append(number)
+                            if stager is not None:
+                                stager.add(request, number)
+                            else:
+                                batch.requests.append(request)
+                                batch.lines.append(number)
                 if batch.rows >= size:  # bad rows count too: memory stays flat
                     batch.position = raw.tell()
                     if stager is not None:
@@ -215,6 +220,7 @@ def _read(path, fmt: str, size: int, create_recipients: bool, out, stop, policie
                     if stop.is_set():
                         return
                     batch, now = _Batch(), timezone.now()
+                    latest = now + skew
             batch.position = raw.tell()
             if stager is not None:
                 batch.staged = stager.take()

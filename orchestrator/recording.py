@@ -612,16 +612,16 @@ class RecordStager:
         batch, self.batch, self._firsts = self.batch, StagedRecords(), {}
         return batch
 
-    def _content_ref(self, r: RecordRequest) -> int:
-        dumped = orjson.dumps(r.content, option=orjson.OPT_NON_STR_KEYS)  # as rows_copy writes it
-        key = (r.channel, r.purpose, dumped)
+    def _content_ref(self, channel: str, purpose: str, content: dict[str, Any]) -> int:
+        dumped = orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)  # as rows_copy writes it
+        key = (channel, purpose, dumped)
         ref = self._refs.get(key)
         if ref is None:
             if len(self._refs) >= LINT_MEMO_MAX:
                 self._refs.clear()
                 self._contents.clear()
             warnings = recorded_warnings(
-                channel=r.channel, purpose=r.purpose, content=r.content, policy=self.policies.get(r.channel)
+                channel=channel, purpose=purpose, content=content, policy=self.policies.get(channel)
             )
             ref = self._refs[key] = self._next_ref
             self._next_ref += 1
@@ -637,7 +637,7 @@ class RecordStager:
             self.batch.repeats.append((line, first))
             return
         self._firsts[r.key] = line
-        ref = self._content_ref(r)
+        ref = self._content_ref(r.channel, r.purpose, r.content)
         self.batch.lines.append(
             "\t".join(
                 (
@@ -656,6 +656,85 @@ class RecordStager:
                 )
             )
         )
+
+    def add_plain(self, data: Any, line: int, *, latest: datetime) -> bool:
+        """Stage a row of the common shape — plain ASCII ids, a known channel and purpose, an ISO 8601
+        send time, flat text content, nothing else set — without building a RecordRequest: what
+        `record_request_parse` then `add` would stage, for a fifth of the work. False (nothing staged)
+        for any other row, which goes through `record_request_parse` (that builds a bad row's report).
+        `latest`: the latest send time taken (now plus the clock skew allowed)."""
+        if type(data) is not dict:
+            return False
+        get = data.get
+        recipient, system, external_id = get("recipient"), get("source_system"), get("external_id")
+        channel, purpose, sent = get("channel"), get("purpose"), get("sent_at")
+        create = get("create_recipient")
+        if not (
+            _plain(recipient, LIMITS["recipient"])
+            and _plain(system, LIMITS["source_system"])
+            and _plain(external_id, LIMITS["external_id"])
+            and type(channel) is str
+            and channel in CHANNELS
+            and type(purpose) is str
+            and purpose in PURPOSES
+            and type(sent) is str
+            and len(sent) <= 64
+            and (create is None or type(create) is bool)
+            and get("status") in _ABSENT
+            and get("delivered_at") in _ABSENT
+            and get("timezone") in _ABSENT
+        ):
+            return False
+        try:
+            when = datetime.fromisoformat(sent)
+        except ValueError:
+            return False
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        if not EARLIEST <= when <= latest:
+            return False
+        content = get("content")
+        if content is None or content == "":
+            content = {}
+        elif type(content) is dict:
+            size = 0
+            for k, v in content.items():
+                if type(k) is not str or type(v) is not str or _unstorable(v) or _unstorable(k):
+                    return False
+                size += len(k) + len(v)
+            if size > CONTENT_MAX_CHARS:
+                return False
+        else:
+            return False
+        key = (system, external_id)
+        first = self._firsts.get(key)
+        if first is not None:
+            self.batch.repeats.append((line, first))
+            return True
+        self._firsts[key] = line
+        ref = self._content_ref(channel, purpose, content)
+        self.batch.lines.append(
+            f"{line}\t{recipient}\t{channel}\t{purpose}\t{when.isoformat()}\t\\N\t{SENT}\t{system}"
+            f"\t{external_id}\t{ref}\t{'t' if create else 'f'}\t\\N"
+        )
+        return True
+
+
+_ABSENT = (None, "")
+SENT = str(MessageStatus.SENT)
+
+
+def _plain(value: Any, limit: int) -> bool:
+    """Text the validator takes as it is (nothing to strip, nothing unstorable) and COPY as it is."""
+    return (
+        type(value) is str
+        and 0 < len(value) <= limit
+        and value.isascii()
+        and value.isprintable()
+        and "\\" not in value
+        and value[0] != " "
+        and value[-1] != " "
+    )
 
 
 @dataclass(slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import re
@@ -377,3 +378,60 @@ def test_the_lint_memo_stays_bounded(monkeypatch):
     assert len(batch.lines) == 10 and len(stager._refs) <= 3
     refs = {int(line.split("\t")[9]) for line in batch.lines}
     assert refs <= set(batch.contents)  # every line's content travels with its batch
+
+
+def test_the_plain_row_fast_path_stages_what_the_validator_would(recorder):
+    """`RecordStager.add_plain` stages a row of the common shape exactly as record_request_parse then
+    `add` would, and declines (staging nothing) every other row, good or bad, for the validator."""
+    if recorder != "staged":
+        pytest.skip("one run is enough")
+    from orchestrator.recording import RecordInvalid, RecordStager, conf, record_request_parse
+
+    now = timezone.now()
+    variants = [
+        row(0),
+        row(1, content=None),
+        row(2, content={}),
+        row(3, channel="sms", purpose="promotional", content={"body": "SALE now"}),
+        row(4, sent_at="2026-01-02T03:04:05"),  # naive: UTC
+        row(5, sent_at="2026-01-02T03:04:05.123456+02:00"),
+        row(6, create_recipient=True),
+        row(7, create_recipient=None),
+        row(0),  # a repeat
+        # Declined (the validator decides):
+        row(8, recipient=" u1"),
+        row(9, external_id=9),
+        row(10, external_id="tab\there"),
+        row(11, external_id="back\\slash"),
+        row(12, recipient="ünï"),
+        row(13, channel="fax"),
+        row(14, sent_at="2999-01-01T00:00:00Z"),
+        row(15, sent_at="1960-01-01T00:00:00Z"),
+        row(16, sent_at="not a time"),
+        row(17, status="delivered", delivered_at=iso(now - timedelta(hours=1))),
+        row(18, status="sent"),
+        row(19, timezone="Asia/Tokyo"),
+        row(20, content="a summary"),
+        row(21, content={"body": "x", "n": 1}),
+        row(22, content={"body": "a\x00b"}),
+        row(23, content={"body": "x" * 30_000}),
+        row(24, create_recipient="yes"),
+        row(25, recipient="r" * 201),
+        {k: v for k, v in row(26).items() if k != "sent_at"},
+        [1, 2],
+    ]
+    latest = now + conf("CLOCK_SKEW")
+    fast, slow = RecordStager(policies={}), RecordStager(policies={})
+    taken = []
+    for n, data in enumerate(variants, 1):
+        before = (len(fast.batch.lines), len(fast.batch.repeats))
+        if fast.add_plain(data, n, latest=latest):
+            taken.append(n)
+        else:
+            assert (len(fast.batch.lines), len(fast.batch.repeats)) == before
+            with contextlib.suppress(RecordInvalid):
+                fast.add(record_request_parse(data, now=now), n)
+        with contextlib.suppress(RecordInvalid):
+            slow.add(record_request_parse(data, now=now), n)
+    assert taken == list(range(1, 10))
+    assert fast.take() == slow.take()
