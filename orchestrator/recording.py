@@ -759,7 +759,8 @@ def _staging_load(cursor, batch: StagedRecords) -> None:
         f"CREATE TEMP TABLE IF NOT EXISTS {CONTENTS_TABLE} (ref integer, content jsonb, warnings jsonb)"
         " ON COMMIT DELETE ROWS"
     )
-    # A dry run rolls back and an earlier batch may have failed: start from empty tables.
+    # Start from empty tables: inside a caller's transaction (a test, a dry run's savepoint) no commit
+    # has emptied them.
     cursor.execute(f"TRUNCATE {STAGING_TABLE}, {CONTENTS_TABLE}")
     with psycopg.Cursor(connection.connection) as raw:
         with raw.copy(f"COPY {CONTENTS_TABLE} (ref, content, warnings) FROM STDIN") as copy:
