@@ -78,6 +78,24 @@ def write_file(path: Path, *, rows: int, recipients: int, start: int = 0) -> Non
             f.write(json.dumps(row) + "\n")
 
 
+def wal_position() -> str:
+    """The server's WAL insert position (the import's cost on PostgreSQL is mostly WAL: six indexes take a
+    random page each per row, and after every checkpoint a page's first change writes the whole page)."""
+    import psycopg
+
+    with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
+        return conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]
+
+
+def wal_since(start: str) -> float:
+    """MiB of WAL the server wrote since `start` (the whole server's: other databases' writes count)."""
+    import psycopg
+
+    with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
+        row = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), %s::pg_lsn)", [start])
+        return float(row.fetchone()[0]) / 2**20
+
+
 def run_import(path: Path, batch: int | None) -> tuple[float, float, str]:
     """Run the command in a subprocess: (its own seconds — the wall time less Python and Django starting
     up — the peak RSS in MiB of that process, its summary line)."""
@@ -137,10 +155,12 @@ def main() -> None:
         s_small, rss_small, _ = run_import(small, args.batch_size)
         small_rate = small_rows / s_small
         print(f"import {small_rows:>9,} rows: {small_rate:>9,.0f} rows/s, peak RSS {rss_small:6.0f} MiB")
+        wal = wal_position()
         seconds, rss, summary = run_import(big, args.batch_size)
         rate = args.rows / seconds
         print(
-            f"import {args.rows:>9,} rows: {rate:>9,.0f} rows/s, peak RSS {rss:6.0f} MiB  ({seconds:.1f} s)"
+            f"import {args.rows:>9,} rows: {rate:>9,.0f} rows/s, peak RSS {rss:6.0f} MiB  ({seconds:.1f} s,"
+            f" {wal_since(wal) * 2**20 / args.rows / 1024:,.1f} KiB of WAL per row, whole server)"
         )
         print(f"  {summary}")
         s_again, rss_again, summary = run_import(big, args.batch_size)

@@ -161,6 +161,48 @@ def messages_insert(
     return messages
 
 
+def _is_time(field) -> bool:
+    return field.get_internal_type() in ("DateTimeField", "DateField", "TimeField")
+
+
+def messages_insert_select(
+    *, select: str, params: Sequence[Any], columns: Sequence[str], conflict_skip: str | None = None
+) -> list[Message]:
+    """Insert new messages set-based from a query (PostgreSQL; e.g. over a staging table), without a
+    first decision (sends recorded from elsewhere), and tell listeners. `select` yields the Message
+    attnames `columns`, in that order; every other column takes its default. `conflict_skip` is an ON
+    CONFLICT target (a unique index) whose conflicting rows are skipped. Inside the caller's
+    transaction; returns the messages written. Their JSON and time fields are left to load on access
+    (deferred, as with `.only()`): reading them back for a million rows cost more than the insert, and
+    the listeners of a new message read its status and source."""
+    attnames, json_fields, defaults = _message_columns()
+    rest = [a for a in attnames if a not in columns]
+    missing = [a for a in rest if a not in defaults]
+    if missing:
+        raise ValueError(f"No value and no constant default for {', '.join(missing)}.")
+    quote = connection.ops.quote_name
+    names = {f.attname: quote(f.column) for f in Message._meta.concrete_fields}
+    fields = {f.attname: f for f in Message._meta.concrete_fields}
+    returned = ["id", *(a for a in attnames if a not in json_fields and not _is_time(fields[a]))]
+    sql = (
+        f"INSERT INTO {MESSAGE_TABLE} ({', '.join(names[a] for a in [*columns, *rest])})"
+        f" SELECT q.*{''.join(', %s' for _ in rest)} FROM ({select}) q"
+        + (f" ON CONFLICT {conflict_skip} DO NOTHING" if conflict_skip else "")
+        + f" RETURNING {', '.join(names[a] for a in returned)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*(defaults[a] for a in rest), *params])  # the outer SELECT comes first
+        rows = cursor.fetchall()
+    status_at = returned.index("status")
+    for status in {row[status_at] for row in rows}:
+        status_move_check(previous="", status=status)  # rolls the caller's transaction back
+    alias = connection.alias
+    messages = [_message_adopt(dict(zip(returned, row, strict=True)), alias) for row in rows]
+    for message in messages:
+        message_status_changed.send(sender=Message, message=message, previous="")
+    return messages
+
+
 def _decisions_copy(pairs: Iterable[tuple[int, Mapping[str, Any]]]) -> None:
     rows_copy(
         table=DECISION_TABLE,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
+import re
 from datetime import UTC, timedelta
 from io import StringIO
 
@@ -17,6 +19,20 @@ from orchestrator.models import Message, MessageStatus, Recipient, Source
 from .factories import RecipientFactory
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True, params=["staged", "staged-process", "bulk"])
+def recorder(request, monkeypatch):
+    """Every test runs on each path of the import: rows staged and recorded in SQL (read in a thread, or
+    in a process as large files are), and rows recorded one request at a time by messages_record_bulk
+    (SQLite's path): they must give the same result."""
+    from orchestrator import importing
+
+    if request.param == "staged-process":
+        monkeypatch.setattr(importing, "READER_PROCESS_BYTES", 0)
+    elif request.param == "bulk":
+        monkeypatch.setattr(importing, "is_postgres", lambda: False)
+    return request.param
 
 
 def iso(t) -> str:
@@ -231,3 +247,191 @@ def test_a_request_built_in_python_may_use_the_choices_and_datetimes():
     )
     assert (request.channel, request.purpose, request.external_id) == ("push", "engagement", "7")
     assert type(request.channel) is str
+
+
+MESSAGE_FIELDS = [f.attname for f in Message._meta.concrete_fields if f.attname not in ("id", "recipient_id")]
+
+
+def recorded_rows() -> dict[tuple[str, str], dict]:
+    return {
+        (m["source_system"], m["external_id"]): m
+        for m in Message.objects.values("recipient__external_id", *MESSAGE_FIELDS)
+    }
+
+
+def report(line: int, errors: dict) -> tuple[int, dict]:
+    """A bad row's report without the clock reading a future send's reason quotes."""
+    return line, {k: [re.sub(r" \(it is [^)]*\)", "", m) for m in v] for k, v in errors.items()}
+
+
+def mixed_rows() -> list:
+    """Good and bad rows mixed in one batch: repeats (of good, duplicate and refused keys), unknown and
+    creatable recipients, delivered sends, shared and one-off contents (some breaking a channel's job),
+    text that COPY must escape."""
+    return [
+        row(0),
+        row(1, recipient="nobody"),  # unknown: refused
+        row(2, channel="fax"),  # invalid
+        row(0, content={"body": "a repeat"}),  # repeat of line 1: duplicate
+        row(1, recipient="u1"),  # repeat of a refused key: refused like it
+        row(3, recipient="new-1", create_recipient=True, timezone="Asia/Tokyo"),
+        row(4, recipient="new-1", create_recipient=True, timezone="Europe/Paris"),
+        row(5, channel="sms", purpose="promotional", content="SALE\tnow\\50% off\nall week"),
+        row(6, external_id="tab\there\\and\nnewline", content={"subject": "é ü", "body": "x\r\ny"}),
+        row(7, status="delivered", delivered_at=iso(timezone.now() - timedelta(hours=2))),
+        row(8, channel="push", content={"title": "Hi", "body": "word " * 80, "action_url": "app://x"}),
+        row(9, content={"body": "nested", "extra": {"k": [1, 2]}}),
+        row(10, channel="sms", purpose="promotional", content=None),
+        "{broken",
+        row(11, sent_at="2999-01-01T00:00:00Z"),
+        row(12, recipient=" u2 "),
+        row(13, recipient="u1", external_id="done-before"),  # recorded by an earlier run
+    ]
+
+
+def test_the_staged_and_bulk_paths_record_the_same_rows_and_report_the_same_lines(
+    tmp_path, monkeypatch, recorder
+):
+    """The same mixed file through each path, from the same start: same counts, same report, and the
+    same messages, field by field (the time of recording aside)."""
+    if recorder != "staged":
+        pytest.skip("compares the paths itself")
+    from django.db import transaction
+
+    from orchestrator import importing
+
+    RecipientFactory(external_id="u1")
+    RecipientFactory(external_id="u2")
+    run(jsonl(tmp_path, [row(13, recipient="u1", external_id="done-before")], name="first.jsonl"))
+    path = jsonl(tmp_path, mixed_rows())
+    results = {}
+    for mode in ("staged", "staged-process", "bulk"):
+        with monkeypatch.context() as patch:
+            if mode == "staged-process":
+                patch.setattr(importing, "READER_PROCESS_BYTES", 0)
+            elif mode == "bulk":
+                patch.setattr(importing, "is_postgres", lambda: False)
+            with transaction.atomic():
+                bad = []
+                summary = importing.history_import(
+                    path=path,
+                    batch_size=50,
+                    on_bad=lambda line, errors, bad=bad: bad.append(report(line, errors)),
+                )
+                rows = recorded_rows()
+                for m in rows.values():
+                    m.pop("updated_at"), m.pop("recorded_at")
+                tz = dict(Recipient.objects.values_list("external_id", "timezone"))
+                results[mode] = (summary, bad, rows, tz)
+                transaction.set_rollback(True)
+    staged, process, bulk = results["staged"], results["staged-process"], results["bulk"]
+    assert staged == bulk and process == bulk
+    summary, bad, rows, tz = bulk
+    assert (summary.rows, summary.recorded, summary.duplicates, summary.bad) == (17, 10, 2, 5)
+    assert [line for line, _ in bad] == [2, 3, 5, 14, 15]
+    assert "recipient" in dict(bad)[5] and "in the future" in dict(bad)[15]["sent_at"][0]
+    assert tz["new-1"] == "Asia/Tokyo"
+    assert rows[("esp", "tab\there\\and\nnewline")]["content"] == {"subject": "é ü", "body": "x\r\ny"}
+    assert rows[("esp", "camp-5")]["content"] == {"body": "SALE\tnow\\50% off\nall week"}
+    assert {w["code"] for w in rows[("esp", "camp-10")]["warnings"]} == {"sms_purpose"}
+
+
+def test_the_staged_and_bulk_paths_agree_on_a_dry_run(tmp_path, monkeypatch, recorder):
+    if recorder != "staged":
+        pytest.skip("compares the paths itself")
+    from orchestrator import importing
+
+    RecipientFactory(external_id="u1")
+    RecipientFactory(external_id="u2")
+    path = jsonl(tmp_path, mixed_rows())
+    results = []
+    for postgres in (True, False):
+        with monkeypatch.context() as patch:
+            patch.setattr(importing, "is_postgres", lambda postgres=postgres: postgres)
+            bad = []
+            summary = importing.history_import(
+                path=path, dry_run=True, on_bad=lambda line, errors, bad=bad: bad.append(report(line, errors))
+            )
+            results.append((summary, bad))
+    assert results[0] == results[1]
+    assert not Message.objects.exists() and not Recipient.objects.filter(external_id="new-1").exists()
+
+
+def test_a_batch_of_only_repeats_and_bad_rows_writes_nothing(tmp_path):
+    RecipientFactory(external_id="u1")
+    lines = [row(0), row(1, channel="fax"), row(0), row(0), "[]"]
+    out = run(jsonl(tmp_path, lines), "--batch-size", "2")
+    assert "5 rows: 1 recorded, 2 already recorded (skipped), 2 bad" in out
+    assert Message.objects.count() == 1
+
+
+def test_the_lint_memo_stays_bounded(monkeypatch):
+    from orchestrator import recording
+
+    monkeypatch.setattr(recording, "LINT_MEMO_MAX", 3)
+    now = timezone.now()
+    stager = recording.RecordStager(policies={})
+    for n in range(10):
+        body = row(n, content={"body": f"one-off {n % 5}"})
+        stager.add(recording.record_request_parse(body, now=now), n + 1)
+    batch = stager.take()
+    assert len(batch.lines) == 10 and len(stager._refs) <= 3
+    refs = {int(line.split("\t")[9]) for line in batch.lines}
+    assert refs <= set(batch.contents)  # every line's content travels with its batch
+
+
+def test_the_plain_row_fast_path_stages_what_the_validator_would(recorder):
+    """`RecordStager.add_plain` stages a row of the common shape exactly as record_request_parse then
+    `add` would, and declines (staging nothing) every other row, good or bad, for the validator."""
+    if recorder != "staged":
+        pytest.skip("one run is enough")
+    from orchestrator.recording import RecordInvalid, RecordStager, conf, record_request_parse
+
+    now = timezone.now()
+    variants = [
+        row(0),
+        row(1, content=None),
+        row(2, content={}),
+        row(3, channel="sms", purpose="promotional", content={"body": "SALE now"}),
+        row(4, sent_at="2026-01-02T03:04:05"),  # naive: UTC
+        row(5, sent_at="2026-01-02T03:04:05.123456+02:00"),
+        row(6, create_recipient=True),
+        row(7, create_recipient=None),
+        row(0),  # a repeat
+        # Declined (the validator decides):
+        row(8, recipient=" u1"),
+        row(9, external_id=9),
+        row(10, external_id="tab\there"),
+        row(11, external_id="back\\slash"),
+        row(12, recipient="ünï"),
+        row(13, channel="fax"),
+        row(14, sent_at="2999-01-01T00:00:00Z"),
+        row(15, sent_at="1960-01-01T00:00:00Z"),
+        row(16, sent_at="not a time"),
+        row(17, status="delivered", delivered_at=iso(now - timedelta(hours=1))),
+        row(18, status="sent"),
+        row(19, timezone="Asia/Tokyo"),
+        row(20, content="a summary"),
+        row(21, content={"body": "x", "n": 1}),
+        row(22, content={"body": "a\x00b"}),
+        row(23, content={"body": "x" * 30_000}),
+        row(24, create_recipient="yes"),
+        row(25, recipient="r" * 201),
+        {k: v for k, v in row(26).items() if k != "sent_at"},
+        [1, 2],
+    ]
+    latest = now + conf("CLOCK_SKEW")
+    fast, slow = RecordStager(policies={}), RecordStager(policies={})
+    taken = []
+    for n, data in enumerate(variants, 1):
+        before = (len(fast.batch.lines), len(fast.batch.repeats))
+        if fast.add_plain(data, n, latest=latest):
+            taken.append(n)
+        else:
+            assert (len(fast.batch.lines), len(fast.batch.repeats)) == before
+            with contextlib.suppress(RecordInvalid):
+                fast.add(record_request_parse(data, now=now), n)
+        with contextlib.suppress(RecordInvalid):
+            slow.add(record_request_parse(data, now=now), n)
+    assert taken == list(range(1, 10))
+    assert fast.take() == slow.take()

@@ -95,6 +95,36 @@ def test_concurrent_imports_of_overlapping_files_record_each_send_once(tmp_path,
     assert recorded.values("external_id").distinct().count() == 600
 
 
+def test_concurrent_imports_of_recent_and_old_sends_do_not_deadlock(tmp_path, clients):  # noqa: F811
+    """A recipient's sends are recent in one export (its row is locked FOR UPDATE) and years old in
+    another (only the foreign key's share lock): the locks are taken in one id-ordered pass, so the
+    imports never wait for each other in a circle."""
+    people = [ReachableRecipientFactory() for _ in range(30)]
+    now = timezone.now()
+    files = []
+    for k in range(4):
+        rows = []
+        for n in range(240):
+            p = n % 30
+            age = timedelta(minutes=30 + n) if (p + k) % 2 else timedelta(days=400, minutes=n)
+            rows.append(record_body(people[p].external_id, f"k{k}-{n}", now - age))
+        path = tmp_path / f"export-{k}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        files.append(path)
+    pool = clients(4)
+
+    def job(client, index):
+        out = StringIO()
+        call_command("history_import", str(files[index]), "--batch-size", "60", "--no-progress", stdout=out)
+        return out.getvalue()
+
+    for _ in range(3):
+        Message.objects.filter(source=Source.EXTERNAL).delete()
+        outputs = pool.round(job)
+        assert all("240 recorded" in o for o in outputs), outputs
+        assert Message.objects.filter(source=Source.EXTERNAL).count() == 960
+
+
 def test_recorded_sends_racing_orchestrated_sends_at_cap_minus_one_never_pass_the_cap(clients):  # noqa: F811
     """Per round, four recipients at 2 of their 3 engagement messages: for each, a service records an
     external send through the API and two services send through the pipeline, while an import batch
