@@ -20,6 +20,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Case, DateTimeField, Min, Q, Value, When
@@ -611,14 +612,14 @@ def _members_record(outcomes: list[tuple[int, str, int | None, str]], now: datet
             batch_size=500,
         )
         return
-    ids, states, messages, details = (list(column) for column in zip(*outcomes, strict=True))
+    # The outcomes as one JSON parameter (orjson writes it in C; psycopg dumps Python lists as arrays
+    # element by element in Python).
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {CampaignRecipient._meta.db_table} c"
-            " SET state = v.state, message_id = v.message_id, detail = v.detail, decided_at = %s"
-            " FROM unnest(%s::bigint[], %s::varchar[], %s::bigint[], %s::text[])"
-            " AS v(id, state, message_id, detail) WHERE c.id = v.id",
-            [now, ids, states, messages, details],
+            " SET state = v.e->>1, message_id = (v.e->>2)::bigint, detail = v.e->>3, decided_at = %s"
+            " FROM jsonb_array_elements(%s::jsonb) AS v(e) WHERE c.id = (v.e->>0)::bigint",
+            [now, orjson.dumps(outcomes).decode()],
         )
 
 

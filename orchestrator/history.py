@@ -118,29 +118,29 @@ def messages_insert(
     if not rows:
         return []
     attnames, json_fields, defaults = _message_columns()
-    full = [{**defaults, **row} for row in rows]
-    for row in full:
-        status_move_check(previous="", status=row["status"])
-    if len(full) == 1 and is_postgres():
+    for status in {row.get("status", defaults.get("status")) for row in rows}:
+        status_move_check(previous="", status=status)
+    if len(rows) == 1 and is_postgres():
+        full = [{**defaults, **rows[0]}]
         with hot_cursor() as (cursor, prepare):
             pk = _insert_one(cursor, prepare, values=full[0], decision=decisions[0], json_fields=json_fields)
         messages = [_message_loaded(pk, attnames, [full[0][a] for a in attnames])]
     elif is_postgres():
-        ids = sequence_next(table=MESSAGE_TABLE, count=len(full))
+        ids = sequence_next(table=MESSAGE_TABLE, count=len(rows))
+        full = [{**defaults, **row, "id": pk} for pk, row in zip(ids, rows, strict=True)]
         pick = itemgetter("id", *attnames)
-        for pk, row in zip(ids, full, strict=True):
-            row["id"] = pk
         json_at = [n + 1 for n, a in enumerate(attnames) if a in json_fields]
         rows_copy(
             table=MESSAGE_TABLE,
             columns=["id", *(Message._meta.get_field(a).column for a in attnames)],
-            rows=(pick(row) for row in full),
+            rows=map(pick, full),
             json_at=json_at,
         )
         alias = connection.alias
         messages = [_message_adopt(row, alias) for row in full]
         _decisions_copy((pk, d) for pk, d in zip(ids, decisions, strict=True) if d is not None)
     else:
+        full = [{**defaults, **row} for row in rows]
         messages = Message.objects.bulk_create([Message(**row) for row in full], batch_size=500)
         MessageDecision.objects.bulk_create(
             [
@@ -156,10 +156,18 @@ def messages_insert(
 
 
 def _decisions_copy(pairs: Iterable[tuple[int, Mapping[str, Any]]]) -> None:
+    values: dict[int, tuple] = {}  # messages sharing one decision dict (a batch's memo) share its values
+
+    def row(pk: int, d: Mapping[str, Any]) -> tuple:
+        found = values.get(id(d))
+        if found is None:
+            found = values[id(d)] = (d, tuple(d.get(f) for f in DECISION_FIELDS))
+        return (pk, *found[1])
+
     rows_copy(
         table=DECISION_TABLE,
         columns=["message_id", *(MessageDecision._meta.get_field(f).column for f in DECISION_FIELDS)],
-        rows=([pk, *(d.get(f) for f in DECISION_FIELDS)] for pk, d in pairs),
+        rows=(row(pk, d) for pk, d in pairs),
     )
 
 
