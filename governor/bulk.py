@@ -143,15 +143,15 @@ class Batch:
             else ()
         )
         rules = policy.rules_for(channel, purpose)
-        uses = {}
+        counts = []  # per rule: (count, oldest, ahead, taken)
         for r in rules:
             base = self.uses.get((recipient_id, r.id)) or _NO_USE
             ahead = sum(1 for w in waiting if r.applies_to(w.channel, w.purpose)) if waiting else 0
-            uses[r.id] = RuleUse(base.count, base.oldest, ahead, self.taken.get((recipient_id, r.id), 0))
+            counts.append((base.count, base.oldest, ahead, self.taken.get((recipient_id, r.id), 0)))
         tz_name = self.tz.get(recipient_id, "UTC")
         opted_out = (recipient_id, channel, purpose) in self.opted_out
         key = self._memo_key(
-            policy, rules, uses, tz_name, opted_out, channel, purpose, expires_at, deliver_after, shelf_life
+            policy, rules, counts, tz_name, opted_out, channel, purpose, expires_at, deliver_after, shelf_life
         )
         if key is not None and not (
             policy.holdout is not None and policy.holdout.holds(recipient_id=recipient_id, purpose=purpose)
@@ -160,6 +160,7 @@ class Batch:
         else:
             key = decision = None
         if decision is None:
+            uses = {r.id: RuleUse(*c) for r, c in zip(rules, counts, strict=True)}
             decision = decide(
                 policy,
                 tz=zone(tz_name),
@@ -186,7 +187,7 @@ class Batch:
         return decision
 
     def _memo_key(
-        self, policy, rules, uses, tz_name, opted_out, channel, purpose, expires_at, deliver_after, shelf_life
+        self, policy, rules, counts, tz_name, opted_out, channel, purpose, expires_at, deliver_after, shelf
     ) -> tuple | None:
         """What the decision depends on besides the recipient's id, or None when it depends on more.
 
@@ -197,15 +198,13 @@ class Batch:
         """
         if policy is not self.policy:
             return None
-        counts = []
-        for r in rules:
-            use = uses[r.id]
-            used = use.count + use.taken + use.ahead
-            k = used - r.limit + 1
-            if k > 1 and k <= use.count:
+        key = [tz_name, opted_out, channel, purpose, expires_at, deliver_after, shelf]
+        for r, (count, oldest, ahead, taken) in zip(rules, counts, strict=True):
+            k = count + taken + ahead - r.limit + 1
+            if 1 <= k <= count and (k > 1 or oldest is None):
                 return None
-            counts.append((use.count, use.taken, use.ahead, use.oldest if 1 == k <= use.count else None))
-        return (tz_name, opted_out, channel, purpose, expires_at, deliver_after, shelf_life, tuple(counts))
+            key.append((count, taken, ahead, oldest if 1 == k <= count else None))
+        return tuple(key)
 
     def decide_draft(self, draft: MessageDraft, *, preview: bool = False) -> Decision:
         return self.decide(

@@ -87,6 +87,8 @@ def as_datetime(value) -> datetime | None:
     """An aware datetime from a raw cursor's value (SQLite gives text, or a naive datetime in UTC)."""
     if value is None:
         return None
+    if type(value) is datetime and value.tzinfo is not None:  # psycopg's, the common case
+        return value
     parsed = value if isinstance(value, datetime) else parse_datetime(value)
     return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
 

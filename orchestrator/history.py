@@ -35,9 +35,15 @@ def status_move_check(*, previous: str, status: str) -> None:
         raise IllegalTransition(f"A message cannot move from {previous} to {status}.")
 
 
+_STAMPS: dict[str, str] = {}
+
+
 def stamp_field(status: str) -> str:
     """The per-status timestamp column (`accepted_at`, `deferred_at`, ...)."""
-    return f"{status}_at"
+    found = _STAMPS.get(status)
+    if found is None:
+        found = _STAMPS[str(status)] = f"{status}_at"
+    return found
 
 
 # --- new messages --------------------------------------------------------------------------------------
