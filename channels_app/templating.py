@@ -308,8 +308,14 @@ def recipient_context(
 _MISSING = ("missing",)
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _frozen(value: Any) -> Any:
     """A hashable, type-exact form of a JSON-like value (True and 1 stay apart)."""
+    kind = type(value)
+    if kind in _SCALARS:  # the common case, without the ABC checks below
+        return (kind.__name__, value)
     if isinstance(value, Mapping):
         return ("map", tuple(sorted((str(k), _frozen(v)) for k, v in value.items())))
     if isinstance(value, list | tuple):
@@ -325,8 +331,10 @@ def _read_key(context: Mapping[str, Any], path: tuple) -> Any:
     as `.size`, from it), with how deep that was."""
     node: Any = context
     for depth, segment in enumerate(path):
+        # A plain dict first: the common case, without the ABC checks.
         if (
-            isinstance(node, Mapping)
+            (type(node) is dict and segment in node)
+            or isinstance(node, Mapping)
             and segment in node
             or (
                 isinstance(node, list | tuple)
