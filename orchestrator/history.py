@@ -1,7 +1,8 @@
 """Writes on the one history table: new messages with their first decision, later decisions, and every
 status move, checked against the one table of legal moves (`models.MESSAGE_TRANSITIONS`).
 
-Every write here tells listeners through `message_status_changed` (a new message has previous = ""), inside
+Every write here tells listeners through `message_status_changed` (a new message has previous = ""; a
+set-based insert of new messages sends `messages_created` once for all of them instead), inside
 the caller's transaction: the channels app enqueues delivery of what became accepted, journeys wake the
 enrollment whose deferred send moved on. Nobody else writes Message rows or their status.
 """
@@ -19,7 +20,7 @@ from django.db.models.base import ModelState
 
 from .db import hot_cursor, is_postgres, objects_update, rows_copy, sequence_next
 from .models import MESSAGE_TRANSITIONS, Message, MessageDecision
-from .signals import message_status_changed
+from .signals import message_status_changed, messages_created
 
 MESSAGE_TABLE = Message._meta.db_table
 DECISION_TABLE = MessageDecision._meta.db_table
@@ -42,7 +43,8 @@ def stamp_field(status: str) -> str:
     """The per-status timestamp column (`accepted_at`, `deferred_at`, ...)."""
     found = _STAMPS.get(status)
     if found is None:
-        found = _STAMPS[str(status)] = f"{status}_at"
+        # Keyed as given: a MessageStatus member does not hash like its value.
+        found = _STAMPS[status] = f"{status}_at"
     return found
 
 
@@ -156,8 +158,10 @@ def messages_insert(
             ],
             batch_size=500,
         )
-    for message in messages:
-        message_status_changed.send(sender=Message, message=message, previous="")
+    if len(messages) == 1:
+        message_status_changed.send(sender=Message, message=messages[0], previous="")
+    else:
+        messages_created.send(sender=Message, messages=messages)
     return messages
 
 
