@@ -41,7 +41,13 @@ from orchestrator.models import (
     Segment,
     Source,
 )
-from orchestrator.pipeline import SendRefused, SendRequest, message_send, messages_send_bulk
+from orchestrator.pipeline import (
+    SendRefused,
+    SendRequest,
+    message_send,
+    messages_send_bulk,
+    send_requests_for,
+)
 from orchestrator.selectors import segment_recipients
 
 from .models import (
@@ -572,22 +578,20 @@ def _batch_send(campaign: Campaign, members: list[tuple[int, int]], now: datetim
     """Send one batch through the pipeline and record each member's outcome; returns (decided, refused)."""
     template = campaign.template.key if campaign.template_id else None
     context = {"campaign": {"id": campaign.pk, "name": campaign.name}}
-    requests = [
-        SendRequest(
-            recipient_id=rid,
-            channel=campaign.channel,
-            purpose=campaign.purpose,
-            content=campaign.content or None,
-            template=template,
-            data=campaign.data,
-            context=context,
-            priority=campaign.priority,
-            expires_at=campaign.expires_at,
-            source=Source.CAMPAIGN,
-            source_ref=campaign.source_ref,
-        )
-        for _, rid in members
-    ]
+    request = SendRequest(
+        recipient_id=0,
+        channel=campaign.channel,
+        purpose=campaign.purpose,
+        content=campaign.content or None,
+        template=template,
+        data=campaign.data,
+        context=context,
+        priority=campaign.priority,
+        expires_at=campaign.expires_at,
+        source=Source.CAMPAIGN,
+        source_ref=campaign.source_ref,
+    )
+    requests = send_requests_for(request=request, recipient_ids=[rid for _, rid in members])
     results = messages_send_bulk(requests=requests, at=now)
     outcomes: list[tuple[int, str, int | None, str]] = []
     refused = 0

@@ -89,6 +89,12 @@ class SendRequest:
     context: Mapping[str, Any] | None = None  # its {{ event.* }}, {{ journey.* }}, {{ campaign.* }}
 
 
+def send_requests_for(*, request: SendRequest, recipient_ids: Sequence[int]) -> list[SendRequest]:
+    """`request` once per recipient (a campaign batch, a journey step's due enrollments): copies that
+    differ only in recipient_id, without running the dataclass's __init__ for each."""
+    return [_replaced(request, recipient_id=rid) for rid in recipient_ids]
+
+
 _CHANNELS = frozenset((*Channel.values, AUTO_CHANNEL))  # Choices.values builds a new list per call
 _PURPOSES = frozenset(Purpose.values)
 
@@ -330,6 +336,7 @@ def _send(
     # Lint once per distinct content object and channel (a journey step or a campaign shares one), then
     # the drafts for the governor.
     lints: dict[tuple[int, str, str], tuple[list[dict], list[dict]]] = {}
+    protos: dict[tuple, MessageDraft] = {}
     drafts: list[MessageDraft] = []
     drafted: list[int] = []
     for n in pending:
@@ -351,29 +358,36 @@ def _send(
         if blocking:
             results[n] = SendRefused({"content": blocking})
             continue
-        policy = policies.get(channel)
         reports = template_reports.get(n)
-        fields = {
-            "recipient_id": r.recipient_id,
-            "channel": channel,
-            "purpose": r.purpose,
-            "content": r.content if isinstance(r.content, dict) else dict(r.content),
-            "priority": int(r.priority),
-            "expires_at": r.expires_at,
-            "deliver_after": r.deliver_after,
-            # Each channel's own shelf life (push expires fast), from when it may first go out.
-            "shelf_life": policy.default_ttl if policy is not None and r.expires_at is None else None,
-            "source": r.source,
-            "source_ref": r.source_ref,
-            "requested_channel": r.channel,
-            "channel_reason": channel_reason,
-            # The lint's list, shared by the messages with this content (written once by the COPY).
-            "warnings": [*warnings, *reports] if reports else warnings,
-            "to_address": r.to or "",
-            "held": held,
-        }
-        # The first draft is built by the dataclass, the others as copies of it with their own fields.
-        drafts.append(_replaced(drafts[0], **fields) if drafts else MessageDraft(**fields))
+        # Requests alike but for the recipient (a campaign batch, a journey step) share one draft built by
+        # the dataclass; each gets a copy of it with its own recipient.
+        shape = (key, channel_reason, r.priority, r.expires_at, r.deliver_after, r.source, r.source_ref)
+        shape += (r.channel, r.to, id(reports) if reports else None)
+        proto = protos.get(shape)
+        if proto is None:
+            policy = policies.get(channel)
+            proto = protos[shape] = MessageDraft(
+                recipient_id=r.recipient_id,
+                channel=channel,
+                purpose=r.purpose,
+                content=r.content if isinstance(r.content, dict) else dict(r.content),
+                priority=int(r.priority),
+                expires_at=r.expires_at,
+                deliver_after=r.deliver_after,
+                # Each channel's own shelf life (push expires fast), from when it may first go out.
+                shelf_life=policy.default_ttl if policy is not None and r.expires_at is None else None,
+                source=r.source,
+                source_ref=r.source_ref,
+                requested_channel=r.channel,
+                channel_reason=channel_reason,
+                # The lint's list, shared by the messages with this content (written once by the COPY).
+                warnings=[*warnings, *reports] if reports else warnings,
+                to_address=r.to or "",
+                held=held,
+            )
+            drafts.append(proto)
+        else:
+            drafts.append(_replaced(proto, recipient_id=r.recipient_id))
         drafted.append(n)
 
     if drafts:
