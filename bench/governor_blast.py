@@ -149,6 +149,10 @@ def cleanup() -> None:
             "DELETE FROM orchestrator_messagedecision WHERE message_id IN"
             " (SELECT id FROM orchestrator_message WHERE source = 'campaign')"
         )
+        # The messages' delete checks each one against the decisions with a plan this session cached
+        # when that table was empty (a sequential scan): re-planned after ANALYZE, else 100k scans of
+        # 100k dead rows whenever autovacuum is behind on a busy machine.
+        cur.execute("ANALYZE orchestrator_messagedecision")
         cur.execute("DELETE FROM orchestrator_message WHERE source = 'campaign'")
     with connection.cursor() as cur:
         cur.execute("VACUUM ANALYZE orchestrator_message")

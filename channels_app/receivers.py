@@ -10,7 +10,7 @@ from django.db import transaction
 from django.dispatch import receiver
 
 from orchestrator.models import Event, Message, MessageStatus
-from orchestrator.signals import event_ingested, message_status_changed, recipient_erasing
+from orchestrator.signals import event_ingested, message_status_changed, messages_created, recipient_erasing
 
 from .delivery import deliveries_wake
 from .esp import anymail_event_apply, anymail_inbound_apply
@@ -45,9 +45,22 @@ def deliver_newly_accepted(sender, message: Message, previous: str, **kwargs) ->
     sweeper delivers it later."""
     if message.status != MessageStatus.ACCEPTED or previous == MessageStatus.ACCEPTED:
         return
+    _deliver_on_commit([message.pk])
+
+
+@receiver(messages_created, sender=Message, dispatch_uid="channels_deliver_created")
+def deliver_created(sender, messages: list[Message], **kwargs) -> None:
+    """Many new messages at once (a set-based insert): the accepted ones, as deliver_newly_accepted."""
+    accepted = MessageStatus.ACCEPTED
+    ids = [m.pk for m in messages if m.status == accepted]
+    if ids:
+        _deliver_on_commit(ids)
+
+
+def _deliver_on_commit(ids: list[int]) -> None:
     connection = transaction.get_connection()
     if not connection.in_atomic_block:
-        transaction.on_commit(lambda: deliveries_wake(message_ids=[message.pk]), robust=True)
+        transaction.on_commit(lambda: deliveries_wake(message_ids=ids), robust=True)
         return
     batch = getattr(_batches, "current", None)
     # Django rebinds the on-commit list at every commit or rollback: a batch whose list is gone was
@@ -56,7 +69,7 @@ def deliver_newly_accepted(sender, message: Message, previous: str, **kwargs) ->
         batch = _batches.current = _DeliveryBatch()
         transaction.on_commit(batch.flush, robust=True)
         batch.hooks = connection.run_on_commit
-    batch.ids.append(message.pk)
+    batch.ids.extend(ids)
 
 
 @receiver(event_ingested, sender=Event, dispatch_uid="channels_inbox_on_visit")

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from threading import Lock
 from typing import Any
 
+import orjson
 from django.db import connection
 from liquid import Environment, StrictDefaultUndefined, Undefined
 from liquid.exceptions import LiquidError, ResourceLimitError, UndefinedError
@@ -307,8 +308,14 @@ def recipient_context(
 _MISSING = ("missing",)
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _frozen(value: Any) -> Any:
     """A hashable, type-exact form of a JSON-like value (True and 1 stay apart)."""
+    kind = type(value)
+    if kind in _SCALARS:  # the common case, without the ABC checks below
+        return (kind.__name__, value)
     if isinstance(value, Mapping):
         return ("map", tuple(sorted((str(k), _frozen(v)) for k, v in value.items())))
     if isinstance(value, list | tuple):
@@ -324,8 +331,10 @@ def _read_key(context: Mapping[str, Any], path: tuple) -> Any:
     as `.size`, from it), with how deep that was."""
     node: Any = context
     for depth, segment in enumerate(path):
+        # A plain dict first: the common case, without the ABC checks.
         if (
-            isinstance(node, Mapping)
+            (type(node) is dict and segment in node)
+            or isinstance(node, Mapping)
             and segment in node
             or (
                 isinstance(node, list | tuple)
@@ -686,6 +695,17 @@ class RenderRequest:
     context: Mapping[str, Any] | None = None
 
 
+_LONG_NUMBER = re.compile(r"\d{19}")
+
+
+def _json_loads(text: str | bytes) -> Any:
+    """orjson (4x the json module); json where orjson would differ: an integer beyond 64 bits, which
+    orjson reads as a float (or refuses), stays an exact int."""
+    if _LONG_NUMBER.search(text if isinstance(text, str) else text.decode()):
+        return json.loads(text)
+    return orjson.loads(text)
+
+
 def contents_render_bulk(
     *, items: Sequence[RenderRequest], recipients: Mapping[int, Any] | None = None
 ) -> list[Rendered]:
@@ -713,7 +733,7 @@ def contents_render_bulk(
             )
             for pk, external_id, locale, zone, attributes in cursor.fetchall():
                 if isinstance(attributes, str | bytes):
-                    attributes = json.loads(attributes)
+                    attributes = _json_loads(attributes)
                 known[pk] = recipient_context(
                     external_id=external_id, locale=locale, timezone=zone, attributes=attributes
                 )
@@ -735,6 +755,7 @@ def contents_render_bulk(
             )
             continue
         extra = item.context or {}
+        hits = memo.hits
         rendered = content_render(
             compiled=template,
             recipient=recipient,
@@ -744,7 +765,9 @@ def contents_render_bulk(
             campaign=extra.get("campaign"),
             memo=memo,
         )
-        if rendered.ok:  # identical results share one object, whatever produced them
+        if rendered.problem is None and memo.hits == hits:
+            # A fresh rendering (a memo hit already shares its entry's content): identical results share
+            # one object, whatever produced them.
             rendered.content = shared.setdefault(tuple(rendered.content.items()), rendered.content)
         out.append(rendered)
     return out

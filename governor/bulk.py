@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
-from django.db import connection, transaction
+from django.db import transaction
 
-from orchestrator.db import as_datetime, ids_in, ids_in_named, is_postgres
+from orchestrator.db import as_datetime, hot_cursor, ids_in, ids_in_named, is_postgres
 from orchestrator.history import messages_insert
 from orchestrator.models import Message
 
@@ -25,6 +25,7 @@ from .counting import kth_oldest_cleared, recipients_uses_sql, window_params
 from .decision import PREFERENCE_TABLE, RECIPIENT_TABLE, MessageDraft, draft_row, policy_for, zone
 from .policy import Decision, Policy, RuleUse, decide, policy_current
 
+_NO_USE = RuleUse()
 CHUNK = 5000  # recipients per set-based query (keeps parameter lists bounded)
 MESSAGE_TABLE = Message._meta.db_table
 
@@ -60,18 +61,24 @@ class Batch:
         self.taken: dict[tuple[int, int], int] = defaultdict(int)
         self.waiting: dict[int, list[_Waiting]] = defaultdict(list)
         self.done: set[int] = set()
+        self.memo: dict[tuple, Decision] = {}  # decisions by their inputs (see _memo_key)
         ids = sorted(set(recipient_ids))
         for start in range(0, len(ids), CHUNK):
             self._load(ids[start : start + CHUNK], lock=lock)
 
     def _load(self, ids: list[int], *, lock: bool) -> None:
         at, rules = self.at, self.policy.rules
-        with connection.cursor() as cursor:
+        # A psycopg cursor on PostgreSQL: the window's timestamps come back in the binary format, which
+        # psycopg reads in C (Django's text loader for them is Python: 3 us each, 75k per 100k drafts).
+        with hot_cursor() as (cursor, prepare):
+            kwargs = {**prepare, "binary": True} if prepare else {}
             where, params = ids_in("id", ids)
             # Statement 1: the row locks, in id order.
             for_update = " FOR UPDATE" if lock and is_postgres() else ""
             cursor.execute(
-                f"SELECT id, timezone FROM {RECIPIENT_TABLE} WHERE {where} ORDER BY id{for_update}", params
+                f"SELECT id, timezone FROM {RECIPIENT_TABLE} WHERE {where} ORDER BY id{for_update}",
+                params,
+                **kwargs,
             )
             self.tz.update(cursor.fetchall())
             where, params = ids_in("recipient_id", ids)
@@ -79,6 +86,7 @@ class Batch:
                 f"SELECT recipient_id, channel, purpose FROM {PREFERENCE_TABLE}"
                 f" WHERE {where} AND NOT opted_in",
                 params,
+                **kwargs,
             )
             self.opted_out.update(map(tuple, cursor.fetchall()))
             if rules:
@@ -86,16 +94,18 @@ class Batch:
                 # after the locks were granted (its snapshot sees what the previous lock holders wrote).
                 named_where, id_params = ids_in_named("recipient_id", ids)
                 sql, static = recipients_uses_sql(tuple(rules), named_where)
-                cursor.execute(sql, {**static, **id_params, **window_params(rules, at)})
+                cursor.execute(sql, {**static, **id_params, **window_params(rules, at)}, **kwargs)
+                uses = self.uses
                 for row in cursor.fetchall():
                     for n, r in enumerate(rules):
                         if row[1 + 2 * n]:
-                            self.uses[(row[0], r.id)] = RuleUse(row[1 + 2 * n], as_datetime(row[2 + 2 * n]))
+                            uses[(row[0], r.id)] = RuleUse(row[1 + 2 * n], as_datetime(row[2 + 2 * n]))
             cursor.execute(
                 f"SELECT id, recipient_id, channel, purpose, priority, created_at FROM {MESSAGE_TABLE}"
                 f" WHERE {where} AND status = 'deferred' AND deliver_after <= %s"
                 " AND (expires_at IS NULL OR expires_at > %s)",
                 [*params, at, at],
+                **kwargs,
             )
             for pk, rid, channel, purpose, priority, created_at in cursor.fetchall():
                 self.waiting[rid].append(_Waiting(pk, channel, purpose, priority, as_datetime(created_at)))
@@ -120,32 +130,53 @@ class Batch:
         at = self.at
         policy = policy or self.policy
         created_at = created_at or at
-        waiting = [
-            w
-            for w in self.waiting.get(recipient_id, ())
-            if w.pk != pk
-            and w.pk not in self.done
-            and w.ahead_of(priority=priority, created_at=created_at, pk=pk)
-        ]
-        uses = {}
-        for r in policy.rules_for(channel, purpose):
-            base = self.uses.get((recipient_id, r.id)) or RuleUse()
-            ahead = sum(1 for w in waiting if r.applies_to(w.channel, w.purpose))
-            uses[r.id] = RuleUse(base.count, base.oldest, ahead, self.taken[(recipient_id, r.id)])
-        decision = decide(
-            policy,
-            tz=zone(self.tz.get(recipient_id, "UTC")),
-            opted_out=(recipient_id, channel, purpose) in self.opted_out,
-            channel=channel,
-            purpose=purpose,
-            expires_at=expires_at,
-            deliver_after=deliver_after,
-            at=at,
-            uses=uses,
-            kth_oldest=partial(kth_oldest_cleared, recipient_id=recipient_id, at=at),
-            shelf_life=shelf_life,
-            recipient_id=recipient_id,
+        queue = self.waiting.get(recipient_id)
+        waiting = (
+            [
+                w
+                for w in queue
+                if w.pk != pk
+                and w.pk not in self.done
+                and w.ahead_of(priority=priority, created_at=created_at, pk=pk)
+            ]
+            if queue
+            else ()
         )
+        rules = policy.rules_for(channel, purpose)
+        counts = []  # per rule: (count, oldest, ahead, taken)
+        for r in rules:
+            base = self.uses.get((recipient_id, r.id)) or _NO_USE
+            ahead = sum(1 for w in waiting if r.applies_to(w.channel, w.purpose)) if waiting else 0
+            counts.append((base.count, base.oldest, ahead, self.taken.get((recipient_id, r.id), 0)))
+        tz_name = self.tz.get(recipient_id, "UTC")
+        opted_out = (recipient_id, channel, purpose) in self.opted_out
+        key = self._memo_key(
+            policy, rules, counts, tz_name, opted_out, channel, purpose, expires_at, deliver_after, shelf_life
+        )
+        if key is not None and not (
+            policy.holdout is not None and policy.holdout.holds(recipient_id=recipient_id, purpose=purpose)
+        ):
+            decision = self.memo.get(key)
+        else:
+            key = decision = None
+        if decision is None:
+            uses = {r.id: RuleUse(*c) for r, c in zip(rules, counts, strict=True)}
+            decision = decide(
+                policy,
+                tz=zone(tz_name),
+                opted_out=opted_out,
+                channel=channel,
+                purpose=purpose,
+                expires_at=expires_at,
+                deliver_after=deliver_after,
+                at=at,
+                uses=uses,
+                kth_oldest=partial(kth_oldest_cleared, recipient_id=recipient_id, at=at),
+                shelf_life=shelf_life,
+                recipient_id=recipient_id,
+            )
+            if key is not None:
+                self.memo[key] = decision
         if preview:
             return decision
         if pk is not None:
@@ -154,6 +185,26 @@ class Batch:
             for r in self.policy.rules_for(channel, purpose):
                 self.taken[(recipient_id, r.id)] += 1
         return decision
+
+    def _memo_key(
+        self, policy, rules, counts, tz_name, opted_out, channel, purpose, expires_at, deliver_after, shelf
+    ) -> tuple | None:
+        """What the decision depends on besides the recipient's id, or None when it depends on more.
+
+        `policy.decide` reads the recipient only through its time zone, opt-out and rule uses (and the
+        global holdout, checked by the caller); a rule's oldest cleared time matters only when that rule
+        is full by exactly one, and a rule full by more asks the history (`kth_oldest`): no memo then.
+        Recipients with the same inputs (most of a campaign: one zone, a few counts) share one decision.
+        """
+        if policy is not self.policy:
+            return None
+        key = [tz_name, opted_out, channel, purpose, expires_at, deliver_after, shelf]
+        for r, (count, oldest, ahead, taken) in zip(rules, counts, strict=True):
+            k = count + taken + ahead - r.limit + 1
+            if 1 <= k <= count and (k > 1 or oldest is None):
+                return None
+            key.append((count, taken, ahead, oldest if 1 == k <= count else None))
+        return tuple(key)
 
     def decide_draft(self, draft: MessageDraft, *, preview: bool = False) -> Decision:
         return self.decide(
@@ -181,9 +232,13 @@ def messages_decide_bulk(*, drafts: Sequence[MessageDraft], at: datetime) -> lis
     with transaction.atomic():
         batch = Batch(policy=policy, at=at, recipient_ids=(d.recipient_id for d in drafts), lock=True)
         decisions = [batch.decide_draft(d) for d in drafts]
+        records: dict[int, dict] = {}  # recipients sharing a decision share its record (one dict)
+        for decision in decisions:
+            if id(decision) not in records:
+                records[id(decision)] = decision.record(at=at)
         return messages_insert(
             rows=[draft_row(d, decision, at=at) for d, decision in zip(drafts, decisions, strict=True)],
-            decisions=[decision.record(at=at) for decision in decisions],
+            decisions=[records[id(decision)] for decision in decisions],
         )
 
 

@@ -1,7 +1,8 @@
 """Writes on the one history table: new messages with their first decision, later decisions, and every
 status move, checked against the one table of legal moves (`models.MESSAGE_TRANSITIONS`).
 
-Every write here tells listeners through `message_status_changed` (a new message has previous = ""), inside
+Every write here tells listeners through `message_status_changed` (a new message has previous = ""; a
+set-based insert of new messages sends `messages_created` once for all of them instead), inside
 the caller's transaction: the channels app enqueues delivery of what became accepted, journeys wake the
 enrollment whose deferred send moved on. Nobody else writes Message rows or their status.
 """
@@ -20,7 +21,7 @@ from django.db.models.base import ModelState
 
 from .db import hot_cursor, is_postgres, objects_update, rows_copy, sequence_next
 from .models import MESSAGE_TRANSITIONS, Message, MessageDecision
-from .signals import message_status_changed
+from .signals import message_status_changed, messages_created
 
 MESSAGE_TABLE = Message._meta.db_table
 DECISION_TABLE = MessageDecision._meta.db_table
@@ -36,9 +37,16 @@ def status_move_check(*, previous: str, status: str) -> None:
         raise IllegalTransition(f"A message cannot move from {previous} to {status}.")
 
 
+_STAMPS: dict[str, str] = {}
+
+
 def stamp_field(status: str) -> str:
     """The per-status timestamp column (`accepted_at`, `deferred_at`, ...)."""
-    return f"{status}_at"
+    found = _STAMPS.get(status)
+    if found is None:
+        # Keyed as given: a MessageStatus member does not hash like its value.
+        found = _STAMPS[status] = f"{status}_at"
+    return found
 
 
 # --- new messages --------------------------------------------------------------------------------------
@@ -122,31 +130,31 @@ def messages_insert(
     if not rows:
         return []
     attnames, json_fields, defaults = _message_columns()
-    full = [{**defaults, **row} for row in rows]
-    for row in full:
-        status_move_check(previous="", status=row["status"])
-    if len(full) == 1 and is_postgres():
+    for status in {row.get("status", defaults.get("status")) for row in rows}:
+        status_move_check(previous="", status=status)
+    if len(rows) == 1 and is_postgres():
+        full = [{**defaults, **rows[0]}]
         with nullcontext(hot) if hot is not None else hot_cursor() as (cursor, prepare):
             pk = _insert_one(cursor, prepare, values=full[0], decision=decisions[0], json_fields=json_fields)
         row = full[0]
         row["id"] = pk
         messages = [_message_adopt(row, connection.alias)]  # every attname is in the row (defaults merged)
     elif is_postgres():
-        ids = sequence_next(table=MESSAGE_TABLE, count=len(full))
+        ids = sequence_next(table=MESSAGE_TABLE, count=len(rows))
+        full = [{**defaults, **row, "id": pk} for pk, row in zip(ids, rows, strict=True)]
         pick = itemgetter("id", *attnames)
-        for pk, row in zip(ids, full, strict=True):
-            row["id"] = pk
         json_at = [n + 1 for n, a in enumerate(attnames) if a in json_fields]
         rows_copy(
             table=MESSAGE_TABLE,
             columns=["id", *(Message._meta.get_field(a).column for a in attnames)],
-            rows=(pick(row) for row in full),
+            rows=map(pick, full),
             json_at=json_at,
         )
         alias = connection.alias
         messages = [_message_adopt(row, alias) for row in full]
         _decisions_copy((pk, d) for pk, d in zip(ids, decisions, strict=True) if d is not None)
     else:
+        full = [{**defaults, **row} for row in rows]
         messages = Message.objects.bulk_create([Message(**row) for row in full], batch_size=500)
         MessageDecision.objects.bulk_create(
             [
@@ -156,8 +164,10 @@ def messages_insert(
             ],
             batch_size=500,
         )
-    for message in messages:
-        message_status_changed.send(sender=Message, message=message, previous="")
+    if len(messages) == 1:
+        message_status_changed.send(sender=Message, message=messages[0], previous="")
+    else:
+        messages_created.send(sender=Message, messages=messages)
     return messages
 
 
@@ -198,16 +208,26 @@ def messages_insert_select(
         status_move_check(previous="", status=status)  # rolls the caller's transaction back
     alias = connection.alias
     messages = [_message_adopt(dict(zip(returned, row, strict=True)), alias) for row in rows]
-    for message in messages:
-        message_status_changed.send(sender=Message, message=message, previous="")
+    if len(messages) == 1:
+        message_status_changed.send(sender=Message, message=messages[0], previous="")
+    elif messages:
+        messages_created.send(sender=Message, messages=messages)
     return messages
 
 
 def _decisions_copy(pairs: Iterable[tuple[int, Mapping[str, Any]]]) -> None:
+    values: dict[int, tuple] = {}  # messages sharing one decision dict (a batch's memo) share its values
+
+    def row(pk: int, d: Mapping[str, Any]) -> tuple:
+        found = values.get(id(d))
+        if found is None:
+            found = values[id(d)] = (d, tuple(d.get(f) for f in DECISION_FIELDS))
+        return (pk, *found[1])
+
     rows_copy(
         table=DECISION_TABLE,
         columns=["message_id", *(MessageDecision._meta.get_field(f).column for f in DECISION_FIELDS)],
-        rows=([pk, *(d.get(f) for f in DECISION_FIELDS)] for pk, d in pairs),
+        rows=(row(pk, d) for pk, d in pairs),
     )
 
 
