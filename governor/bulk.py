@@ -56,6 +56,7 @@ class Batch:
     def __init__(self, *, policy: Policy, at: datetime, recipient_ids: Iterable[int], lock: bool):
         self.policy, self.at = policy, at
         self.tz: dict[int, str] = {}
+        self.erased: set[int] = set()  # recipients erased before their lock was granted (see _load)
         self.opted_out: set[tuple[int, str, str]] = set()
         self.uses: dict[tuple[int, int], RuleUse] = {}
         self.taken: dict[tuple[int, int], int] = defaultdict(int)
@@ -75,12 +76,18 @@ class Batch:
             where, params = ids_in("id", ids)
             # Statement 1: the row locks, in id order.
             for_update = " FOR UPDATE" if lock and is_postgres() else ""
+            # With the lock, whether each was erased: the sender read its reachability before (outside this
+            # transaction), and an erasure that committed since must not be followed by a send it missed.
             cursor.execute(
-                f"SELECT id, timezone FROM {RECIPIENT_TABLE} WHERE {where} ORDER BY id{for_update}",
+                f"SELECT id, timezone, erased_at IS NOT NULL FROM {RECIPIENT_TABLE}"
+                f" WHERE {where} ORDER BY id{for_update}",
                 params,
                 **kwargs,
             )
-            self.tz.update(cursor.fetchall())
+            for pk, tz, erased in cursor.fetchall():
+                self.tz[pk] = tz
+                if erased:
+                    self.erased.add(pk)
             where, params = ids_in("recipient_id", ids)
             cursor.execute(
                 f"SELECT recipient_id, channel, purpose FROM {PREFERENCE_TABLE}"
@@ -220,26 +227,33 @@ class Batch:
         )
 
 
-def messages_decide_bulk(*, drafts: Sequence[MessageDraft], at: datetime) -> list[Message]:
+def messages_decide_bulk(*, drafts: Sequence[MessageDraft], at: datetime) -> list[Message | None]:
     """Decide and record many messages at once, set-based (campaigns, journey batches).
 
     Locks the recipients' rows in id order within one transaction. Returns the Messages in the order of
-    `drafts`.
+    `drafts`; None for a draft whose recipient was erased before its lock was granted (nothing recorded:
+    the erasure scrubbed the history, and a message written after it would carry the address it removed).
     """
     if not drafts:
         return []
     policy = policy_current()
     with transaction.atomic():
         batch = Batch(policy=policy, at=at, recipient_ids=(d.recipient_id for d in drafts), lock=True)
-        decisions = [batch.decide_draft(d) for d in drafts]
+        erased = batch.erased
+        kept = [d for d in drafts if d.recipient_id not in erased] if erased else drafts
+        decisions = [batch.decide_draft(d) for d in kept]
         records: dict[int, dict] = {}  # recipients sharing a decision share its record (one dict)
         for decision in decisions:
             if id(decision) not in records:
                 records[id(decision)] = decision.record(at=at)
-        return messages_insert(
-            rows=[draft_row(d, decision, at=at) for d, decision in zip(drafts, decisions, strict=True)],
+        messages = messages_insert(
+            rows=[draft_row(d, decision, at=at) for d, decision in zip(kept, decisions, strict=True)],
             decisions=[records[id(decision)] for decision in decisions],
         )
+    if not erased:
+        return messages
+    recorded = iter(messages)
+    return [None if d.recipient_id in erased else next(recorded) for d in drafts]
 
 
 @dataclass(frozen=True)

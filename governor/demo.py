@@ -37,6 +37,8 @@ def seed(*, stdout) -> None:
     messages = messages_decide_bulk(drafts=drafts, at=timezone.now())
     outcome = {}
     for m in messages:
+        if m is None:  # its recipient erased meanwhile
+            continue
         outcome[m.status] = outcome.get(m.status, 0) + 1
     summary = ", ".join(f"{n} {status}" for status, n in sorted(outcome.items()))
     stdout.write(

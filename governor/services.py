@@ -31,9 +31,10 @@ __all__ = [
 ]
 
 
-def messages_decide(*, drafts: Sequence[MessageDraft], at: datetime) -> list[Message]:
+def messages_decide(*, drafts: Sequence[MessageDraft], at: datetime) -> list[Message | None]:
     """Decide and record drafts: one on the single hot path (two prepared statements and the insert),
-    several set-based. Same decisions either way; returns the Messages in the order of `drafts`."""
+    several set-based. Same decisions either way; returns the Messages in the order of `drafts` (None where
+    the set-based path found the recipient erased under its lock)."""
     if len(drafts) == 1:
         return [message_decide(draft=drafts[0], at=at)]
     return messages_decide_bulk(drafts=drafts, at=at)

@@ -392,6 +392,10 @@ def _send(
 
     if drafts:
         for n, message in zip(drafted, messages_decide(drafts=drafts, at=at), strict=True):
+            if message is None:  # erased after its reachability was read, before the governor's lock
+                who = requests[n].recipient_id
+                results[n] = _refuse("recipient", "unknown_recipient", f"Recipient {who} was erased.")
+                continue
             recipient = known.get(message.recipient_id)
             if recipient is not None:
                 Message.recipient.field.set_cached_value(message, recipient)

@@ -401,3 +401,41 @@ def test_a_patch_racing_an_erasure_is_a_404(api, person, monkeypatch):
     monkeypatch.setattr(views, "recipient_get_or_404", read_then_erased)
     response = api.patch(f"/api/v1/recipients/{WHO}/", {"locale": ""}, format="json")
     assert response.status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_does_not_send_to_a_recipient_erased_after_its_reachability_was_read(monkeypatch):
+    """A journey or campaign batch reads reachability (and the address) before the governor locks the
+    recipients: an erasure committed in between is seen under the lock, and nothing is written for that
+    recipient — no message that would carry the address the erasure removed."""
+    import orchestrator.pipeline as pipeline
+    from orchestrator.pipeline import SendRefused, SendRequest, messages_send_bulk
+
+    people = ReachableRecipientFactory.create_batch(3)
+    gone = people[1]
+    address = ContactPoint.objects.get(recipient=gone, channel="email").address
+    real = pipeline.messages_decide
+
+    def erase_first(*, drafts, at):  # the erasure commits after the drafts were made, before the lock
+        recipient_erase(recipient=gone, at=timezone.now())
+        return real(drafts=drafts, at=at)
+
+    monkeypatch.setattr(pipeline, "messages_decide", erase_first)
+    results = messages_send_bulk(
+        requests=[
+            SendRequest(
+                recipient_id=p.pk,
+                channel="email",
+                purpose="transactional",
+                content={"subject": "Your receipt", "body": "Thanks."},
+                source=Source.CAMPAIGN,
+            )
+            for p in people
+        ],
+        at=timezone.now(),
+    )
+    assert isinstance(results[1], SendRefused)
+    assert results[1].errors["recipient"][0]["code"] == "unknown_recipient"
+    assert [r.status for r in (results[0], results[2])] == ["accepted", "accepted"]
+    assert not Message.objects.filter(recipient=gone).exists()
+    assert not Message.objects.filter(to_address=address).exists()
