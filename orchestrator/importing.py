@@ -244,21 +244,15 @@ def _import(path, fmt, size, summary, create_recipients, dry_run, on_bad, progre
     if process:
         # Forked: it inherits the settings and the policies, and touches no connection of ours.
         context = multiprocessing.get_context("fork")
-        batches, stop = context.Queue(maxsize=2), context.Event()
-        worker = context.Process(
-            target=_read,
-            args=(path, fmt, size, create_recipients, batches, stop, policies, True),
-            daemon=True,
-            name="history-read",
-        )
+        batches, stop, start = context.Queue(maxsize=2), context.Event(), context.Process
     else:
-        batches, stop = queue.Queue(maxsize=2), threading.Event()
-        worker = threading.Thread(
-            target=_read,
-            args=(path, fmt, size, create_recipients, batches, stop, policies, False),
-            daemon=True,
-            name="history-read",
-        )
+        batches, stop, start = queue.Queue(maxsize=2), threading.Event(), threading.Thread
+    worker = start(
+        target=_read,
+        args=(path, fmt, size, create_recipients, batches, stop, policies, process),
+        daemon=True,
+        name="history-read",
+    )
     worker.start()
     read = 0
     try:
