@@ -141,11 +141,6 @@ def _replaced(obj, **changes):
     return new
 
 
-def _with_content(r: SendRequest, content: Mapping[str, Any]) -> SendRequest:
-    """The request with its rendered content."""
-    return _replaced(r, content=content)
-
-
 def _render(
     requests: list[SendRequest], pending: list[int], results: list, recipients: Mapping[int, Recipient] | None
 ) -> dict[int, list[dict[str, str]]]:
