@@ -15,6 +15,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def django_setup_in_memory(**extra: str) -> None:
+    """Django for a delivery bench: the in-memory providers, a real qcluster (not sync), the production
+    configuration (DEBUG off, with a throwaway key); `extra` adds environment settings."""
+    os.environ.update(
+        EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",
+        CHANNEL_SMS_BACKEND="channels_app.backends.sms.LocmemSmsBackend",
+        CHANNEL_PUSH_BACKEND="channels_app.backends.push.LocmemPushBackend",
+        Q_SYNC="false",
+        LOG_LEVEL="WARNING",
+        DEBUG="false",
+        **extra,
+    )
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
+    os.environ.setdefault("SECRET_KEY", "bench-" + os.urandom(24).hex())
+    import django
+
+    django.setup()
+
+
 # --- before and after in one run --------------------------------------------------------------------
 
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import bench_database_url  # noqa: E402
-from _delivery import accepted_messages, exactly_once  # noqa: E402
+from _delivery import accepted_messages, django_setup_in_memory, exactly_once  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -49,19 +49,7 @@ def main() -> int:
     args = parser.parse_args()
 
     bench_database_url("delivery_profile", fresh=True)
-    os.environ.update(
-        EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",
-        CHANNEL_SMS_BACKEND="channels_app.backends.sms.LocmemSmsBackend",
-        CHANNEL_PUSH_BACKEND="channels_app.backends.push.LocmemPushBackend",
-        Q_SYNC="false",
-        LOG_LEVEL="WARNING",
-        DEBUG="false",
-    )
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
-    os.environ.setdefault("SECRET_KEY", "bench-" + os.urandom(24).hex())
-    import django
-
-    django.setup()
+    django_setup_in_memory()
     from django.core.management import call_command
     from django.db import connection
     from django.test.utils import CaptureQueriesContext

@@ -31,6 +31,7 @@ from _delivery import (  # noqa: E402
     cluster_start,
     cluster_stop,
     compare,
+    django_setup_in_memory,
     exactly_once,
     hand_off,
     run_before,
@@ -51,23 +52,9 @@ def main() -> int:
     args = parser.parse_args(argv)
 
     url = bench_database_url("delivery", fresh=True)
-    os.environ.update(
-        DATABASE_URL=url,
-        EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",
-        CHANNEL_SMS_BACKEND="channels_app.backends.sms.LocmemSmsBackend",
-        CHANNEL_PUSH_BACKEND="channels_app.backends.push.LocmemPushBackend",
-        CHANNEL_TASK_BATCH_SIZE=str(args.batch),
-        Q_WORKERS=str(args.workers),
-        Q_SYNC="false",
-        LOG_LEVEL="WARNING",
-        DEBUG="false",
+    django_setup_in_memory(
+        DATABASE_URL=url, CHANNEL_TASK_BATCH_SIZE=str(args.batch), Q_WORKERS=str(args.workers)
     )
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
-    # DEBUG off (the production configuration) refuses the development key: a throwaway one per run.
-    os.environ.setdefault("SECRET_KEY", "bench-" + os.urandom(24).hex())
-    import django
-
-    django.setup()
     from django.core.management import call_command
     from django_q.models import OrmQ, Success
 
