@@ -3,10 +3,11 @@
 Lifecycle: draft → proposed → approved → scheduled → sending → done (reject: back to draft; cancel from
 any state before done). Approving schedules it: now, at a time, or at a local time in each recipient's
 own zone. When it starts, its audience is written down in ONE INSERT ... SELECT (the segment's query),
-each member with the moment it is due; the due work then claims due members in batches (the campaign
-row FOR UPDATE SKIP LOCKED, members by due time then recipient id), sends each batch with
-`messages_send_bulk` (render, lint, shelf life, governor, record, enqueue) and records the outcome in the
-same transaction, so every member is decided exactly once and a cancel stops whatever is undecided.
+each member with the moment it is due; workers then claim due members in batches (members by due time
+then recipient id, FOR UPDATE SKIP LOCKED, so several workers share one campaign batch by batch), send
+each batch with `messages_send_bulk` (render, lint, shelf life, governor, record, enqueue) and record the
+outcome in the same transaction, so every member is decided exactly once and a cancel stops whatever is
+undecided.
 """
 
 from __future__ import annotations
@@ -400,7 +401,8 @@ def campaign_transition(
         raise CampaignConflict("unknown_action", f"Unknown action {action!r}.")
     sources, target = TRANSITIONS[action]
     with transaction.atomic():
-        # Waits for a batch being sent right now: a cancel lands between batches, never inside one.
+        # A cancel lands between batches, never inside one: its UPDATE of the pending members below waits
+        # for the members a batch holds right now, then skips them (decided by then).
         campaign = (
             Campaign.objects.select_for_update(of=("self",)).select_related("template").get(pk=campaign.pk)
         )
@@ -459,11 +461,13 @@ def _held_cancel(campaign: Campaign, now: datetime) -> None:
         )
 
 
-def _kick() -> None:
-    """Start now rather than at the next minute's due-work pass."""
+def _kick(tasks: int | None = None) -> None:
+    """Start now rather than at the next minute's due-work pass: CAMPAIGN_TASKS tasks (by default), which
+    share the campaign batch by batch on as many workers."""
     from django_q.tasks import async_task
 
-    async_task("journeys.tasks.campaigns_advance_task")
+    for _ in range(max(1, tasks or int(_setting("CAMPAIGN_TASKS", 2)))):
+        async_task("journeys.tasks.campaigns_advance_task")
 
 
 # ---- the audience ----------------------------------------------------------------------------------------
@@ -527,12 +531,14 @@ def _audience_write(campaign: Campaign, now: datetime) -> int:
 
 
 def _campaigns_start(*, now: datetime) -> int:
-    """Scheduled campaigns whose start came: write the audience and begin sending (one per transaction)."""
+    """Scheduled campaigns whose start came: write the audience and begin sending (one per transaction).
+    A worker that finds one being started by another waits for it (no SKIP LOCKED), then finds it
+    sending and shares its batches."""
     started = 0
     while True:
         with transaction.atomic():
             campaign = (
-                Campaign.objects.select_for_update(skip_locked=True)
+                Campaign.objects.select_for_update(of=("self",))
                 .filter(status=CampaignStatus.SCHEDULED, next_run_at__lte=now)
                 .order_by("next_run_at", "pk")
                 .first()
@@ -554,6 +560,12 @@ def _campaigns_start(*, now: datetime) -> int:
 
 
 # ---- sending ---------------------------------------------------------------------------------------------
+#
+# Several workers share one campaign: a batch claims its members FOR UPDATE SKIP LOCKED and never locks the
+# campaign row, so two workers send two batches of the same campaign at once. A cancel needs no lock on
+# the batches either: its UPDATE of the pending members waits for the rows a batch holds, then skips them
+# (they are decided when it reads them again), so a batch is sent whole or not at all. A throttled campaign
+# is the exception: its window is counted on the campaign row, so one worker at a time holds that row.
 
 
 @dataclass
@@ -562,7 +574,14 @@ class CampaignWork:
     decided: int = 0
     refused: int = 0
     batches: int = 0
-    more: bool = False
+    more: bool = False  # stopped by its limit or time budget with due work left
+
+
+# Where a worker's walk through a campaign's members stands: the (due_at, recipient_id) it claimed last.
+# Its own, in memory: every member before it was decided or is in another worker's batch right now.
+Cursor = tuple[datetime, int]
+
+_LEAVE = -1  # the campaign has nothing more for this worker now (done, waiting, or in other hands)
 
 
 def _throttle_room(campaign: Campaign, now: datetime) -> int | None:
@@ -628,20 +647,22 @@ def _members_record(outcomes: list[tuple[int, str, int | None, str]], now: datet
         )
 
 
-def _members_claim(campaign: Campaign, now: datetime, take: int) -> list[tuple[int, int, datetime]]:
-    """The campaign's next `take` due pending members after its cursor, by due time then recipient id,
-    locked (SKIP LOCKED): (member id, recipient id, due_at) each. Plain SQL through a psycopg cursor on
-    PostgreSQL: the due times come back in the binary format, read in C (the ORM's loader parsed a
-    thousand timestamps per batch in Python)."""
+def _members_claim(
+    campaign_id: int, now: datetime, take: int, after: Cursor | None
+) -> list[tuple[int, int, datetime]]:
+    """The campaign's next `take` due pending members after `after`, by due time then recipient id,
+    locked (SKIP LOCKED: another worker's batch is passed over): (member id, recipient id, due_at) each.
+    Plain SQL through a psycopg cursor on PostgreSQL: the due times come back in the binary format, read
+    in C (the ORM's loader parsed a thousand timestamps per batch in Python)."""
     sql = (
         f"SELECT id, recipient_id, due_at FROM {CampaignRecipient._meta.db_table}"
         # The state as a literal: a prepared statement's generic plan uses the partial index only then.
         f" WHERE campaign_id = %s AND state = '{MemberState.PENDING.value}' AND due_at <= %s"
     )
-    params: list[Any] = [campaign.pk, now]
-    if campaign.cursor_due_at is not None:
+    params: list[Any] = [campaign_id, now]
+    if after is not None:
         sql += " AND (due_at > %s OR (due_at = %s AND recipient_id > %s))"
-        params += [campaign.cursor_due_at, campaign.cursor_due_at, campaign.cursor_recipient_id]
+        params += [after[0], after[0], after[1]]
     sql += " ORDER BY due_at, recipient_id LIMIT %s"
     params.append(take)
     with hot_cursor() as (cursor, prepare):
@@ -652,92 +673,147 @@ def _members_claim(campaign: Campaign, now: datetime, take: int) -> list[tuple[i
         return [(pk, rid, as_datetime(due)) for pk, rid, due in cursor.fetchall()]
 
 
-def _campaign_step(*, now: datetime, size: int, work: CampaignWork) -> int:
-    """One transaction: claim a due campaign (SKIP LOCKED), send its next batch; returns members handled
-    (0 and no campaign: nothing is due)."""
+def _campaign_locked(campaign_id: int) -> Campaign | None:
+    """The campaign's row, locked, if it is still sending (a cancel or another worker may have moved it)."""
+    return (
+        Campaign.objects.select_for_update(of=("self",))
+        .filter(pk=campaign_id, status=CampaignStatus.SENDING)
+        .first()
+    )
+
+
+def _campaign_settle(campaign: Campaign, now: datetime, cursors: dict[int, Cursor]) -> int:
+    """This worker claimed nothing: start its walk over if due members lie behind its cursor, leave the
+    campaign to the workers whose batches hold the rest, or else mark it done or waiting for its next
+    members (under the campaign's row lock). Returns 0 (walk again) or _LEAVE."""
+    pending = CampaignRecipient.objects.filter(campaign_id=campaign.pk, state=MemberState.PENDING)
+    if pending.filter(due_at__lte=now).exists():
+        # Due members this worker did not claim: behind its cursor (a batch of another worker that
+        # rolled back), or in another worker's batch right now (that worker settles the campaign).
+        return 0 if cursors.pop(campaign.pk, None) is not None else _LEAVE
+    nxt = pending.aggregate(t=Min("due_at"))["t"]
+    locked = _campaign_locked(campaign.pk)
+    if locked is None:
+        return _LEAVE
+    if nxt is None:
+        locked.status, locked.finished_at, locked.next_run_at = CampaignStatus.DONE, now, None
+        locked.note = "Every member was decided."
+    else:
+        locked.next_run_at = nxt
+        locked.note = f"Waiting: the next members are due at {nxt:%Y-%m-%d %H:%M} UTC."
+    locked.save()
+    return _LEAVE
+
+
+def _campaign_step(*, campaign_id: int, now: datetime, size: int, work: CampaignWork, cursors: dict) -> int:
+    """One transaction: the campaign's next due batch, sent and recorded. Returns the members handled, 0
+    to try again at once, or _LEAVE when the campaign has nothing more for this worker now."""
     with transaction.atomic():
         campaign = (
-            Campaign.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(status=CampaignStatus.SENDING, next_run_at__lte=now)
+            Campaign.objects.filter(pk=campaign_id, status=CampaignStatus.SENDING, next_run_at__lte=now)
             .select_related("template")
-            .order_by("next_run_at", "pk")
             .first()
         )
         if campaign is None:
-            return -1
+            return _LEAVE
         if campaign.template_id and campaign.template.revision != campaign.template_revision:
-            campaign.status, campaign.next_run_at = CampaignStatus.PROPOSED, None
-            campaign.note = (
-                f"Template {campaign.template.key} changed after approval (revision "
-                f"{campaign.template_revision} → {campaign.template.revision}): "
-                "approve again to send the rest."
+            locked = _campaign_locked(campaign.pk)
+            if locked is not None:
+                locked.status, locked.next_run_at = CampaignStatus.PROPOSED, None
+                locked.note = (
+                    f"Template {campaign.template.key} changed after approval (revision "
+                    f"{campaign.template_revision} → {campaign.template.revision}): "
+                    "approve again to send the rest."
+                )
+                locked.save()
+            return _LEAVE
+        throttled = None
+        take = size
+        if campaign.throttle_per_minute:
+            # One worker at a time counts the window: the others pass over a throttled campaign.
+            throttled = (
+                Campaign.objects.select_for_update(skip_locked=True, of=("self",))
+                .filter(pk=campaign.pk, status=CampaignStatus.SENDING)
+                .first()
             )
-            campaign.save()
-            return 0
-        room = _throttle_room(campaign, now)
-        if room == 0:
-            campaign.next_run_at = campaign.window_started_at + THROTTLE_WINDOW
-            campaign.note = f"Throttled: {campaign.throttle_per_minute} per minute."
-            campaign.save()
-            return 0
-        take = size if room is None else min(size, room)
-        members = _members_claim(campaign, now, take)
-        if members:
-            campaign.cursor_due_at, campaign.cursor_recipient_id = members[-1][2], members[-1][1]
-            members = [(pk, rid) for pk, rid, _ in members]
-            decided, refused = _batch_send(campaign, members, now)
-            work.decided += decided
-            work.refused += refused
-            work.batches += 1
-            campaign.window_sent += len(members)
-            campaign.next_run_at = now
-        else:
-            nxt = CampaignRecipient.objects.filter(campaign=campaign, state=MemberState.PENDING).aggregate(
-                t=Min("due_at")
-            )["t"]
-            if nxt is None:
-                campaign.status, campaign.finished_at, campaign.next_run_at = CampaignStatus.DONE, now, None
-                campaign.note = "Every member was decided."
-            elif nxt <= now:
-                # A due member behind the cursor (it cannot happen while one worker holds the campaign
-                # per batch; a safety net): start the walk over.
-                campaign.cursor_due_at, campaign.cursor_recipient_id = None, 0
-            else:
-                campaign.next_run_at = nxt
-                campaign.note = f"Waiting: the next members are due at {nxt:%Y-%m-%d %H:%M} UTC."
-        campaign.save()
-        return len(members)
+            if throttled is None:
+                return _LEAVE
+            room = _throttle_room(throttled, now)
+            if room == 0:
+                throttled.next_run_at = throttled.window_started_at + THROTTLE_WINDOW
+                throttled.note = f"Throttled: {throttled.throttle_per_minute} per minute."
+                throttled.save()
+                return _LEAVE
+            take = min(size, room)
+        claimed = _members_claim(campaign.pk, now, take, cursors.get(campaign.pk))
+        if not claimed:
+            return _campaign_settle(campaign, now, cursors)
+        cursors[campaign.pk] = (claimed[-1][2], claimed[-1][1])
+        decided, refused = _batch_send(campaign, [(pk, rid) for pk, rid, _ in claimed], now)
+        work.decided += decided
+        work.refused += refused
+        work.batches += 1
+        if throttled is not None:
+            throttled.window_sent += len(claimed)
+            throttled.save(update_fields=["window_started_at", "window_sent", "updated_at"])
+        return len(claimed)
 
 
 def campaigns_advance(
     *, now: datetime, limit: int = 10_000, batch_size: int | None = None, time_budget: float | None = None
 ) -> CampaignWork:
-    """Start campaigns whose time came, then send due members batch by batch until `limit` members,
-    `time_budget` seconds, or nothing is due. `more` says whether due work was left."""
+    """Start campaigns whose time came, then send due members batch by batch, a batch per due campaign in
+    turn, until `limit` members, `time_budget` seconds, or nothing is due for this worker. Other workers
+    may run this at the same time: they share the campaigns batch by batch. `more` says whether this one
+    stopped with due work left."""
     work = CampaignWork(started=_campaigns_start(now=now))
     size = batch_size or int(_setting("CAMPAIGN_BATCH_SIZE", BATCH_SIZE))
-    handled, began, idle = 0, time_module.monotonic(), 0
-    while handled < limit and idle < 20:
-        if time_budget is not None and time_module.monotonic() - began > time_budget:
-            work.more = True
-            break
-        n = _campaign_step(now=now, size=min(size, limit - handled), work=work)
-        if n < 0:
-            return work
-        handled += n
-        idle = 0 if n else idle + 1  # steps that only re-schedule a campaign: never spin on them
-    work.more = (
-        work.more or Campaign.objects.filter(status=CampaignStatus.SENDING, next_run_at__lte=now).exists()
-    )
+    cursors: dict[int, Cursor] = {}
+    handled, began = 0, time_module.monotonic()
+    left: set[int] = set()
+    due = _due_campaign_ids(now)
+
+    def step(campaign_id: int) -> int:
+        take = min(size, limit - handled)
+        return _campaign_step(campaign_id=campaign_id, now=now, size=take, work=work, cursors=cursors)
+
+    while due:
+        for campaign_id in list(due):
+            spent = time_module.monotonic() - began
+            if handled >= limit or (time_budget is not None and spent > time_budget):
+                work.more = True
+                return work
+            n = step(campaign_id)
+            if n == 0:  # the walk starts over from the first due member
+                n = step(campaign_id)
+            if n > 0:
+                handled += n
+            else:
+                due.remove(campaign_id)
+                left.add(campaign_id)
+        if not due:
+            # Campaigns that became due while this worker was sending (a scheduled one started) join in.
+            due = [pk for pk in _due_campaign_ids(now) if pk not in left]
     return work
+
+
+def _due_campaign_ids(now: datetime) -> list[int]:
+    return list(
+        Campaign.objects.filter(status=CampaignStatus.SENDING, next_run_at__lte=now)
+        .order_by("next_run_at", "pk")
+        .values_list("pk", flat=True)[:1000]
+    )
 
 
 def campaigns_advance_due(*, now: datetime, limit: int) -> int:
     """Due-work entry point (settings.ORCHESTRATOR["DUE_WORK"]): up to `limit` members per pass; a big
-    campaign goes on in a task right after (each task runs for a time budget, then hands over)."""
+    campaign goes on in tasks right after (each task runs for a time budget, then hands over): as many as
+    CAMPAIGN_TASKS when this pass started a campaign, else one to take over from a task that was lost."""
     work = campaigns_advance(now=now, limit=limit)
-    if work.more:
+    if work.started:
         transaction.on_commit(_kick, robust=True)
+    elif work.more:
+        transaction.on_commit(lambda: _kick(tasks=1), robust=True)
     return work.decided + work.refused
 
 

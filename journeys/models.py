@@ -446,10 +446,7 @@ class Campaign(models.Model):
 
     # The due work's bookkeeping.
     next_run_at = models.DateTimeField(null=True, blank=True, help_text="When the due work looks at it next.")
-    # Keyset position of the last member sent, in claim order (due_at, recipient): every member before it
-    # was decided, so the next claim starts after it instead of walking past decided rows.
-    cursor_due_at = models.DateTimeField(null=True, blank=True)
-    cursor_recipient_id = models.BigIntegerField(default=0)
+    # The throttle's window (a throttled campaign is sent by one worker at a time, which counts it here).
     window_started_at = models.DateTimeField(null=True, blank=True)
     window_sent = models.PositiveIntegerField(default=0)
     audience = models.PositiveIntegerField(default=0, help_text="Members when the audience was written down.")

@@ -34,7 +34,8 @@ def message_wake_task(message_id: int) -> int:
 
 def campaigns_advance_task() -> int:
     """Send due campaign members for a time budget, then hand the rest to a new task (never one task per
-    recipient; the due-work pass re-drives it if this task is lost)."""
+    recipient; the due-work pass re-drives it if this task is lost). CAMPAIGN_TASKS of these run at once
+    on a campaign's start and share its batches; each hands over to one successor."""
     from django.conf import settings
     from django.db import transaction
 
@@ -43,5 +44,5 @@ def campaigns_advance_task() -> int:
     budget = float(settings.ORCHESTRATOR.get("CAMPAIGN_TASK_TIME_BUDGET_SECONDS", 25))
     work = campaigns_advance(now=timezone.now(), limit=10**9, time_budget=budget)
     if work.more:
-        transaction.on_commit(_kick, robust=True)
+        transaction.on_commit(lambda: _kick(tasks=1), robust=True)
     return work.decided + work.refused

@@ -316,6 +316,9 @@ ORCHESTRATOR = {
     # before handing the rest to a new one (keep it below Q_CLUSTER["timeout"]).
     "CAMPAIGN_BATCH_SIZE": int(os.environ.get("CAMPAIGN_BATCH_SIZE", "1000")),
     "CAMPAIGN_TASK_TIME_BUDGET_SECONDS": float(os.environ.get("CAMPAIGN_TASK_TIME_BUDGET_SECONDS", "25")),
+    # Tasks started at once for a campaign's start: they share its batches, one worker each (at most the
+    # cluster's workers are useful).
+    "CAMPAIGN_TASKS": int(os.environ.get("CAMPAIGN_TASKS", os.environ.get("Q_WORKERS", "2"))),
     # How often the django-q2 schedule runs the due-work pass.
     "DUE_WORK_EVERY_MINUTES": 1,
     # Schemes an action_url may use besides http and https (docs/limits.md).

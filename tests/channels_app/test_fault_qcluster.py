@@ -41,8 +41,9 @@ test_database_url.__test__ = False  # a helper, not a test
 
 
 @contextmanager
-def cluster(tmp_path: Path, **env_overrides: str):
-    """qcluster + `orchestrate` loop subprocesses on the test database; always stopped.
+def cluster(tmp_path: Path, *, sweeper: bool = True, **env_overrides: str):
+    """qcluster + `orchestrate` loop subprocesses on the test database (the qcluster alone without
+    `sweeper`); always stopped.
 
     Each runs in its own session, so `crash()` can SIGKILL a whole cluster (workers included)."""
     env = {
@@ -62,10 +63,8 @@ def cluster(tmp_path: Path, **env_overrides: str):
     }
     procs = []
     try:
-        for args, name in (
-            (["qcluster"], "qcluster"),
-            (["orchestrate", "--interval", "0.3"], "orchestrate"),
-        ):
+        commands = [(["qcluster"], "qcluster"), (["orchestrate", "--interval", "0.3"], "orchestrate")]
+        for args, name in commands if sweeper else commands[:1]:
             out = open(tmp_path / f"{name}.log", "a")  # noqa: SIM115 - closed with the process
             procs.append(
                 (
@@ -111,7 +110,11 @@ def wait_for(predicate, *, timeout: float, what: str, tmp_path: Path) -> None:
         if predicate():
             return
         time.sleep(0.25)
-    logs = "\n".join((tmp_path / f"{n}.log").read_text()[-2000:] for n in ("qcluster", "orchestrate"))
+    logs = "\n".join(
+        (tmp_path / f"{n}.log").read_text()[-2000:]
+        for n in ("qcluster", "orchestrate")
+        if (tmp_path / f"{n}.log").exists()
+    )
     raise AssertionError(f"timed out waiting for {what}; statuses={statuses()}\n{logs}")
 
 
