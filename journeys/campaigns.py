@@ -530,15 +530,15 @@ def _audience_write(campaign: Campaign, now: datetime) -> int:
         return cursor.rowcount
 
 
-def _campaigns_start(*, now: datetime) -> int:
+def _campaigns_start(*, now: datetime, wait: bool) -> int:
     """Scheduled campaigns whose start came: write the audience and begin sending (one per transaction).
-    A worker that finds one being started by another waits for it (no SKIP LOCKED), then finds it
-    sending and shares its batches."""
+    With `wait`, a worker that finds one being started by another waits for it, then finds it sending
+    and shares its batches; without, it passes over it (the due-work pass: other due work goes on)."""
     started = 0
     while True:
         with transaction.atomic():
             campaign = (
-                Campaign.objects.select_for_update(of=("self",))
+                Campaign.objects.select_for_update(of=("self",), skip_locked=not wait)
                 .filter(status=CampaignStatus.SCHEDULED, next_run_at__lte=now)
                 .order_by("next_run_at", "pk")
                 .first()
@@ -760,13 +760,19 @@ def _campaign_step(*, campaign_id: int, now: datetime, size: int, work: Campaign
 
 
 def campaigns_advance(
-    *, now: datetime, limit: int = 10_000, batch_size: int | None = None, time_budget: float | None = None
+    *,
+    now: datetime,
+    limit: int = 10_000,
+    batch_size: int | None = None,
+    time_budget: float | None = None,
+    wait_for_start: bool = True,
 ) -> CampaignWork:
     """Start campaigns whose time came, then send due members batch by batch, a batch per due campaign in
     turn, until `limit` members, `time_budget` seconds, or nothing is due for this worker. Other workers
-    may run this at the same time: they share the campaigns batch by batch. `more` says whether this one
-    stopped with due work left."""
-    work = CampaignWork(started=_campaigns_start(now=now))
+    may run this at the same time: they share the campaigns batch by batch (`wait_for_start`: wait for
+    a campaign another worker is starting, to share it). `more` says whether this one stopped with due
+    work left."""
+    work = CampaignWork(started=_campaigns_start(now=now, wait=wait_for_start))
     size = batch_size or int(_setting("CAMPAIGN_BATCH_SIZE", BATCH_SIZE))
     cursors: dict[int, Cursor] = {}
     handled, began = 0, time_module.monotonic()
@@ -809,7 +815,9 @@ def campaigns_advance_due(*, now: datetime, limit: int) -> int:
     """Due-work entry point (settings.ORCHESTRATOR["DUE_WORK"]): up to `limit` members per pass; a big
     campaign goes on in tasks right after (each task runs for a time budget, then hands over): as many as
     CAMPAIGN_TASKS when this pass started a campaign, else one to take over from a task that was lost."""
-    work = campaigns_advance(now=now, limit=limit)
+    # A campaign being started by a task (a big audience written down) is the tasks' to share: this pass
+    # does not wait for it, the rest of the due work goes on.
+    work = campaigns_advance(now=now, limit=limit, wait_for_start=False)
     if work.started:
         transaction.on_commit(_kick, robust=True)
     elif work.more:

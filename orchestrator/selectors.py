@@ -141,15 +141,6 @@ def recipient_hold(
     return HeldRecipient(row[0], row[1], row[2], points, bool(row[3]))
 
 
-def recipients_reachable_channels(*, recipient_ids: Iterable[int], source: str = "") -> dict[int, set[str]]:
-    """Channels each recipient can be reached on (set-based: one query for the batch)."""
-    found: dict[int, set[str]] = defaultdict(set)
-    rows = contact_points_reachable(source=source).filter(recipient_id__in=list(recipient_ids))
-    for rid, channel in rows.values_list("recipient_id", "channel").distinct():
-        found[rid].add(channel)
-    return found
-
-
 def recipients_unreachable_reasons(*, recipient_ids: Iterable[int]) -> dict[int, dict[str, str]]:
     """Why each channel a recipient has contact points on, but cannot be reached on, is closed (set-based:
     one query for the batch)."""
