@@ -813,15 +813,13 @@ def _due_campaign_ids(now: datetime) -> list[int]:
 
 def campaigns_advance_due(*, now: datetime, limit: int) -> int:
     """Due-work entry point (settings.ORCHESTRATOR["DUE_WORK"]): up to `limit` members per pass; a big
-    campaign goes on in tasks right after (each task runs for a time budget, then hands over): as many as
-    CAMPAIGN_TASKS when this pass started a campaign, else one to take over from a task that was lost."""
+    campaign (one started now, members whose local time came, or a task that was lost) goes on in
+    CAMPAIGN_TASKS tasks right after, which share it (each runs for a time budget, then hands over)."""
     # A campaign being started by a task (a big audience written down) is the tasks' to share: this pass
     # does not wait for it, the rest of the due work goes on.
     work = campaigns_advance(now=now, limit=limit, wait_for_start=False)
-    if work.started:
+    if work.more:
         transaction.on_commit(_kick, robust=True)
-    elif work.more:
-        transaction.on_commit(lambda: _kick(tasks=1), robust=True)
     return work.decided + work.refused
 
 

@@ -7,7 +7,13 @@ import pytest
 from django.conf import settings
 
 from channels_app.services import template_create
-from journeys.campaigns import campaign_create, campaign_test_send, campaign_transition, campaigns_advance
+from journeys.campaigns import (
+    campaign_create,
+    campaign_test_send,
+    campaign_transition,
+    campaigns_advance,
+    campaigns_advance_due,
+)
 from journeys.models import Campaign, CampaignRecipient, CampaignStatus, MemberState
 from orchestrator.models import Message, MessageStatus, Segment, Source
 from orchestrator.work import due_work_run
@@ -240,3 +246,26 @@ def test_the_due_work_pass_runs_campaigns(everyone):
     handled = due_work_run(now=APPROVED)
     assert handled["journeys.campaigns.campaigns_advance_due"] == 1
     assert Campaign.objects.get(pk=campaign.pk).status in (CampaignStatus.SENDING, CampaignStatus.DONE)
+
+
+def test_the_due_work_pass_hands_a_big_campaign_to_campaign_tasks_tasks(
+    everyone, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    """More due members than one pass sends: CAMPAIGN_TASKS tasks go on with it and share it (each hands
+    over to one successor when its time budget runs out); a pass that sent everything queues none."""
+    import django_q.tasks
+
+    settings.ORCHESTRATOR = {**settings.ORCHESTRATOR, "CAMPAIGN_TASKS": 3}
+    for n in range(5):
+        person(f"big{n}", "UTC")
+    campaign = launched(everyone)
+    queued = []
+    monkeypatch.setattr(django_q.tasks, "async_task", lambda func, *a, **kw: queued.append(func))
+    for _ in range(2):  # the pass that starts it, then one that finds it sending (its tasks were lost)
+        with django_capture_on_commit_callbacks(execute=True):
+            assert campaigns_advance_due(now=APPROVED, limit=2) == 2
+        assert queued == ["journeys.tasks.campaigns_advance_task"] * 3
+        queued.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert campaigns_advance_due(now=APPROVED, limit=10) == 1
+    assert queued == [] and Campaign.objects.get(pk=campaign.pk).status == CampaignStatus.DONE
