@@ -718,7 +718,9 @@ def _campaign_step(*, campaign_id: int, now: datetime, size: int, work: Campaign
             return _LEAVE
         if campaign.template_id and campaign.template.revision != campaign.template_revision:
             locked = _campaign_locked(campaign.pk)
-            if locked is not None:
+            # Under the lock, the approval read above may have been superseded: an operator approved the
+            # new revision since (after another worker put the campaign back to proposed).
+            if locked is not None and locked.template_revision != campaign.template.revision:
                 locked.status, locked.next_run_at = CampaignStatus.PROPOSED, None
                 locked.note = (
                     f"Template {campaign.template.key} changed after approval (revision "
