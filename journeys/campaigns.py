@@ -783,7 +783,7 @@ def campaigns_advance(
         for campaign_id in list(due):
             spent = time_module.monotonic() - began
             if handled >= limit or (time_budget is not None and spent > time_budget):
-                work.more = True
+                work.more = _work_left(due, now)
                 return work
             n = step(campaign_id)
             if n == 0:  # the walk starts over from the first due member
@@ -797,6 +797,23 @@ def campaigns_advance(
             # Campaigns that became due while this worker was sending (a scheduled one started) join in.
             due = [pk for pk in _due_campaign_ids(now) if pk not in left]
     return work
+
+
+def _work_left(campaign_ids: list[int], now: datetime) -> bool:
+    """Whether one of these campaigns, still sending and due, has work for this worker now: a due member
+    no other worker's batch holds (SKIP LOCKED), or no due member left (it is to be settled). Due members
+    all in other workers' batches are theirs: those workers settle the campaign."""
+    sending = Campaign.objects.filter(
+        pk__in=campaign_ids, status=CampaignStatus.SENDING, next_run_at__lte=now
+    )
+    with transaction.atomic():
+        for campaign_id in sending.values_list("pk", flat=True):
+            due = CampaignRecipient.objects.filter(
+                campaign_id=campaign_id, state=MemberState.PENDING, due_at__lte=now
+            )
+            if not due.exists() or due.select_for_update(skip_locked=True).exists():
+                return True
+    return False
 
 
 def _due_campaign_ids(now: datetime) -> list[int]:

@@ -471,3 +471,31 @@ def test_a_cancel_racing_the_settle_ends_coherent(monkeypatch, first):
         assert canceller.error is None and final.status == CampaignStatus.CANCELLED
         assert final.finished_at is None and final.cancelled_at is not None
     assert _states(campaign) == {MemberState.DECIDED: 4}
+
+
+def test_a_pass_stopped_by_its_limit_with_the_rest_held_elsewhere_reports_no_more(monkeypatch):
+    """The limit stops a pass right after its batch; the only due members left are in another worker's
+    batch (that worker settles the campaign): nothing this pass could have done, so no successor."""
+    _people(10, "h")
+    campaign = _launched("held")
+    holding, release = _hold_first(monkeypatch)
+    holder = Worker(lambda: campaigns_advance(now=START + timedelta(milliseconds=1), batch_size=5))
+    holder.start()
+    assert holding.wait(30)
+    try:
+        work = campaigns_advance(now=START + timedelta(milliseconds=2), limit=5, batch_size=5)
+        assert (work.decided, work.more) == (5, False)
+    finally:
+        release.set()
+        holder.join(60)
+    assert holder.error is None, holder.error
+    assert Campaign.objects.get(pk=campaign.pk).status == CampaignStatus.DONE
+    # Stopped by its limit with members it could claim, or with the campaign only left to settle: more.
+    other = _launched("held2")  # the same ten people
+    first = campaigns_advance(now=START + timedelta(seconds=1), limit=6, batch_size=5)
+    assert (first.decided, first.more) == (6, True)
+    last = campaigns_advance(now=START + timedelta(seconds=2), limit=4, batch_size=5)
+    assert (last.decided, last.more) == (4, True)
+    assert Campaign.objects.get(pk=other.pk).status == CampaignStatus.SENDING
+    assert campaigns_advance(now=START + timedelta(seconds=3), limit=4).more is False
+    assert Campaign.objects.get(pk=other.pk).status == CampaignStatus.DONE
