@@ -691,10 +691,11 @@ def _campaign_settle(campaign: Campaign, now: datetime, cursors: dict[int, Curso
         # Due members this worker did not claim: behind its cursor (a batch of another worker that
         # rolled back), or in another worker's batch right now (that worker settles the campaign).
         return 0 if cursors.pop(campaign.pk, None) is not None else _LEAVE
-    nxt = pending.aggregate(t=Min("due_at"))["t"]
     locked = _campaign_locked(campaign.pk)
     if locked is None:
         return _LEAVE
+    # Read under the lock: another worker may have sent the next members and settled it since.
+    nxt = pending.aggregate(t=Min("due_at"))["t"]
     if nxt is None:
         locked.status, locked.finished_at, locked.next_run_at = CampaignStatus.DONE, now, None
         locked.note = "Every member was decided."

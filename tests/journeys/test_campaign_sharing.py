@@ -499,3 +499,28 @@ def test_a_pass_stopped_by_its_limit_with_the_rest_held_elsewhere_reports_no_mor
     assert Campaign.objects.get(pk=other.pk).status == CampaignStatus.SENDING
     assert campaigns_advance(now=START + timedelta(seconds=3), limit=4).more is False
     assert Campaign.objects.get(pk=other.pk).status == CampaignStatus.DONE
+
+
+def test_a_slow_settle_does_not_write_an_older_wait_over_a_newer_one(monkeypatch):
+    """Worker A (its clock at the Tokyo wave) settles the campaign while worker B (its clock at London's)
+    holds the London batch: A finds the London members pending. If B sends them and settles (waiting for
+    New York) before A takes the row lock, A must not write back "waiting for London"."""
+    _people(2, "wa", "Asia/Tokyo")
+    _people(2, "wb", "UTC")
+    _people(2, "wc", "America/New_York")
+    campaign = _launched("wait", schedule={"local_time": "10:00", "date": "2026-03-03"})
+    campaigns_advance(now=START)
+    tokyo = datetime(2026, 3, 3, 1, 0, tzinfo=UTC)
+    london, new_york = tokyo.replace(hour=10), tokyo.replace(hour=15)
+    assert campaigns_advance(now=tokyo, limit=2).decided == 2  # the Tokyo wave, not yet settled
+    holding, release = _hold_first(monkeypatch, "_campaign_locked", before=True)
+    a = Worker(lambda: campaigns_advance(now=tokyo + timedelta(seconds=1)))
+    a.start()
+    assert holding.wait(30)
+    assert campaigns_advance(now=london).decided == 2  # B: London sent, settled for New York
+    release.set()
+    a.join(60)
+    assert a.error is None, a.error
+    waiting = Campaign.objects.get(pk=campaign.pk)
+    assert waiting.next_run_at == new_york, waiting.note
+    assert waiting.note == "Waiting: the next members are due at 2026-03-03 15:00 UTC."
