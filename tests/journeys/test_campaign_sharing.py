@@ -429,8 +429,9 @@ def test_a_task_whose_campaign_is_held_elsewhere_hands_over_to_nobody(monkeypatc
     holder.start()
     assert holding.wait(30)
     try:
-        tasks.campaigns_advance_task()
-        assert kicks == []
+        assert tasks.campaigns_advance_task() == 0
+        assert campaigns.campaigns_advance_due(now=START + timedelta(seconds=1), limit=3) == 0
+        assert kicks == []  # neither the task nor the due-work pass starts a successor
     finally:
         release.set()
         holder.join(60)
@@ -524,3 +525,36 @@ def test_a_slow_settle_does_not_write_an_older_wait_over_a_newer_one(monkeypatch
     waiting = Campaign.objects.get(pk=campaign.pk)
     assert waiting.next_run_at == new_york, waiting.note
     assert waiting.note == "Waiting: the next members are due at 2026-03-03 15:00 UTC."
+
+
+def test_a_worker_walks_back_for_a_batch_that_rolled_back_behind_its_cursor(monkeypatch):
+    """Worker B passed over A's batch (locked) and walked on; A's batch then fails and rolls back. When B
+    finds nothing after its cursor it sees the due members behind it and walks again: it sends them in
+    the same run, and the campaign ends."""
+    _people(15, "w")
+    campaign = _launched("walk")
+
+    def boom():
+        raise RuntimeError("lost the provider")
+
+    holding, release = _hold_first(monkeypatch, then=boom)
+    failing = Worker(lambda: campaigns_advance(now=START + timedelta(milliseconds=1), batch_size=5))
+    failing.start()
+    assert holding.wait(30)
+    real_settle = campaigns._campaign_settle
+    settles = []
+
+    def settle(campaign, now, cursors):
+        if not settles:  # B's first settle: A's batch fails and rolls back now
+            release.set()
+            failing.join(60)
+        settles.append(dict(cursors))
+        return real_settle(campaign, now, cursors)
+
+    monkeypatch.setattr(campaigns, "_campaign_settle", settle)
+    work = campaigns_advance(now=START + timedelta(milliseconds=2), batch_size=5)
+    assert isinstance(failing.error, RuntimeError)
+    assert (work.decided, work.batches) == (15, 3)  # its own 10, then A's 5 behind its cursor
+    assert settles[0]  # it had a cursor when it first found nothing
+    assert Campaign.objects.get(pk=campaign.pk).status == CampaignStatus.DONE
+    _sent_once(15)
