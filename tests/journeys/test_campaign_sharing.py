@@ -558,3 +558,76 @@ def test_a_worker_walks_back_for_a_batch_that_rolled_back_behind_its_cursor(monk
     assert settles[0]  # it had a cursor when it first found nothing
     assert Campaign.objects.get(pk=campaign.pk).status == CampaignStatus.DONE
     _sent_once(15)
+
+
+# ---- all of it at once ------------------------------------------------------------------------------------
+
+
+def test_three_workers_with_failing_batches_erasures_and_a_cancel_keep_every_invariant(monkeypatch):
+    """Two campaigns (one in local-time waves), three workers with their own clocks, small batches and
+    limits, one batch in seven failing, erasures and a cancel in a fourth thread: every member is decided
+    once, never before it is due, the erased get nothing after their erasure, and both campaigns end."""
+    import contextlib
+    import random
+
+    from orchestrator.erasure import recipient_erase
+    from orchestrator.models import Recipient
+
+    rnd = random.Random(7)
+    _people(12, "sa", "Asia/Tokyo")
+    _people(12, "sb", "UTC")
+    _people(12, "sc", "America/New_York")
+    waves = _launched("waves", schedule={"local_time": "10:00", "date": "2026-03-03"})
+    now_one = _launched("now")
+    real, lock, failed = campaigns.messages_send_bulk, threading.Lock(), []
+
+    def flaky(**kwargs):
+        with lock:
+            if rnd.random() < 1 / 7:
+                failed.append(1)
+                raise RuntimeError("flaky provider table")
+        return real(**kwargs)
+
+    monkeypatch.setattr(campaigns, "messages_send_bulk", flaky)
+    moments = [START] + [datetime(2026, 3, 3, h, 0, tzinfo=UTC) for h in (1, 10, 15)]
+    victims = list(Recipient.objects.order_by("pk").values_list("pk", flat=True)[::9])
+
+    def work(k: int) -> None:
+        for at in moments:
+            for r in range(6):
+                # A failed batch rolled back; a later pass sends its members.
+                with contextlib.suppress(RuntimeError):
+                    campaigns_advance(
+                        now=at + timedelta(milliseconds=k + 10 * r),
+                        batch_size=rnd.choice([1, 2, 3, 5]),
+                        limit=rnd.choice([4, 7, 100]),
+                    )
+
+    def chaos() -> None:
+        for pk in victims:
+            recipient_erase(recipient=Recipient.objects.get(pk=pk), at=START)
+        with contextlib.suppress(campaigns.CampaignConflict):  # it may be done first
+            campaign_transition(campaign=now_one, action="cancel", now=START + timedelta(seconds=1))
+
+    threads = [Worker(lambda k=k: work(k)) for k in range(3)] + [Worker(chaos)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not [t.error for t in threads if t.error], [t.error for t in threads]
+    monkeypatch.setattr(campaigns, "messages_send_bulk", real)
+    campaigns_advance(now=datetime(2026, 3, 4, tzinfo=UTC))
+    assert failed
+    assert Campaign.objects.get(pk=waves.pk).status == CampaignStatus.DONE
+    assert Campaign.objects.get(pk=now_one.pk).status in (CampaignStatus.DONE, CampaignStatus.CANCELLED)
+    for campaign in (waves, now_one):
+        members = CampaignRecipient.objects.filter(campaign=campaign).select_related("message")
+        # (a recipient erased before the campaign's start is not in its audience)
+        assert members.count() >= 36 - len(victims) and not members.filter(state=MemberState.PENDING).exists()
+        for member in members:
+            if member.message_id:
+                assert member.message.decided_at >= member.due_at
+    messages = Message.objects.filter(source=Source.CAMPAIGN)
+    assert messages.values("recipient", "source_ref").distinct().count() == messages.count()
+    # What the erased were sent before their erasure was scrubbed with it; nothing came after.
+    assert not messages.filter(recipient_id__in=victims).exclude(to_address="").exists()
