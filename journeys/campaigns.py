@@ -691,10 +691,11 @@ def _campaign_settle(campaign: Campaign, now: datetime, cursors: dict[int, Curso
         # Due members this worker did not claim: behind its cursor (a batch of another worker that
         # rolled back), or in another worker's batch right now (that worker settles the campaign).
         return 0 if cursors.pop(campaign.pk, None) is not None else _LEAVE
-    nxt = pending.aggregate(t=Min("due_at"))["t"]
     locked = _campaign_locked(campaign.pk)
     if locked is None:
         return _LEAVE
+    # Read under the lock: another worker may have sent the next members and settled it since.
+    nxt = pending.aggregate(t=Min("due_at"))["t"]
     if nxt is None:
         locked.status, locked.finished_at, locked.next_run_at = CampaignStatus.DONE, now, None
         locked.note = "Every member was decided."
@@ -718,7 +719,9 @@ def _campaign_step(*, campaign_id: int, now: datetime, size: int, work: Campaign
             return _LEAVE
         if campaign.template_id and campaign.template.revision != campaign.template_revision:
             locked = _campaign_locked(campaign.pk)
-            if locked is not None:
+            # Under the lock, the approval read above may have been superseded: an operator approved the
+            # new revision since (after another worker put the campaign back to proposed).
+            if locked is not None and locked.template_revision != campaign.template.revision:
                 locked.status, locked.next_run_at = CampaignStatus.PROPOSED, None
                 locked.note = (
                     f"Template {campaign.template.key} changed after approval (revision "
@@ -787,7 +790,7 @@ def campaigns_advance(
         for campaign_id in list(due):
             spent = time_module.monotonic() - began
             if handled >= limit or (time_budget is not None and spent > time_budget):
-                work.more = True
+                work.more = _work_left(due, now)
                 return work
             n = step(campaign_id)
             if n == 0:  # the walk starts over from the first due member
@@ -801,6 +804,23 @@ def campaigns_advance(
             # Campaigns that became due while this worker was sending (a scheduled one started) join in.
             due = [pk for pk in _due_campaign_ids(now) if pk not in left]
     return work
+
+
+def _work_left(campaign_ids: list[int], now: datetime) -> bool:
+    """Whether one of these campaigns, still sending and due, has work for this worker now: a due member
+    no other worker's batch holds (SKIP LOCKED), or no due member left (it is to be settled). Due members
+    all in other workers' batches are theirs: those workers settle the campaign."""
+    sending = Campaign.objects.filter(
+        pk__in=campaign_ids, status=CampaignStatus.SENDING, next_run_at__lte=now
+    )
+    with transaction.atomic():
+        for campaign_id in sending.values_list("pk", flat=True):
+            due = CampaignRecipient.objects.filter(
+                campaign_id=campaign_id, state=MemberState.PENDING, due_at__lte=now
+            )
+            if not due.exists() or due.select_for_update(skip_locked=True).exists():
+                return True
+    return False
 
 
 def _due_campaign_ids(now: datetime) -> list[int]:

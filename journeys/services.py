@@ -528,7 +528,12 @@ def recipient_erase_journeys(
     counts["step_runs"] = StepRun.objects.filter(enrollment__recipient=recipient).update(
         detail=_scrubbed("detail", ids)
     )
-    members = CampaignRecipient.objects.filter(recipient=recipient)
+    # A campaign batch in flight holds its members' rows and takes the recipient's lock (held here) only
+    # later, in the governor: waiting for those rows would deadlock. They are passed over (SKIP LOCKED):
+    # pending, nothing to scrub yet; the batch sees the erasure under the governor's lock, refuses them and
+    # writes their detail itself (or rolls back, and a later batch does).
+    free = CampaignRecipient.objects.filter(recipient=recipient).select_for_update(skip_locked=True)
+    members = CampaignRecipient.objects.filter(pk__in=list(free.values_list("pk", flat=True)))
     counts["campaign_members_cancelled"] = members.filter(state=MemberState.PENDING).update(
         state=MemberState.CANCELLED, detail="recipient erased", decided_at=at
     )
