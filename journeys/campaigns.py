@@ -530,7 +530,7 @@ def _audience_write(campaign: Campaign, now: datetime) -> int:
         return cursor.rowcount
 
 
-def _campaigns_start(*, now: datetime, wait: bool) -> int:
+def _campaigns_start(*, now: datetime, wait: bool = True) -> int:
     """Scheduled campaigns whose start came: write the audience and begin sending (one per transaction).
     With `wait`, a worker that finds one being started by another waits for it, then finds it sending
     and shares its batches; without, it passes over it (the due-work pass: other due work goes on)."""

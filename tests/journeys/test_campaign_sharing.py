@@ -5,90 +5,17 @@ erasure, the `more` flag, a cancel racing the settle step."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connection
 
 from journeys import campaigns
-from journeys.campaigns import campaign_create, campaign_transition, campaigns_advance
+from journeys.campaigns import campaign_transition, campaigns_advance
 from journeys.models import Campaign, CampaignRecipient, CampaignStatus, MemberState
-from orchestrator.models import Message, Segment, Source
-from tests.orchestrator.factories import ContactPointFactory, RecipientFactory
+from orchestrator.models import Message, Source
+from tests.journeys.campaign_workers import MAIL, START, Worker, hold_first, launched, no_kick, people  # noqa: F401
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-START = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a Monday; no DST change that week
-MAIL = {"subject": "Receipt", "body": "Thanks."}
-
-
-@pytest.fixture(autouse=True)
-def no_kick(monkeypatch):
-    """The workers are the test's threads: approving must not also run the campaign's tasks inline."""
-    monkeypatch.setattr(campaigns, "_kick", lambda tasks=None: None)
-
-
-def _people(n: int, prefix: str, zone: str = "UTC") -> None:
-    for i in range(n):
-        ContactPointFactory(recipient=RecipientFactory(external_id=f"{prefix}{i}", timezone=zone))
-
-
-def _launched(prefix: str, **fields) -> Campaign:
-    segment = Segment.objects.create(name=f"All {prefix}", conditions=[])
-    data = {
-        "name": f"Shared {prefix}",
-        "segment": segment.pk,
-        "channel": "email",
-        "purpose": "transactional",
-        "content": MAIL,
-    }
-    campaign = campaign_create(data={**data, **fields}, now=START)
-    for action in ("propose", "approve"):
-        campaign = campaign_transition(campaign=campaign, action=action, now=START)
-    return campaign
-
-
-class Worker(threading.Thread):
-    """Runs `fn` on its own connection; keeps its result or its exception."""
-
-    def __init__(self, fn: Callable[[], object]):
-        super().__init__(daemon=True)
-        self.fn, self.result, self.error = fn, None, None
-
-    def run(self) -> None:
-        try:
-            self.result = self.fn()
-        except Exception as exc:  # noqa: BLE001 - the test reads it
-            self.error = exc
-        finally:
-            connection.close()
-
-
-def _hold_first(monkeypatch, name: str = "_batch_send", *, before: bool = False, then=None):
-    """Make the first call of campaigns.<name> (in whichever thread) wait until `release` is set, after
-    (or `before`) the real call; `then` may replace the real call's result for that first call (raise).
-    Returns (holding, release)."""
-    holding, release = threading.Event(), threading.Event()
-    real = getattr(campaigns, name)
-    first = threading.Lock()
-
-    def held(*args, **kwargs):
-        if not first.acquire(blocking=False):
-            return real(*args, **kwargs)
-        if before:
-            holding.set()
-            assert release.wait(30), "never released"
-        result = real(*args, **kwargs)
-        if not before:
-            holding.set()
-            assert release.wait(30), "never released"
-        if then is not None:
-            then()
-        return result
-
-    monkeypatch.setattr(campaigns, name, held)
-    return holding, release
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_kick")]
 
 
 def _states(campaign) -> dict[str, int]:
@@ -107,10 +34,10 @@ def _sent_once(n: int) -> None:
 
 
 def test_three_workers_send_each_local_time_wave_at_its_moment_and_finish(monkeypatch):
-    _people(6, "tk", "Asia/Tokyo")  # 10:00 on 3 March = 01:00 UTC
-    _people(6, "ln", "UTC")  # 10:00 UTC
-    _people(6, "ny", "America/New_York")  # 15:00 UTC
-    campaign = _launched("lt", schedule={"local_time": "10:00", "date": "2026-03-03"})
+    people(6, "tk", "Asia/Tokyo")  # 10:00 on 3 March = 01:00 UTC
+    people(6, "ln", "UTC")  # 10:00 UTC
+    people(6, "ny", "America/New_York")  # 15:00 UTC
+    campaign = launched("lt", schedule={"local_time": "10:00", "date": "2026-03-03"})
     campaigns_advance(now=START)  # writes the audience: nobody due yet
     tokyo = datetime(2026, 3, 3, 1, 0, tzinfo=UTC)
     london, new_york = tokyo.replace(hour=10), tokyo.replace(hour=15)
@@ -134,7 +61,7 @@ def test_three_workers_send_each_local_time_wave_at_its_moment_and_finish(monkey
     assert not Message.objects.exists()
     # The Tokyo wave, its first batch held: the other workers leave the campaign to the holder and write
     # no "waiting" over it; the holder settles it waiting for London once its batch is in.
-    holding, release = _hold_first(monkeypatch)
+    holding, release = hold_first(monkeypatch)
     holder = Worker(lambda: campaigns_advance(now=tokyo + timedelta(milliseconds=1), batch_size=2))
     holder.start()
     assert holding.wait(30)
@@ -168,9 +95,9 @@ def test_three_workers_send_each_local_time_wave_at_its_moment_and_finish(monkey
 def test_workers_with_different_clocks_leave_no_wave_behind():
     """One worker's clock already at the second wave, another's still at the first: each sends what is
     due by its own clock, the early one never sends the second wave early, and the campaign ends."""
-    _people(8, "a", "Asia/Tokyo")
-    _people(8, "b", "UTC")
-    campaign = _launched("clk", schedule={"local_time": "10:00", "date": "2026-03-03"})
+    people(8, "a", "Asia/Tokyo")
+    people(8, "b", "UTC")
+    campaign = launched("clk", schedule={"local_time": "10:00", "date": "2026-03-03"})
     campaigns_advance(now=START)
     tokyo = datetime(2026, 3, 3, 1, 0, tzinfo=UTC)
     london = tokyo.replace(hour=10)
@@ -192,13 +119,13 @@ def test_workers_with_different_clocks_leave_no_wave_behind():
 
 
 def test_a_failed_batch_is_sent_later_not_lost(monkeypatch):
-    _people(20, "f")
-    campaign = _launched("fail")
+    people(20, "f")
+    campaign = launched("fail")
 
     def boom():
         raise RuntimeError("provider table locked")
 
-    holding, release = _hold_first(monkeypatch, then=boom)
+    holding, release = hold_first(monkeypatch, then=boom)
     failing = Worker(lambda: campaigns_advance(now=START + timedelta(milliseconds=1), batch_size=5))
     failing.start()
     assert holding.wait(30)
@@ -245,10 +172,10 @@ def _template_bump(key: str) -> None:
 
 
 def test_a_template_change_mid_way_stops_new_batches_and_reapproval_sends_the_rest_once(monkeypatch):
-    _people(20, "t")
+    people(20, "t")
     _template("receipt")
-    campaign = _launched("tpl", content=None, template="receipt")
-    holding, release = _hold_first(monkeypatch)
+    campaign = launched("tpl", content=None, template="receipt")
+    holding, release = hold_first(monkeypatch)
     holder = Worker(lambda: campaigns_advance(now=START + timedelta(milliseconds=1), batch_size=5))
     holder.start()
     assert holding.wait(30)
@@ -284,11 +211,11 @@ def test_a_stale_template_check_does_not_undo_a_reapproval(monkeypatch):
     """Worker C reads the campaign and sees the template changed; before it takes the row lock, worker D
     puts the campaign back to proposed and an operator approves the new revision. C must not then put the
     re-approved campaign back to proposed (its reading is older than the approval)."""
-    _people(6, "s")
+    people(6, "s")
     _template("stale")
-    campaign = _launched("stale", content=None, template="stale")
+    campaign = launched("stale", content=None, template="stale")
     _template_bump("stale")
-    holding, release = _hold_first(monkeypatch, "_campaign_locked", before=True)
+    holding, release = hold_first(monkeypatch, "_campaign_locked", before=True)
     c = Worker(lambda: campaigns_advance(now=START + timedelta(milliseconds=1), batch_size=5))
     c.start()
     assert holding.wait(30)
@@ -309,9 +236,9 @@ def test_a_stale_template_check_does_not_undo_a_reapproval(monkeypatch):
 
 
 def test_a_throttled_campaign_never_exceeds_its_rate_with_two_workers(monkeypatch):
-    _people(10, "r")
-    campaign = _launched("thr", throttle_per_minute=3)
-    holding, release = _hold_first(monkeypatch)
+    people(10, "r")
+    campaign = launched("thr", throttle_per_minute=3)
+    holding, release = hold_first(monkeypatch)
     first = Worker(lambda: campaigns_advance(now=START + timedelta(milliseconds=1), batch_size=2))
     first.start()
     assert holding.wait(30)
@@ -350,11 +277,11 @@ def test_an_erasure_during_a_batch_in_flight_leaves_no_message_for_the_person(mo
     from orchestrator.erasure import recipient_erase
     from orchestrator.models import Recipient
 
-    _people(10, "e")
-    campaign = _launched("er")
+    people(10, "e")
+    campaign = launched("er")
     gone = Recipient.objects.get(external_id="e1")  # in the first batch (by recipient id)
     # The first batch waits after its claim, before the pipeline: its members are locked.
-    holding, release = _hold_first(monkeypatch, before=True)
+    holding, release = hold_first(monkeypatch, before=True)
     holder = Worker(lambda: campaigns_advance(now=START + timedelta(milliseconds=1), batch_size=5))
     holder.start()
     assert holding.wait(30)
@@ -379,10 +306,10 @@ def test_an_erasure_between_batches_cancels_the_pending_member(monkeypatch):
     from orchestrator.erasure import recipient_erase
     from orchestrator.models import Recipient
 
-    _people(10, "g")
-    campaign = _launched("eg")
+    people(10, "g")
+    campaign = launched("eg")
     gone = Recipient.objects.get(external_id="g8")  # in the second batch
-    holding, release = _hold_first(monkeypatch)
+    holding, release = hold_first(monkeypatch)
     holder = Worker(lambda: campaigns_advance(now=START + timedelta(milliseconds=1), batch_size=5))
     holder.start()
     assert holding.wait(30)
@@ -399,12 +326,12 @@ def test_an_erasure_between_batches_cancels_the_pending_member(monkeypatch):
 
 
 def test_more_only_when_due_work_is_left_for_this_worker(monkeypatch):
-    _people(10, "m")
-    campaign = _launched("more")
+    people(10, "m")
+    campaign = launched("more")
     first = campaigns_advance(now=START, limit=4, batch_size=5)
     assert (first.decided, first.more) == (4, True)
     # The rest held by another worker: nothing this one could do, so no successor to start.
-    holding, release = _hold_first(monkeypatch)
+    holding, release = hold_first(monkeypatch)
     holder = Worker(lambda: campaigns_advance(now=START + timedelta(milliseconds=1), batch_size=6))
     holder.start()
     assert holding.wait(30)
@@ -420,11 +347,11 @@ def test_more_only_when_due_work_is_left_for_this_worker(monkeypatch):
 def test_a_task_whose_campaign_is_held_elsewhere_hands_over_to_nobody(monkeypatch):
     from journeys import tasks
 
-    _people(6, "k")
-    _launched("kick")
+    people(6, "k")
+    launched("kick")
     kicks: list[int | None] = []
     monkeypatch.setattr(campaigns, "_kick", lambda tasks=None: kicks.append(tasks))
-    holding, release = _hold_first(monkeypatch)
+    holding, release = hold_first(monkeypatch)
     holder = Worker(lambda: campaigns_advance(now=START + timedelta(milliseconds=1), batch_size=6))
     holder.start()
     assert holding.wait(30)
@@ -445,12 +372,12 @@ def test_a_task_whose_campaign_is_held_elsewhere_hands_over_to_nobody(monkeypatc
 def test_a_cancel_racing_the_settle_ends_coherent(monkeypatch, first):
     from journeys.campaigns import CampaignConflict
 
-    _people(4, f"z{first}")
-    campaign = _launched(f"race{first}")
+    people(4, f"z{first}")
+    campaign = launched(f"race{first}")
     campaigns_advance(now=START, batch_size=4, limit=4)  # every member decided; not yet settled
     assert Campaign.objects.get(pk=campaign.pk).status == CampaignStatus.SENDING
     # The settle step waits just before taking the row lock.
-    holding, release = _hold_first(monkeypatch, "_campaign_locked", before=True)
+    holding, release = hold_first(monkeypatch, "_campaign_locked", before=True)
     settler = Worker(lambda: campaigns_advance(now=START + timedelta(seconds=1), batch_size=4))
     settler.start()
     assert holding.wait(30)
@@ -477,9 +404,9 @@ def test_a_cancel_racing_the_settle_ends_coherent(monkeypatch, first):
 def test_a_pass_stopped_by_its_limit_with_the_rest_held_elsewhere_reports_no_more(monkeypatch):
     """The limit stops a pass right after its batch; the only due members left are in another worker's
     batch (that worker settles the campaign): nothing this pass could have done, so no successor."""
-    _people(10, "h")
-    campaign = _launched("held")
-    holding, release = _hold_first(monkeypatch)
+    people(10, "h")
+    campaign = launched("held")
+    holding, release = hold_first(monkeypatch)
     holder = Worker(lambda: campaigns_advance(now=START + timedelta(milliseconds=1), batch_size=5))
     holder.start()
     assert holding.wait(30)
@@ -492,7 +419,7 @@ def test_a_pass_stopped_by_its_limit_with_the_rest_held_elsewhere_reports_no_mor
     assert holder.error is None, holder.error
     assert Campaign.objects.get(pk=campaign.pk).status == CampaignStatus.DONE
     # Stopped by its limit with members it could claim, or with the campaign only left to settle: more.
-    other = _launched("held2")  # the same ten people
+    other = launched("held2")  # the same ten people
     first = campaigns_advance(now=START + timedelta(seconds=1), limit=6, batch_size=5)
     assert (first.decided, first.more) == (6, True)
     last = campaigns_advance(now=START + timedelta(seconds=2), limit=4, batch_size=5)
@@ -506,15 +433,15 @@ def test_a_slow_settle_does_not_write_an_older_wait_over_a_newer_one(monkeypatch
     """Worker A (its clock at the Tokyo wave) settles the campaign while worker B (its clock at London's)
     holds the London batch: A finds the London members pending. If B sends them and settles (waiting for
     New York) before A takes the row lock, A must not write back "waiting for London"."""
-    _people(2, "wa", "Asia/Tokyo")
-    _people(2, "wb", "UTC")
-    _people(2, "wc", "America/New_York")
-    campaign = _launched("wait", schedule={"local_time": "10:00", "date": "2026-03-03"})
+    people(2, "wa", "Asia/Tokyo")
+    people(2, "wb", "UTC")
+    people(2, "wc", "America/New_York")
+    campaign = launched("wait", schedule={"local_time": "10:00", "date": "2026-03-03"})
     campaigns_advance(now=START)
     tokyo = datetime(2026, 3, 3, 1, 0, tzinfo=UTC)
     london, new_york = tokyo.replace(hour=10), tokyo.replace(hour=15)
     assert campaigns_advance(now=tokyo, limit=2).decided == 2  # the Tokyo wave, not yet settled
-    holding, release = _hold_first(monkeypatch, "_campaign_locked", before=True)
+    holding, release = hold_first(monkeypatch, "_campaign_locked", before=True)
     a = Worker(lambda: campaigns_advance(now=tokyo + timedelta(seconds=1)))
     a.start()
     assert holding.wait(30)
@@ -531,13 +458,13 @@ def test_a_worker_walks_back_for_a_batch_that_rolled_back_behind_its_cursor(monk
     """Worker B passed over A's batch (locked) and walked on; A's batch then fails and rolls back. When B
     finds nothing after its cursor it sees the due members behind it and walks again: it sends them in
     the same run, and the campaign ends."""
-    _people(15, "w")
-    campaign = _launched("walk")
+    people(15, "w")
+    campaign = launched("walk")
 
     def boom():
         raise RuntimeError("lost the provider")
 
-    holding, release = _hold_first(monkeypatch, then=boom)
+    holding, release = hold_first(monkeypatch, then=boom)
     failing = Worker(lambda: campaigns_advance(now=START + timedelta(milliseconds=1), batch_size=5))
     failing.start()
     assert holding.wait(30)
@@ -574,11 +501,11 @@ def test_three_workers_with_failing_batches_erasures_and_a_cancel_keep_every_inv
     from orchestrator.models import Recipient
 
     rnd = random.Random(7)
-    _people(12, "sa", "Asia/Tokyo")
-    _people(12, "sb", "UTC")
-    _people(12, "sc", "America/New_York")
-    waves = _launched("waves", schedule={"local_time": "10:00", "date": "2026-03-03"})
-    now_one = _launched("now")
+    people(12, "sa", "Asia/Tokyo")
+    people(12, "sb", "UTC")
+    people(12, "sc", "America/New_York")
+    waves = launched("waves", schedule={"local_time": "10:00", "date": "2026-03-03"})
+    now_one = launched("now")
     real, lock, failed = campaigns.messages_send_bulk, threading.Lock(), []
 
     def flaky(**kwargs):

@@ -3,45 +3,22 @@ another task is starting, to share its batches; the due-work pass passes over it
 
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
 
-from journeys.campaigns import campaign_create, campaign_transition, campaigns_advance, campaigns_advance_due
+from journeys.campaigns import campaigns_advance, campaigns_advance_due
 from journeys.models import Campaign, CampaignStatus
-from orchestrator.models import Segment
-from tests.orchestrator.factories import ContactPointFactory, RecipientFactory
+from tests.journeys.campaign_workers import START, launched, no_kick, people  # noqa: F401
 
-START = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(autouse=True)
-def no_kick(monkeypatch):
-    """The test drives the workers (the test settings would run the approval's tasks inline)."""
-    from journeys import campaigns
-
-    monkeypatch.setattr(campaigns, "_kick", lambda tasks=None: None)
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_kick")]
 
 
 @pytest.fixture
 def scheduled():
-    for n in range(3):
-        ContactPointFactory(recipient=RecipientFactory(external_id=f"s{n}", timezone="UTC"))
-    segment = Segment.objects.create(name="All", conditions=[])
-    campaign = campaign_create(
-        data={
-            "name": "Start",
-            "segment": segment.pk,
-            "channel": "email",
-            "purpose": "transactional",
-            "content": {"subject": "Receipt", "body": "Thanks."},
-        },
-        now=START,
-    )
-    for action in ("propose", "approve"):
-        campaign = campaign_transition(campaign=campaign, action=action, now=START)
+    people(3, "s")
+    campaign = launched("s")
     assert campaign.status == CampaignStatus.SCHEDULED
     return campaign
 
