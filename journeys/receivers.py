@@ -8,7 +8,12 @@ from django.dispatch import receiver
 from django_q.tasks import async_task
 
 from orchestrator.models import Event, Message, MessageStatus, Source
-from orchestrator.signals import event_ingested, message_status_changed, recipient_erasing
+from orchestrator.signals import (
+    event_ingested,
+    message_status_changed,
+    recipient_erase_locking,
+    recipient_erasing,
+)
 
 from . import services
 
@@ -23,6 +28,11 @@ def on_message_status_changed(sender, message: Message, previous: str = "", **kw
     # Sent inside the governor's transaction (which holds the recipient's lock): only enqueue here.
     if message.source == Source.JOURNEY and previous == MessageStatus.DEFERRED:
         transaction.on_commit(lambda: async_task("journeys.tasks.message_wake_task", message.pk))
+
+
+@receiver(recipient_erase_locking, dispatch_uid="journeys.recipient_erase_locking")
+def on_recipient_erase_locking(sender, recipient_id: int, **kwargs) -> None:
+    services.recipient_journeys_lock(recipient_id=recipient_id)
 
 
 @receiver(recipient_erasing, dispatch_uid="journeys.recipient_erasing")

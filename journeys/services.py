@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Q
+from django.db.models import Case, F, Max, Q, Value, When
 from django_q.tasks import async_task
 
 from governor.holdout import holdout_assigned
@@ -507,6 +507,16 @@ def message_wake(*, message_id: int, now: datetime) -> list[int]:
     return ids
 
 
+def recipient_journeys_lock(*, recipient_id: int) -> None:
+    """Lock the person's enrollments and campaign members (waiting for a batch in flight that holds one),
+    for `orchestrator.erasure.recipient_erase` before it locks the recipient's row: the order in which
+    the scheduler's and the campaigns' batches take their locks (theirs, then the governor's)."""
+    from .models import CampaignRecipient
+
+    for model in (Enrollment, CampaignRecipient):
+        list(model.objects.select_for_update().filter(recipient_id=recipient_id).order_by("pk").values("pk"))
+
+
 def recipient_erase_journeys(
     *, recipient: Recipient, identifiers: Iterable[str], at: datetime, counts: dict
 ) -> dict[str, Any]:
@@ -518,26 +528,39 @@ def recipient_erase_journeys(
     from .models import CampaignRecipient, ConversionDefinition, JourneyVersion, MemberState
 
     ids = list(identifiers)
-    enrollments = Enrollment.objects.filter(recipient=recipient)
-    counts["enrollments_stopped"] = enrollments.filter(status=EnrollmentStatus.ACTIVE).update(
-        status=EnrollmentStatus.EXITED, exit_reason="recipient erased", ended_at=at, next_run_at=None
-    )
+    # One UPDATE per table, never two of the same row: PostgreSQL checks the foreign keys of a row this
+    # transaction already changed again at commit (a key share lock on the journey, or on the campaign a
+    # worker may hold while it waits for this recipient: a deadlock).
+    enrollments = Enrollment.objects.filter(recipient=recipient)  # locked by recipient_journeys_lock
+    active = Q(status=EnrollmentStatus.ACTIVE)
+    counts["enrollments_stopped"] = enrollments.filter(active).count()
     counts["enrollments"] = enrollments.update(
-        exit_reason=_scrubbed("exit_reason", ids), error=_scrubbed("error", ids)
+        status=Case(When(active, then=Value(EnrollmentStatus.EXITED)), default=F("status")),
+        exit_reason=Case(
+            When(active, then=Value("recipient erased")),
+            default=_scrubbed("exit_reason", ids),
+            output_field=Enrollment._meta.get_field("exit_reason"),
+        ),
+        ended_at=Case(When(active, then=Value(at)), default=F("ended_at")),
+        next_run_at=Case(When(active, then=Value(None)), default=F("next_run_at")),
+        error=_scrubbed("error", ids),
     )
     counts["step_runs"] = StepRun.objects.filter(enrollment__recipient=recipient).update(
         detail=_scrubbed("detail", ids)
     )
-    # A campaign batch in flight holds its members' rows and takes the recipient's lock (held here) only
-    # later, in the governor: waiting for those rows would deadlock. They are passed over (SKIP LOCKED):
-    # pending, nothing to scrub yet; the batch sees the erasure under the governor's lock, refuses them and
-    # writes their detail itself (or rolls back, and a later batch does).
-    free = CampaignRecipient.objects.filter(recipient=recipient).select_for_update(skip_locked=True)
-    members = CampaignRecipient.objects.filter(pk__in=list(free.values_list("pk", flat=True)))
-    counts["campaign_members_cancelled"] = members.filter(state=MemberState.PENDING).update(
-        state=MemberState.CANCELLED, detail="recipient erased", decided_at=at
+    # Locked already (recipient_journeys_lock), like the enrollments: no batch holds one now.
+    members = CampaignRecipient.objects.filter(recipient=recipient)
+    pending = Q(state=MemberState.PENDING)
+    counts["campaign_members_cancelled"] = members.filter(pending).count()
+    counts["campaign_members"] = members.update(
+        state=Case(When(pending, then=Value(MemberState.CANCELLED)), default=F("state")),
+        detail=Case(
+            When(pending, then=Value("recipient erased")),
+            default=_scrubbed("detail", ids),
+            output_field=CampaignRecipient._meta.get_field("detail"),
+        ),
+        decided_at=Case(When(pending, then=Value(at)), default=F("decided_at")),
     )
-    counts["campaign_members"] = members.update(detail=_scrubbed("detail", ids))
     numbers: set[str] = set()
     values: dict[str, list] = {}
     for definition in JourneyVersion.objects.values_list("definition", flat=True):

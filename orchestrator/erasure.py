@@ -38,7 +38,7 @@ from .models import (
     PreferenceChange,
     Recipient,
 )
-from .signals import recipient_erasing
+from .signals import recipient_erase_locking, recipient_erasing
 
 TOKEN_PREFIX = "erased-"
 # Identifiers shorter than this are not searched for in free text: "42" would hit every count in a reason.
@@ -144,7 +144,9 @@ def recipient_erase(*, recipient: Recipient, actor: Any = None, at: datetime, vi
     """Erase one recipient's personal data (see the module docstring); `actor` is the user who asked (None:
     the system). Raises AlreadyErased for a recipient erased before."""
     with transaction.atomic():
-        # The recipient's lock, as the governor takes it: no decision interleaves with the erasure.
+        # First what batches lock before a recipient (a journey's enrollments, a campaign's members), then
+        # the recipient's lock, as the governor takes it: no decision interleaves with the erasure.
+        recipient_erase_locking.send(sender=Recipient, recipient_id=recipient.pk)
         recipient = Recipient.objects.select_for_update().get(pk=recipient.pk)
         if recipient.erased_at is not None:
             raise AlreadyErased(recipient.external_id)

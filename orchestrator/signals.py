@@ -21,6 +21,11 @@ message_status_changed = Signal(use_caching=True)
 # message, for all of them in one call (dispatching it per message cost a 100k blast ~0.5 s). Single
 # inserts and every status move still send message_status_changed.
 messages_created = Signal()
+# Sent with sender=Recipient, recipient_id=<int> inside `recipient_erase`'s transaction BEFORE it locks the
+# recipient's row: each app locks the person's rows that its batches lock before they lock a recipient (the
+# governor's lock), waiting for a batch in flight to finish, so the erasure takes its locks in the order
+# every batch does and never deadlocks with one.
+recipient_erase_locking = Signal()
 # Sent with sender=Recipient, recipient=<Recipient> (still identified), identifiers=[str], at=<datetime>,
 # counts=<dict> inside `recipient_erase`'s transaction, before the conversation's own tables are scrubbed:
 # each app scrubs what it holds about the person and adds the rows it touched per table to `counts`.

@@ -270,12 +270,13 @@ def test_a_throttled_campaign_never_exceeds_its_rate_with_two_workers(monkeypatc
 # ---- 5. an erasure during the campaign -------------------------------------------------------------------
 
 
-def test_an_erasure_during_a_batch_in_flight_leaves_no_message_for_the_person(monkeypatch):
+def test_an_erasure_during_a_batch_in_flight_waits_for_it_and_suppresses_what_it_sent(monkeypatch):
     """The batch holds its members' rows and takes the recipient's lock later (the governor); the erasure
-    holds the recipient's lock and cancels pending members: neither may wait for the other (it deadlocked,
-    and PostgreSQL failed the erasure or the batch)."""
+    locks the person's members before the recipient's row, in the same order, so it waits for the batch
+    instead of deadlocking with it (PostgreSQL failed the erasure or the batch). The batch's message for
+    the person is then suppressed and scrubbed: nothing of them is left to send."""
     from orchestrator.erasure import recipient_erase
-    from orchestrator.models import Recipient
+    from orchestrator.models import MessageStatus, Recipient
 
     people(10, "e")
     campaign = launched("er")
@@ -288,18 +289,22 @@ def test_an_erasure_during_a_batch_in_flight_leaves_no_message_for_the_person(mo
     eraser = Worker(lambda: recipient_erase(recipient=gone, at=START + timedelta(milliseconds=2)))
     eraser.start()
     eraser.join(0.5)
+    assert eraser.is_alive(), "the erasure waits for the batch that holds the person's member"
     release.set()
     holder.join(60)
     eraser.join(60)
     assert holder.error is None, holder.error
     assert eraser.error is None, eraser.error
     campaigns_advance(now=START + timedelta(seconds=5), batch_size=5)
-    assert not Message.objects.filter(recipient=gone).exists()
     assert Campaign.objects.get(pk=campaign.pk).status == CampaignStatus.DONE
-    # The batch read the erased recipient (after the erasure committed) and refused it; the others sent.
-    member = CampaignRecipient.objects.get(campaign=campaign, recipient=gone)
-    assert member.state == MemberState.REFUSED and member.detail.startswith("erased-"), member.detail
-    assert _states(campaign) == {MemberState.DECIDED: 9, MemberState.REFUSED: 1}
+    (message,) = Message.objects.filter(recipient=gone)
+    assert (message.status, message.rule, message.content, message.to_address) == (
+        MessageStatus.SUPPRESSED,
+        "erasure",
+        {},
+        "",
+    )
+    assert _states(campaign) == {MemberState.DECIDED: 10}
 
 
 def test_an_erasure_between_batches_cancels_the_pending_member(monkeypatch):
