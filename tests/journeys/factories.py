@@ -75,6 +75,22 @@ def active_journey(definition: dict | None = None, *, now=None, **changes):
     return journey
 
 
+def enrollments_due(journey, recipients, *, due_at, entered_at=None, step_id: str = "nudge") -> list:
+    """Enrollments of `recipients` in `journey`'s live version, on `step_id` and due at `due_at`, written
+    in one statement (no event, no task: the test runs the scheduler itself)."""
+    return Enrollment.objects.bulk_create(
+        Enrollment(
+            journey=journey,
+            version=journey.live_version,
+            recipient=r,
+            step_id=step_id,
+            next_run_at=due_at,
+            entered_at=entered_at or due_at,
+        )
+        for r in recipients
+    )
+
+
 class ConversionDefinitionFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = ConversionDefinition

@@ -14,7 +14,7 @@ from orchestrator import pipeline
 from orchestrator.erasure import recipient_erase
 from orchestrator.models import Message, MessageStatus
 from tests.journeys.campaign_workers import Worker
-from tests.journeys.factories import active_journey
+from tests.journeys.factories import active_journey, enrollments_due
 from tests.orchestrator.factories import ReachableRecipientFactory
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -40,17 +40,7 @@ def _held_before_the_governor(monkeypatch):
 def test_an_erasure_while_a_journey_batch_holds_the_persons_enrollment(monkeypatch):
     journey = active_journey(now=NOW)
     people = [ReachableRecipientFactory() for _ in range(4)]
-    Enrollment.objects.bulk_create(
-        Enrollment(
-            journey=journey,
-            version=journey.live_version,
-            recipient=r,
-            step_id="nudge",
-            next_run_at=NOW - timedelta(seconds=1),
-            entered_at=NOW,
-        )
-        for r in people
-    )
+    enrollments_due(journey, people, due_at=NOW - timedelta(seconds=1), entered_at=NOW)
     gone = people[1]
     holding, release = _held_before_the_governor(monkeypatch)
     batch = Worker(lambda: scheduler.enrollments_advance(now=NOW, batch_size=10))

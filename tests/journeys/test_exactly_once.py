@@ -10,7 +10,7 @@ from django.db.models import Count
 from journeys import scheduler, tasks
 from journeys.models import Enrollment, StepRun
 from orchestrator.models import Message
-from tests.journeys.factories import StepRunFactory, active_journey
+from tests.journeys.factories import StepRunFactory, active_journey, enrollments_due
 from tests.orchestrator.factories import ReachableRecipientFactory
 
 
@@ -42,17 +42,7 @@ def _due_world(n):
     now = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
     journey = active_journey(now=now)
     recipients = [ReachableRecipientFactory() for _ in range(n)]
-    Enrollment.objects.bulk_create(
-        Enrollment(
-            journey=journey,
-            version=journey.live_version,
-            recipient=r,
-            step_id="nudge",
-            next_run_at=now - timedelta(seconds=1),
-            entered_at=now,
-        )
-        for r in recipients
-    )
+    enrollments_due(journey, recipients, due_at=now - timedelta(seconds=1), entered_at=now)
     return now
 
 

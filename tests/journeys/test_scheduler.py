@@ -13,7 +13,7 @@ from orchestrator import pipeline
 from orchestrator.models import Channel, ContactPoint, Message, MessageStatus, Source
 from orchestrator.services import event_ingest
 from orchestrator.signals import message_status_changed
-from tests.journeys.factories import active_journey
+from tests.journeys.factories import active_journey, enrollments_due
 from tests.orchestrator.factories import ReachableRecipientFactory
 
 pytestmark = pytest.mark.django_db
@@ -314,18 +314,7 @@ def test_accepted_sends_are_handed_to_delivery_in_one_call_per_batch(monkeypatch
     calls = []
     monkeypatch.setattr(receivers, "deliveries_wake", lambda *, message_ids: calls.append(list(message_ids)))
     journey = active_journey()
-    recipients = [ReachableRecipientFactory() for _ in range(3)]
-    Enrollment.objects.bulk_create(
-        Enrollment(
-            journey=journey,
-            version=journey.live_version,
-            recipient=r,
-            step_id="nudge",
-            next_run_at=clock.now,
-            entered_at=clock.now,
-        )
-        for r in recipients
-    )
+    enrollments_due(journey, [ReachableRecipientFactory() for _ in range(3)], due_at=clock.now)
     advance(committed, clock)
     assert len(calls) == 1 and sorted(calls[0]) == sorted(Message.objects.values_list("pk", flat=True))
 
