@@ -673,10 +673,11 @@ def _members_claim(
         return [(pk, rid, as_datetime(due)) for pk, rid, due in cursor.fetchall()]
 
 
-def _campaign_locked(campaign_id: int) -> Campaign | None:
-    """The campaign's row, locked, if it is still sending (a cancel or another worker may have moved it)."""
+def _campaign_locked(campaign_id: int, *, skip_locked: bool = False) -> Campaign | None:
+    """The campaign's row, locked, if it is still sending (a cancel or another worker may have moved it);
+    with `skip_locked`, None while another transaction holds it."""
     return (
-        Campaign.objects.select_for_update(of=("self",))
+        Campaign.objects.select_for_update(of=("self",), skip_locked=skip_locked)
         .filter(pk=campaign_id, status=CampaignStatus.SENDING)
         .first()
     )
@@ -706,7 +707,9 @@ def _campaign_settle(campaign: Campaign, now: datetime, cursors: dict[int, Curso
     return _LEAVE
 
 
-def _campaign_step(*, campaign_id: int, now: datetime, size: int, work: CampaignWork, cursors: dict) -> int:
+def _campaign_step(
+    *, campaign_id: int, now: datetime, size: int, work: CampaignWork, cursors: dict[int, Cursor]
+) -> int:
     """One transaction: the campaign's next due batch, sent and recorded. Returns the members handled, 0
     to try again at once, or _LEAVE when the campaign has nothing more for this worker now."""
     with transaction.atomic():
@@ -734,11 +737,7 @@ def _campaign_step(*, campaign_id: int, now: datetime, size: int, work: Campaign
         take = size
         if campaign.throttle_per_minute:
             # One worker at a time counts the window: the others pass over a throttled campaign.
-            throttled = (
-                Campaign.objects.select_for_update(skip_locked=True, of=("self",))
-                .filter(pk=campaign.pk, status=CampaignStatus.SENDING)
-                .first()
-            )
+            throttled = _campaign_locked(campaign.pk, skip_locked=True)
             if throttled is None:
                 return _LEAVE
             room = _throttle_room(throttled, now)
